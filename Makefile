@@ -1,0 +1,50 @@
+# m3sup — see README.md.
+#   make run    build m3sup and run a single-node M3 cluster in the foreground
+#   make test   unit and end-to-end tests (real etcd, containerd, runc, M3)
+#   make bench  benchmarks; figures go to BENCHMARKS.md
+
+GO          ?= go
+VERSION     ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+BIN         := bin/m3sup
+M3_VERSION  ?= 1.5.0
+M3_DIR      := $(CURDIR)/.cache/m3-release
+M3_TARBALL  := $(M3_DIR)/m3_$(M3_VERSION)_linux_amd64.tar.gz
+M3_SUMS     := $(M3_DIR)/m3_$(M3_VERSION)_checksums.txt
+DATA_DIR    ?= /var/lib/m3sup
+TEST_FLAGS  ?=
+
+export GOFLAGS := -buildvcs=false
+
+.PHONY: all build run test unit e2e bench prereqs m3-release vet clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" -o $(BIN) ./cmd/m3sup
+
+prereqs:
+	@scripts/prereqs.sh
+
+# The official release is on GitHub; with no internet, build the same tarball
+# from the Go module proxy (cached after the first time).
+m3-release:
+	@M3_VERSION=$(M3_VERSION) scripts/build-m3-release.sh $(M3_DIR)
+
+run: build prereqs m3-release
+	$(BIN) run --data-dir $(DATA_DIR) \
+	  --release-url $(M3_TARBALL) \
+	  --release-checksum sha256:$$(cut -d' ' -f1 $(M3_SUMS))
+
+vet:
+	$(GO) vet ./...
+
+# Unit tests everywhere, plus the end-to-end tests that run real etcd,
+# containerd, runc and M3 binaries.
+test: prereqs m3-release vet
+	M3SUP_E2E_RELEASE=$(M3_TARBALL) $(GO) test -race -timeout 40m $(TEST_FLAGS) ./...
+
+bench: build prereqs m3-release
+	M3SUP_E2E_RELEASE=$(M3_TARBALL) $(GO) test -run '^$$' -bench . -benchtime 3x -timeout 30m ./...
+
+clean:
+	rm -rf bin

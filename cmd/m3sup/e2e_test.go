@@ -1,0 +1,580 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/m3sup/m3sup/bundle"
+	"github.com/m3sup/m3sup/supervisor/api"
+	"github.com/m3sup/m3sup/supervisor/m3"
+)
+
+// e2eEnv holds what every end-to-end test needs: root, containerd, runc and
+// a real M3 release tarball (make test builds it and sets M3SUP_E2E_RELEASE).
+// Without them the tests skip, except under CI where they fail.
+type e2eEnv struct {
+	tarball string
+	digest  string
+}
+
+func needE2E(t *testing.T) e2eEnv {
+	t.Helper()
+	var missing []string
+	if os.Geteuid() != 0 {
+		missing = append(missing, "root")
+	}
+	for _, bin := range []string{"containerd", "runc"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			missing = append(missing, bin)
+		}
+	}
+	tarball := os.Getenv("M3SUP_E2E_RELEASE")
+	if tarball == "" {
+		missing = append(missing, "M3SUP_E2E_RELEASE (run `make test`)")
+	}
+	if len(missing) > 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("end-to-end test needs %s", strings.Join(missing, ", "))
+		}
+		t.Skipf("end-to-end test needs %s", strings.Join(missing, ", "))
+	}
+	b, err := os.ReadFile(tarball)
+	if err != nil {
+		t.Fatalf("read release tarball: %v", err)
+	}
+	sum := sha256.Sum256(b)
+	return e2eEnv{tarball: tarball, digest: hex.EncodeToString(sum[:])}
+}
+
+// releaseServer serves the tarball over real HTTP and counts requests.
+type releaseServer struct {
+	*httptest.Server
+	requests atomic.Int64
+	url      string
+}
+
+func serveRelease(t *testing.T, tarball string) *releaseServer {
+	rs := &releaseServer{}
+	rs.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rs.requests.Add(1)
+		http.ServeFile(w, r, tarball)
+	}))
+	t.Cleanup(rs.Close)
+	rs.url = rs.Server.URL + "/" + filepath.Base(tarball)
+	return rs
+}
+
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	var ls []net.Listener
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	return ports
+}
+
+// node is one m3sup under test: its config, dirs and ports.
+type node struct {
+	t          *testing.T
+	dir        string // data dir
+	socket     string
+	configFile string
+	etcdURL    string
+	coordURL   string
+	logFile    string
+	cmd        *exec.Cmd
+	done       chan struct{}
+	exitErr    error
+	pids       map[string]uint32
+}
+
+type nodeOpts struct {
+	releaseURL, checksum string
+	numShards            int
+}
+
+func newNode(t *testing.T, o nodeOpts) *node {
+	t.Helper()
+	base, err := os.MkdirTemp("", "m3sup-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	p := freePorts(t, 9)
+	n := &node{
+		t:          t,
+		dir:        filepath.Join(base, "data"),
+		socket:     filepath.Join(base, "run", "m3sup.sock"),
+		configFile: filepath.Join(base, "m3sup.yaml"),
+		etcdURL:    fmt.Sprintf("http://127.0.0.1:%d", p[0]),
+		coordURL:   fmt.Sprintf("http://127.0.0.1:%d", p[7]),
+		logFile:    filepath.Join(base, "m3sup.log"),
+		pids:       map[string]uint32{},
+	}
+	if o.numShards == 0 {
+		o.numShards = 16
+	}
+	cfg := fmt.Sprintf(`dataDir: %s
+nodeName: e2e-node
+api:
+  socket: %s
+etcd:
+  clientURL: %s
+  peerURL: http://127.0.0.1:%d
+runtime:
+  containerd:
+    mode: managed
+    namespace: m3sup-e2e
+release:
+  version: "1.5.0"
+  url: %s
+  checksum: %s
+dbnode:
+  listenAddress: 127.0.0.1:%d
+  clusterListenAddress: 127.0.0.1:%d
+  httpNodeListenAddress: 127.0.0.1:%d
+  httpClusterListenAddress: 127.0.0.1:%d
+  debugListenAddress: 127.0.0.1:%d
+  stopTimeout: 30s
+coordinator:
+  listenAddress: 127.0.0.1:%d
+  metricsListenAddress: 127.0.0.1:%d
+cluster:
+  numShards: %d
+  readyTimeout: 4m
+  namespaces:
+    - name: default
+      retention: 48h
+      blockSize: 2h
+`, n.dir, n.socket, n.etcdURL, p[1], o.releaseURL, o.checksum, p[2], p[3], p[4], p[5], p[6], p[7], p[8], o.numShards)
+	if err := os.WriteFile(n.configFile, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.cleanup)
+	return n
+}
+
+// start runs `m3sup run` (this test binary acting as m3sup) in the background.
+func (n *node) start(extra ...string) {
+	n.t.Helper()
+	logf, err := os.OpenFile(n.logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	args := append([]string{"run", "--config", n.configFile}, extra...)
+	n.cmd = exec.Command(os.Args[0], args...)
+	n.cmd.Env = append(os.Environ(), "M3SUP_TEST_MAIN=1")
+	n.cmd.Stdout, n.cmd.Stderr = logf, logf
+	if err := n.cmd.Start(); err != nil {
+		n.t.Fatal(err)
+	}
+	n.done = make(chan struct{})
+	go func() {
+		n.exitErr = n.cmd.Wait()
+		logf.Close()
+		close(n.done)
+	}()
+}
+
+func (n *node) log() string {
+	b, _ := os.ReadFile(n.logFile)
+	return string(b)
+}
+
+// waitExit waits for m3sup to exit and returns its exit code.
+func (n *node) waitExit(timeout time.Duration) int {
+	n.t.Helper()
+	select {
+	case <-n.done:
+	case <-time.After(timeout):
+		n.t.Fatalf("m3sup did not exit within %s; log:\n%s", timeout, n.log())
+	}
+	if n.exitErr == nil {
+		return 0
+	}
+	if ee, ok := n.exitErr.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	n.t.Fatalf("wait: %v", n.exitErr)
+	return -1
+}
+
+func (n *node) stop(timeout time.Duration) int {
+	n.t.Helper()
+	_ = n.cmd.Process.Signal(syscall.SIGTERM)
+	return n.waitExit(timeout)
+}
+
+// waitReady polls the daemon's status over its unix socket until ready.
+func (n *node) waitReady(timeout time.Duration) api.Status {
+	n.t.Helper()
+	c := api.NewClient(n.socket)
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	var last api.Status
+	for time.Now().Before(deadline) {
+		select {
+		case <-n.done:
+			n.t.Fatalf("m3sup exited before ready (%v); log:\n%s", n.exitErr, n.log())
+		case <-tick.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		st, err := c.Status(ctx)
+		if err == nil {
+			last = st
+			for _, comp := range st.Components {
+				if comp.PID > 0 {
+					n.pids[comp.Name] = comp.PID
+				}
+			}
+			if st.Ready && c.Ready(ctx) == nil {
+				cancel()
+				return st
+			}
+		}
+		cancel()
+	}
+	b, _ := json.MarshalIndent(last, "", "  ")
+	n.t.Fatalf("not ready after %s; last status:\n%s\nlog:\n%s", timeout, b, n.log())
+	return last
+}
+
+// cleanup ends whatever a failed test left: m3sup itself (SIGTERM stops its
+// containers), then any M3 process it reported.
+func (n *node) cleanup() {
+	if n.cmd != nil && n.cmd.Process != nil {
+		select {
+		case <-n.done:
+		default:
+			_ = n.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-n.done:
+			case <-time.After(60 * time.Second):
+				_ = n.cmd.Process.Kill()
+				<-n.done
+			}
+		}
+	}
+	for name, pid := range n.pids {
+		if processAlive(pid, name) {
+			_ = syscall.Kill(int(pid), syscall.SIGKILL)
+		}
+	}
+	if n.t.Failed() {
+		n.t.Logf("m3sup log:\n%s", n.log())
+	}
+}
+
+func processAlive(pid uint32, name string) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return err == nil && bytes.Contains(b, []byte(name))
+}
+
+func (n *node) etcdClient() *clientv3.Client {
+	n.t.Helper()
+	c, err := clientv3.New(clientv3.Config{Endpoints: []string{n.etcdURL}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	n.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// placementRevision is the etcd mod revision of M3's placement key.
+func (n *node) placementRevision() int64 {
+	n.t.Helper()
+	c := n.etcdClient()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := c.Get(ctx, "_sd.placement/", clientv3.WithPrefix())
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	if len(resp.Kvs) == 0 {
+		n.t.Fatal("no M3 placement in etcd")
+	}
+	var rev int64
+	for _, kv := range resp.Kvs {
+		rev = max(rev, kv.ModRevision)
+	}
+	return rev
+}
+
+// writeAndRead writes one point through the coordinator and reads it back.
+func writeAndRead(t *testing.T, coordURL, metric string, ts time.Time, v float64) {
+	t.Helper()
+	c := &m3.Client{BaseURL: coordURL}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := c.WriteJSON(ctx, metric, map[string]string{"host": "e2e"}, ts, v); err != nil {
+		t.Fatalf("write %s: %v", metric, err)
+	}
+	readBack(t, coordURL, metric, ts, v)
+}
+
+func readBack(t *testing.T, coordURL, metric string, ts time.Time, v float64) {
+	t.Helper()
+	c := &m3.Client{BaseURL: coordURL}
+	deadline := time.Now().Add(30 * time.Second)
+	var lastErr error
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		res, err := c.QueryRange(ctx, metric, ts.Add(-time.Minute), ts.Add(time.Minute), 5*time.Second)
+		cancel()
+		if err == nil && hasValue(res, v) {
+			return
+		}
+		lastErr = fmt.Errorf("query %s: %v (result %+v)", metric, err, res)
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Fatalf("point %s=%v not readable: %v", metric, v, lastErr)
+}
+
+func statusCLI(t *testing.T, socket string) api.Status {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "status", "-o", "json", "--socket", socket)
+	cmd.Env = append(os.Environ(), "M3SUP_TEST_MAIN=1")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("m3sup status -o json: %v\n%s", err, out)
+	}
+	var st api.Status
+	if err := json.Unmarshal(out, &st); err != nil {
+		t.Fatalf("m3sup status -o json is not JSON: %v\n%s", err, out)
+	}
+	return st
+}
+
+// TestE2ESingleNode: from an empty data dir to a ready single-node cluster
+// that serves a write and a read; then a stop and a start that keep the data,
+// download nothing and leave the placement alone.
+func TestE2ESingleNode(t *testing.T) {
+	env := needE2E(t)
+	rs := serveRelease(t, env.tarball)
+	n := newNode(t, nodeOpts{releaseURL: rs.url, checksum: "sha256:" + env.digest})
+
+	n.start()
+	n.waitReady(4 * time.Minute)
+	if got := rs.requests.Load(); got != 1 {
+		t.Fatalf("first start made %d HTTP requests for the release, want 1", got)
+	}
+
+	ts := time.Now().Add(-5 * time.Second).Truncate(time.Second)
+	writeAndRead(t, n.coordURL, "m3sup_e2e_point", ts, 42)
+
+	st := statusCLI(t, n.socket)
+	if st.Containerd.Mode != "managed" || !st.Containerd.Connected {
+		t.Fatalf("containerd: %+v, want managed and connected", st.Containerd)
+	}
+	running := map[string]uint32{}
+	for _, c := range st.Components {
+		if c.State == "running" && c.PID > 0 && processAlive(c.PID, c.Name) {
+			running[c.Name] = c.PID
+		}
+	}
+	for _, name := range []string{"m3dbnode", "m3coordinator"} {
+		if running[name] == 0 {
+			t.Fatalf("%s is not running under containerd: %+v", name, st.Components)
+		}
+	}
+	if !st.M3.PlacementExists || st.M3.Shards["AVAILABLE"] != 16 {
+		t.Fatalf("M3 status: %+v, want a placement with 16 AVAILABLE shards", st.M3)
+	}
+	placementRev := n.placementRevision()
+
+	// Give the commit log time to flush the point (it flushes every second).
+	time.Sleep(2 * time.Second)
+	if code := n.stop(90 * time.Second); code != 0 {
+		t.Fatalf("m3sup exited with %d after SIGTERM; log:\n%s", code, n.log())
+	}
+	for name, pid := range running {
+		if processAlive(pid, name) {
+			t.Fatalf("%s (pid %d) still runs after m3sup stopped", name, pid)
+		}
+	}
+
+	// Second start: same data dir.
+	n.start()
+	n.waitReady(4 * time.Minute)
+	if got := rs.requests.Load(); got != 1 {
+		t.Fatalf("restart downloaded the release again (%d requests)", got)
+	}
+	readBack(t, n.coordURL, "m3sup_e2e_point", ts, 42)
+	if rev := n.placementRevision(); rev != placementRev {
+		t.Fatalf("placement rewritten on restart: revision %d → %d", placementRev, rev)
+	}
+	if strings.Contains(n.log(), "placement initialized") && strings.Count(n.log(), "placement initialized") > 1 {
+		t.Fatalf("placement initialized twice; log:\n%s", n.log())
+	}
+	if code := n.stop(90 * time.Second); code != 0 {
+		t.Fatalf("m3sup exited with %d after SIGTERM", code)
+	}
+}
+
+// TestE2EWrongChecksum: a release whose checksum does not match is refused
+// with a clear error and nothing runs.
+func TestE2EWrongChecksum(t *testing.T) {
+	env := needE2E(t)
+	rs := serveRelease(t, env.tarball)
+	wrong := strings.Repeat("0", 64)
+	n := newNode(t, nodeOpts{releaseURL: rs.url, checksum: "sha256:" + wrong})
+	n.start()
+	if code := n.waitExit(2 * time.Minute); code != 1 {
+		t.Fatalf("exit code %d, want 1; log:\n%s", code, n.log())
+	}
+	log := n.log()
+	last := lastLine(log)
+	for _, want := range []string{"checksum mismatch", wrong, env.digest} {
+		if !strings.Contains(last, want) {
+			t.Fatalf("last line %q does not mention %q", last, want)
+		}
+	}
+	assertNothingRan(t, n)
+}
+
+// TestE2ECorruptCache: a cached artifact whose bytes changed is never run;
+// when its source is gone the start fails with a clear error.
+func TestE2ECorruptCache(t *testing.T) {
+	env := needE2E(t)
+	// A URL on a closed port: the corrupted entry cannot be fetched again.
+	closed := freePorts(t, 1)[0]
+	url := fmt.Sprintf("http://127.0.0.1:%d/%s", closed, filepath.Base(env.tarball))
+	n := newNode(t, nodeOpts{releaseURL: url, checksum: "sha256:" + env.digest})
+
+	// Seed the cache with the real artifact, then corrupt it.
+	cache, err := bundle.OpenCache(filepath.Join(n.dir, "cache"), bundle.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	res, err := cache.Fetch(ctx, bundle.Source{URL: env.tarball, Checksum: "sha256:" + env.digest})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(res.Path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("tampered"), 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	n.start()
+	if code := n.waitExit(2 * time.Minute); code != 1 {
+		t.Fatalf("exit code %d, want 1; log:\n%s", code, n.log())
+	}
+	last := lastLine(n.log())
+	if !strings.Contains(last, "corrupt") {
+		t.Fatalf("last line %q does not say the cache is corrupt", last)
+	}
+	assertNothingRan(t, n)
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+
+// assertNothingRan checks that no component was prepared or started.
+func assertNothingRan(t *testing.T, n *node) {
+	t.Helper()
+	for _, name := range []string{"m3dbnode", "m3coordinator"} {
+		if _, err := os.Stat(filepath.Join(n.dir, "components", name, "logs", name+".log")); err == nil {
+			t.Fatalf("%s ran (its log exists)", name)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(n.dir, "cache", "unpacked")); err == nil {
+		entries, _ := os.ReadDir(filepath.Join(n.dir, "cache", "unpacked"))
+		if len(entries) > 0 {
+			t.Fatalf("something was unpacked from a refused artifact: %v", entries)
+		}
+	}
+}
+
+// TestBrokenConfigs: every broken config exits 2 with the file and the field
+// named, and no panic. These need no root and no M3.
+func TestBrokenConfigs(t *testing.T) {
+	dir := t.TempDir()
+	cases := []struct {
+		name, body string
+		want       []string
+	}{
+		{"syntax.yaml", "dataDir: /x\netcd:\n  clientURL: [unclosed\n", []string{"syntax.yaml", "line"}},
+		{"unknown.yaml", "etcd:\n  clientUrl: http://127.0.0.1:2379\n", []string{"unknown.yaml", "etcd.clientUrl"}},
+		{"type.yaml", "cluster:\n  numShards: many\n", []string{"type.yaml", "cluster.numShards"}},
+		{"duration.yaml", "cluster:\n  namespaces:\n    - name: default\n      retention: 2d\n      blockSize: 2h\n", []string{"duration.yaml", "retention", "2d"}},
+		{"missing.yaml", "", []string{"missing.yaml"}},
+	}
+	for _, tc := range cases {
+		path := filepath.Join(dir, tc.name)
+		if tc.name != "missing.yaml" {
+			if err := os.WriteFile(path, []byte(tc.body), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, args := range [][]string{{"run", "--config", path}, {"config", "check", path}} {
+			t.Run(tc.name+"/"+args[0], func(t *testing.T) {
+				cmd := exec.Command(os.Args[0], args...)
+				cmd.Env = append(os.Environ(), "M3SUP_TEST_MAIN=1")
+				var out bytes.Buffer
+				cmd.Stdout, cmd.Stderr = &out, &out
+				err := cmd.Run()
+				ee, ok := err.(*exec.ExitError)
+				if !ok || ee.ExitCode() != 2 {
+					t.Fatalf("exit %v, want status 2; output:\n%s", err, out.String())
+				}
+				s := out.String()
+				for _, w := range tc.want {
+					if !strings.Contains(s, w) {
+						t.Errorf("output does not mention %q:\n%s", w, s)
+					}
+				}
+				if strings.Contains(s, "panic") || strings.Contains(s, "goroutine ") {
+					t.Errorf("output looks like a crash:\n%s", s)
+				}
+				if n := strings.Count(strings.TrimSpace(s), "\n"); n > 3 {
+					t.Errorf("a config error should be a few lines, got %d:\n%s", n+1, s)
+				}
+			})
+		}
+	}
+}
+
+func hasValue(r m3.QueryResult, v float64) bool {
+	for _, s := range r.Series {
+		for _, p := range s.Points {
+			if p.V == v {
+				return true
+			}
+		}
+	}
+	return false
+}

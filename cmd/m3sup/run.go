@@ -1,0 +1,156 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/m3sup/m3sup/supervisor"
+	"github.com/m3sup/m3sup/supervisor/config"
+)
+
+// configFlags are the flags every command that reads the config accepts.
+type configFlags struct {
+	files []string
+	set   map[string]*string // flag name → value, applied only when changed
+	cmd   *cobra.Command
+}
+
+var overrideFlags = []struct {
+	name, usage string
+	apply       func(c *config.Config, v string)
+}{
+	{"data-dir", "data directory (etcd, cache, containers)", func(c *config.Config, v string) { c.DataDir = v }},
+	{"node-name", "this host's name (M3 host id, etcd member name)", func(c *config.Config, v string) {
+		if c.Etcd.Name == c.NodeName {
+			c.Etcd.Name = v
+		}
+		c.NodeName = v
+	}},
+	{"socket", "local API unix socket", func(c *config.Config, v string) { c.API.Socket = v }},
+	{"etcd-client-url", "embedded etcd client URL", func(c *config.Config, v string) { c.Etcd.ClientURL = v }},
+	{"etcd-peer-url", "embedded etcd peer URL", func(c *config.Config, v string) { c.Etcd.PeerURL = v }},
+	{"containerd-address", "use the containerd listening on this socket", func(c *config.Config, v string) {
+		c.Runtime.Containerd.Address = v
+		c.Runtime.Containerd.Mode = config.ModeExternal
+	}},
+	{"containerd-mode", "auto, external or managed", func(c *config.Config, v string) { c.Runtime.Containerd.Mode = v }},
+	{"release-url", "M3 release tarball URL or path", func(c *config.Config, v string) { c.Release.URL = v }},
+	{"release-checksum", "sha256:<hex> or file:<checksums URL>", func(c *config.Config, v string) { c.Release.Checksum = v }},
+	{"coordinator-listen", "m3coordinator API listen address", func(c *config.Config, v string) { c.Coordinator.ListenAddress = v }},
+	{"log-level", "debug, info, warn or error", func(c *config.Config, v string) { c.Log.Level = v }},
+	{"log-format", "text or json", func(c *config.Config, v string) { c.Log.Format = v }},
+}
+
+func addConfigFlags(cmd *cobra.Command, withOverrides bool) *configFlags {
+	cf := &configFlags{set: map[string]*string{}, cmd: cmd}
+	cmd.Flags().StringArrayVarP(&cf.files, "config", "c", nil, "config file (repeatable; later files win)")
+	if withOverrides {
+		for _, f := range overrideFlags {
+			cf.set[f.name] = cmd.Flags().String(f.name, "", f.usage)
+		}
+	}
+	return cf
+}
+
+// load reads the config files, applies changed flags and validates.
+func (cf *configFlags) load() (config.Config, error) {
+	cfg, err := config.Load(cf.files...)
+	if err != nil {
+		return cfg, err
+	}
+	changed := false
+	for _, f := range overrideFlags {
+		if p, ok := cf.set[f.name]; ok && cf.cmd.Flags().Changed(f.name) {
+			f.apply(&cfg, *p)
+			changed = true
+		}
+	}
+	if changed {
+		if err := cfg.Validate(); err != nil {
+			return cfg, err
+		}
+	}
+	return cfg, nil
+}
+
+func newRunCmd() *cobra.Command {
+	var keepRunning, insecure bool
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run the m3sup daemon in the foreground",
+		Long: `Run the m3sup daemon in the foreground: embedded etcd, containerd (the
+host's or a managed child), m3dbnode and m3coordinator, and M3's cluster set-up.
+
+With no config file it runs a single-node cluster with defaults (data in
+/var/lib/m3sup, etcd on 127.0.0.1:2379, the coordinator on :7201).
+SIGINT or SIGTERM stops everything in order.`,
+		Args: cobra.NoArgs,
+	}
+	cf := addConfigFlags(cmd, true)
+	cmd.Flags().BoolVar(&keepRunning, "keep-running", false, "leave M3's containers running on exit; the next m3sup adopts them")
+	cmd.Flags().BoolVar(&insecure, "insecure-skip-checksum", false, "INSECURE: run a release without verifying its checksum")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		cfg, err := cf.load()
+		if err != nil {
+			return err
+		}
+		if insecure {
+			cfg.Release.InsecureSkipChecksum = true
+		}
+		log, err := newLogger(cfg.Log.Level, cfg.Log.Format, os.Stderr)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = log.Sync() }()
+		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		log.Info("m3sup starting", zap.String("version", version), zap.String("node", cfg.NodeName), zap.String("data_dir", cfg.DataDir))
+		var progress io.Writer
+		if isTerminal(os.Stdout) {
+			progress = os.Stdout
+		}
+		err = supervisor.New(supervisor.Options{
+			Config: cfg, Logger: log, Version: version, KeepRunning: keepRunning, Progress: progress,
+		}).Run(ctx)
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+		log.Info("m3sup stopped")
+		return nil
+	}
+	return cmd
+}
+
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// newLogger builds a human-readable (text) or JSON logger.
+func newLogger(level, format string, w io.Writer) (*zap.Logger, error) {
+	lvl, err := zapcore.ParseLevel(level)
+	if err != nil {
+		return nil, fmt.Errorf("log level %q: %w", level, err)
+	}
+	ec := zap.NewProductionEncoderConfig()
+	ec.EncodeTime = zapcore.ISO8601TimeEncoder
+	ec.EncodeDuration = zapcore.StringDurationEncoder
+	var enc zapcore.Encoder
+	if format == "json" {
+		enc = zapcore.NewJSONEncoder(ec)
+	} else {
+		ec.EncodeLevel = zapcore.CapitalLevelEncoder
+		ec.ConsoleSeparator = " "
+		enc = zapcore.NewConsoleEncoder(ec)
+	}
+	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), lvl)), nil
+}

@@ -1,0 +1,146 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/m3sup/m3sup/supervisor/api"
+	"github.com/m3sup/m3sup/supervisor/config"
+)
+
+// outputFlag adds -o/--output to a read command.
+func outputFlag(cmd *cobra.Command, formats ...string) *string {
+	return cmd.Flags().StringP("output", "o", "table", "output format: "+strings.Join(formats, ", "))
+}
+
+func checkOutput(o string, formats ...string) error {
+	for _, f := range formats {
+		if o == f {
+			return nil
+		}
+	}
+	return &exitError{code: 2, err: fmt.Errorf("--output %q: must be one of %s", o, strings.Join(formats, ", "))}
+}
+
+func newStatusCmd() *cobra.Command {
+	var socket string
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the daemon's status: etcd, containerd, components and M3",
+		Args:  cobra.NoArgs,
+	}
+	out := outputFlag(cmd, "table", "json")
+	cmd.Flags().StringVar(&socket, "socket", config.DefaultSocket, "local API unix socket of the daemon")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if err := checkOutput(*out, "table", "json"); err != nil {
+			return err
+		}
+		st, err := api.NewClient(socket).Status(cmd.Context())
+		if err != nil {
+			return err
+		}
+		if *out == "json" {
+			enc := json.NewEncoder(os.Stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(st)
+		}
+		printStatus(os.Stdout, st, time.Now())
+		return nil
+	}
+	return cmd
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func printStatus(w io.Writer, st api.Status, now time.Time) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	msg := st.Phase
+	if st.Message != "" {
+		msg += " (" + st.Message + ")"
+	}
+	fmt.Fprintf(tw, "NODE\t%s\tm3sup %s\n", st.Node, st.Version)
+	fmt.Fprintf(tw, "READY\t%s\t%s\n", yesNo(st.Ready), msg)
+	role := "follower"
+	if st.Etcd.Leader {
+		role = "leader"
+	}
+	etcdLine := fmt.Sprintf("%s\t%s, %s, %d member(s)", st.Etcd.State, st.Etcd.Endpoint, role, st.Etcd.Members)
+	if st.Etcd.Error != "" {
+		etcdLine += ", error: " + st.Etcd.Error
+	}
+	fmt.Fprintf(tw, "ETCD\t%s\n", etcdLine)
+	conn := "disconnected"
+	if st.Containerd.Connected {
+		conn = "connected"
+	}
+	ctd := fmt.Sprintf("%s\t%s, %s, containerd %s, namespace %s", st.Containerd.Mode, st.Containerd.Address, conn, st.Containerd.Version, st.Containerd.Namespace)
+	if st.Containerd.PID > 0 {
+		ctd += fmt.Sprintf(", pid %d", st.Containerd.PID)
+	}
+	fmt.Fprintf(tw, "CONTAINERD\t%s\n", ctd)
+	tw.Flush()
+
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "COMPONENT\tSTATE\tPID\tUPTIME\tRESTARTS\tVERSION\tNOTE")
+	for _, c := range st.Components {
+		pid, up := "-", "-"
+		if c.PID > 0 {
+			pid = fmt.Sprint(c.PID)
+		}
+		if c.State == "running" && !c.StartedAt.IsZero() {
+			up = now.Sub(c.StartedAt).Round(time.Second).String()
+		}
+		note := c.Message
+		if c.Adopted {
+			note = "adopted"
+		}
+		if c.LastExit != nil && c.State != "running" {
+			note = fmt.Sprintf("last exit %d; %s", c.LastExit.Code, c.Message)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", c.Name, c.State, pid, up, c.Restarts, c.Version, note)
+	}
+	tw.Flush()
+
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	placement := "none"
+	if st.M3.PlacementExists {
+		placement = fmt.Sprintf("%d instance(s)", st.M3.Instances)
+	}
+	fmt.Fprintf(tw, "M3\t%s\tplacement: %s, nodes bootstrapped: %s\n", st.M3.Phase, placement, yesNo(st.M3.NodesBootstrapped))
+	if len(st.M3.Shards) > 0 {
+		states := make([]string, 0, len(st.M3.Shards))
+		for s, n := range st.M3.Shards {
+			states = append(states, fmt.Sprintf("%s=%d", s, n))
+		}
+		sort.Strings(states)
+		fmt.Fprintf(tw, "SHARDS\t%s\n", strings.Join(states, " "))
+	}
+	if st.M3.Error != "" {
+		fmt.Fprintf(tw, "M3 ERROR\t%s\n", st.M3.Error)
+	}
+	tw.Flush()
+	if len(st.M3.Namespaces) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAMESPACE\tREADY")
+		for _, ns := range st.M3.Namespaces {
+			fmt.Fprintf(tw, "%s\t%s\n", ns.Name, yesNo(ns.Ready))
+		}
+		tw.Flush()
+	}
+}

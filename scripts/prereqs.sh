@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# prereqs.sh — make sure this host can run m3sup: root, containerd and runc.
+# Installs containerd and runc with apt when they are missing and apt exists;
+# otherwise says exactly what to install.
+set -euo pipefail
+
+if [[ "$(id -u)" != 0 ]]; then
+  echo "m3sup needs root (it runs containerd, bind mounts and raises rlimits): re-run with sudo" >&2
+  exit 1
+fi
+missing=()
+command -v containerd >/dev/null 2>&1 || missing+=(containerd)
+command -v runc >/dev/null 2>&1 || missing+=(runc)
+if [[ ${#missing[@]} -eq 0 ]]; then
+  exit 0
+fi
+if command -v apt-get >/dev/null 2>&1; then
+  echo "installing ${missing[*]} with apt-get"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq containerd runc >/dev/null
+  exit 0
+fi
+echo "missing: ${missing[*]}. Install containerd (>= 1.6) and runc with your package manager, e.g. 'apt-get install -y containerd runc' or 'dnf install -y containerd runc'" >&2
+exit 1

@@ -1,0 +1,224 @@
+// Package api is m3sup's local API: the wire types, the HTTP server on a
+// root-only unix socket, and the client the CLI uses to reach the daemon.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+
+	"github.com/m3sup/m3sup/supervisor/agent"
+)
+
+// Status is the whole daemon's status, as served on GET /v1/status.
+type Status struct {
+	Node       string           `json:"node"`
+	Version    string           `json:"version"`
+	Phase      string           `json:"phase"`
+	Message    string           `json:"message,omitempty"`
+	Ready      bool             `json:"ready"`
+	Etcd       EtcdStatus       `json:"etcd"`
+	Containerd ContainerdStatus `json:"containerd"`
+	Components []agent.Status   `json:"components"`
+	M3         M3Status         `json:"m3"`
+}
+
+// EtcdStatus describes the embedded etcd member.
+type EtcdStatus struct {
+	State    string `json:"state"`
+	Endpoint string `json:"endpoint,omitempty"`
+	Leader   bool   `json:"leader"`
+	Members  int    `json:"members,omitempty"`
+	DBSize   int64  `json:"dbSize,omitempty"`
+	Error    string `json:"error,omitempty"`
+}
+
+// ContainerdStatus describes the container runtime connection.
+type ContainerdStatus struct {
+	Mode      string `json:"mode"`
+	Address   string `json:"address,omitempty"`
+	Version   string `json:"version,omitempty"`
+	Connected bool   `json:"connected"`
+	PID       int    `json:"pid,omitempty"`
+	Namespace string `json:"namespace,omitempty"`
+}
+
+// M3Status describes the M3 cluster as seen through the coordinator API.
+type M3Status struct {
+	Phase             string            `json:"phase"`
+	Message           string            `json:"message,omitempty"`
+	PlacementExists   bool              `json:"placementExists"`
+	Instances         int               `json:"instances"`
+	Shards            map[string]int    `json:"shards,omitempty"`
+	Namespaces        []NamespaceStatus `json:"namespaces,omitempty"`
+	NodesBootstrapped bool              `json:"nodesBootstrapped"`
+	Error             string            `json:"error,omitempty"`
+}
+
+// NamespaceStatus is one M3 namespace.
+type NamespaceStatus struct {
+	Name      string `json:"name"`
+	Ready     bool   `json:"ready"`
+	Retention string `json:"retention,omitempty"`
+}
+
+// Provider is what the server reads from the daemon.
+type Provider interface {
+	Status(ctx context.Context) Status
+	// Ready returns nil when the M3 cluster accepts writes.
+	Ready(ctx context.Context) error
+}
+
+// Server serves the local API.
+type Server struct {
+	http *http.Server
+}
+
+// NewServer builds the handlers: /v1/status, /healthz, /readyz, /metrics.
+func NewServer(p Provider, gatherer prometheus.Gatherer, log *zap.Logger) *Server {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, p.Status(r.Context()))
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		defer cancel()
+		if err := p.Ready(ctx); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ready\n")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	return &Server{http: &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          zap.NewStdLog(log.Named("api")),
+	}}
+}
+
+// Serve serves on ln until Shutdown; it returns nil after a shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve local API: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops the server, waiting for in-flight requests until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error { return s.http.Shutdown(ctx) }
+
+// ErrAlreadyRunning means another daemon answers on the socket.
+var ErrAlreadyRunning = errors.New("another m3sup is already running")
+
+// Listen opens the unix socket at path, readable and writable by root only
+// (its directory 0700, the socket 0600). A stale socket left by a crashed
+// daemon is replaced; a live one is an error.
+func Listen(path string) (net.Listener, error) {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create socket dir: %w", err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("restrict socket dir: %w", err)
+	}
+	if _, err := os.Stat(path); err == nil {
+		c, err := net.DialTimeout("unix", path, time.Second)
+		if err == nil {
+			_ = c.Close()
+			return nil, fmt.Errorf("listen on %s: %w", path, ErrAlreadyRunning)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove stale socket %s: %w", path, err)
+		}
+	}
+	old := syscall.Umask(0o177)
+	ln, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	return ln, nil
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// Client talks to the daemon over its unix socket.
+type Client struct {
+	socket string
+	http   *http.Client
+}
+
+// NewClient returns a client for the daemon listening on socket.
+func NewClient(socket string) *Client {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		},
+	}
+	return &Client{socket: socket, http: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
+}
+
+// Status fetches the daemon's status.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var s Status
+	err := c.get(ctx, "/v1/status", &s)
+	return s, err
+}
+
+// Ready returns nil when the daemon reports the cluster ready.
+func (c *Client) Ready(ctx context.Context) error {
+	return c.get(ctx, "/readyz", nil)
+}
+
+func (c *Client) get(ctx context.Context, path string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://m3sup"+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT) {
+			return fmt.Errorf("m3sup is not running (no daemon on %s)", c.socket)
+		}
+		if errors.Is(err, syscall.EACCES) {
+			return fmt.Errorf("cannot reach m3sup on %s: permission denied (run as root)", c.socket)
+		}
+		return fmt.Errorf("GET %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return fmt.Errorf("GET %s: %s: %s", path, resp.Status, string(b))
+	}
+	if out == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("decode %s: %w", path, err)
+	}
+	return nil
+}

@@ -1,0 +1,213 @@
+package supervisor
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"go.uber.org/zap"
+
+	"github.com/m3sup/m3sup/runtime"
+	"github.com/m3sup/m3sup/runtime/containerd"
+	"github.com/m3sup/m3sup/supervisor/agent"
+	"github.com/m3sup/m3sup/supervisor/m3"
+	"github.com/m3sup/m3sup/supervisor/spec"
+)
+
+// Component names; also their container ids.
+const (
+	DBNode      = "m3dbnode"
+	Coordinator = "m3coordinator"
+)
+
+// layout is the on-disk layout under the data dir.
+type layout struct{ root string }
+
+func (l layout) etcd() string       { return filepath.Join(l.root, "etcd") }
+func (l layout) cache() string      { return filepath.Join(l.root, "cache") }
+func (l layout) containerd() string { return filepath.Join(l.root, "containerd") }
+
+// component returns <root>/components/<name>/<sub>.
+func (l layout) component(name, sub string) string {
+	return filepath.Join(l.root, "components", name, sub)
+}
+
+// Paths inside the containers.
+const (
+	containerData = "/var/lib/m3db"
+	containerKV   = "/var/lib/m3kv"
+)
+
+// components renders every component this host runs: its M3 config on disk,
+// its container spec and the hash that decides adopt-or-replace.
+func (s *Supervisor) components(lay layout, desired spec.Cluster, rel release, etcdHostPort string) ([]agent.Component, error) {
+	cfg := s.cfg
+	etcdParams := m3.EtcdParams{Endpoints: []string{etcdHostPort}, Env: desired.M3.Env, Zone: desired.M3.Zone, Service: "m3db"}
+
+	dbYAML, err := m3.RenderDBNode(m3.DBNodeParams{
+		HostID:                   cfg.NodeName,
+		Etcd:                     etcdParams,
+		FilePathPrefix:           containerData,
+		CacheDir:                 containerKV,
+		ListenAddress:            cfg.DBNode.ListenAddress,
+		ClusterListenAddress:     cfg.DBNode.ClusterListenAddress,
+		HTTPNodeListenAddress:    cfg.DBNode.HTTPNodeListenAddress,
+		HTTPClusterListenAddress: cfg.DBNode.HTTPClusterListenAddress,
+		DebugListenAddress:       cfg.DBNode.DebugListenAddress,
+		LogLevel:                 desired.DBNode.LogLevel,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("render m3dbnode config: %w", err)
+	}
+	coordYAML, err := m3.RenderCoordinator(m3.CoordinatorParams{
+		Etcd:                 etcdParams,
+		CacheDir:             containerKV,
+		ListenAddress:        cfg.Coordinator.ListenAddress,
+		MetricsListenAddress: cfg.Coordinator.MetricsListenAddress,
+		LogLevel:             desired.Coordinator.LogLevel,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("render m3coordinator config: %w", err)
+	}
+
+	db, err := s.component(lay, rel, DBNode, dbYAML, true)
+	if err != nil {
+		return nil, err
+	}
+	db.StopTimeout = cfg.DBNode.StopTimeout.D()
+	db.Spec.NoFile = s.noFileLimit(cfg.DBNode.NoFile)
+	db.Listen = []string{cfg.DBNode.ListenAddress, cfg.DBNode.HTTPNodeListenAddress, cfg.DBNode.HTTPClusterListenAddress, cfg.DBNode.DebugListenAddress}
+
+	co, err := s.component(lay, rel, Coordinator, coordYAML, false)
+	if err != nil {
+		return nil, err
+	}
+	co.StopTimeout = cfg.Coordinator.StopTimeout.D()
+	co.Spec.NoFile = s.noFileLimit(1 << 20)
+	co.Listen = []string{cfg.Coordinator.ListenAddress, cfg.Coordinator.MetricsListenAddress}
+
+	for _, c := range []*agent.Component{&db, &co} {
+		c.Hash = specHash(c.Spec)
+	}
+	return []agent.Component{db, co}, nil
+}
+
+func (s *Supervisor) component(lay layout, rel release, name string, configYAML []byte, withData bool) (agent.Component, error) {
+	bin, err := findBinary(rel.Dir, name)
+	if err != nil {
+		return agent.Component{}, fmt.Errorf("release %s (%s): %w", rel.Version, rel.Digest, err)
+	}
+	dirs := map[string]string{}
+	for _, sub := range []string{"rootfs", "config", "logs", "kv", "data"} {
+		if sub == "data" && !withData {
+			continue
+		}
+		d := lay.component(name, sub)
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return agent.Component{}, fmt.Errorf("prepare %s: %w", name, err)
+		}
+		dirs[sub] = d
+	}
+	if err := os.MkdirAll(filepath.Join(dirs["rootfs"], "tmp"), 0o1777); err != nil {
+		return agent.Component{}, fmt.Errorf("prepare %s rootfs: %w", name, err)
+	}
+	cfgFile := filepath.Join(dirs["config"], name+".yml")
+	if err := writeFileAtomic(cfgFile, configYAML, 0o644); err != nil {
+		return agent.Component{}, fmt.Errorf("write %s config: %w", name, err)
+	}
+	etc := "/etc/" + name
+	sp := runtime.Spec{
+		ID:     name,
+		RootFS: dirs["rootfs"],
+		Args:   []string{"/bin/" + name, "-f", etc + "/" + name + ".yml"},
+		Env:    []string{"PATH=/bin", "HOME=/tmp"},
+		Mounts: []runtime.Mount{
+			{Source: bin, Destination: "/bin/" + name, ReadOnly: true},
+			{Source: dirs["config"], Destination: etc, ReadOnly: true},
+			{Source: dirs["kv"], Destination: containerKV},
+		},
+		LogPath: filepath.Join(dirs["logs"], name+".log"),
+		Labels:  map[string]string{},
+	}
+	if withData {
+		sp.Mounts = append(sp.Mounts, runtime.Mount{Source: dirs["data"], Destination: containerData})
+	}
+	// The config's bytes decide restarts too, though its mount path is fixed.
+	sum := sha256.Sum256(configYAML)
+	sp.Labels["io.m3sup.config-sha256"] = hex.EncodeToString(sum[:])
+	return agent.Component{Name: name, Version: rel.Version, Spec: sp}, nil
+}
+
+// noFileLimit caps a wanted RLIMIT_NOFILE at what this host allows (without
+// CAP_SYS_RESOURCE a process cannot exceed its own hard limit). M3 only warns
+// when the limit is low, so a lower limit beats a container that cannot start.
+func (s *Supervisor) noFileLimit(want uint64) uint64 {
+	limit, err := containerd.MaxNoFile()
+	if err != nil || want <= limit {
+		return want
+	}
+	s.log.Warn("lowering RLIMIT_NOFILE to this host's limit; raise fs.nr_open and m3sup's hard limit (LimitNOFILE) for production",
+		zap.Uint64("wanted", want), zap.Uint64("limit", limit))
+	return limit
+}
+
+// findBinary finds name at the top of an unpacked release or one directory
+// down (goreleaser's m3_<v>_linux_amd64/ wrapper).
+func findBinary(dir, name string) (string, error) {
+	candidates := []string{filepath.Join(dir, name)}
+	more, _ := filepath.Glob(filepath.Join(dir, "*", name))
+	candidates = append(candidates, more...)
+	for _, c := range candidates {
+		if fi, err := os.Stat(c); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return c, nil
+		}
+	}
+	return "", fmt.Errorf("no executable %s in the release archive", name)
+}
+
+// specHash hashes everything that shapes a container. Labels the agent adds
+// later (owner, component, hash itself) are not yet present.
+func specHash(sp runtime.Spec) string {
+	b, _ := json.Marshal(sp)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// placementInstance is this host's entry in the M3 placement.
+func placementInstance(nodeName, isolationGroup, zone, listenAddress string) (m3.Instance, error) {
+	hp := dialAddr(listenAddress)
+	host, port, err := net.SplitHostPort(hp)
+	if err != nil {
+		return m3.Instance{}, fmt.Errorf("dbnode.listenAddress %q: %w", listenAddress, err)
+	}
+	p, err := strconv.ParseUint(port, 10, 32)
+	if err != nil {
+		return m3.Instance{}, fmt.Errorf("dbnode.listenAddress %q: bad port: %w", listenAddress, err)
+	}
+	return m3.Instance{ID: nodeName, IsolationGroup: isolationGroup, Zone: zone, Weight: 100, Endpoint: hp, Hostname: host, Port: uint32(p)}, nil
+}

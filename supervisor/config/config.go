@@ -1,0 +1,332 @@
+// Package config is m3sup's own configuration file: its types, their
+// defaults (Default), their checks (Validate) and the loader (Load) that
+// reads one or more YAML files with go.uber.org/config, strictly and with
+// ${VAR:default} expansion.
+//
+// Every error this package returns is a *FileError or a *FieldError (possibly
+// several joined with errors.Join); IsConfigError tells them apart from other
+// failures so the CLI can exit with a usage status.
+//
+// Import rule: standard library, go.uber.org/config and gopkg.in/yaml.v2 only;
+// nothing from m3sup.
+package config
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	yaml "gopkg.in/yaml.v2"
+)
+
+// Config is the whole m3sup configuration file. Default returns it with
+// every field set; Load starts from the defaults and applies files on top.
+type Config struct {
+	// DataDir holds etcd data, the artifact cache and component state.
+	DataDir string `yaml:"dataDir"`
+	// NodeName names this host; it is the M3 host id and the default etcd
+	// member name. Default: the hostname, lowercased, with characters other
+	// than [a-z0-9-.] replaced by '-'.
+	NodeName    string      `yaml:"nodeName"`
+	Log         Log         `yaml:"log"`
+	API         API         `yaml:"api"`
+	Etcd        Etcd        `yaml:"etcd"`
+	Runtime     Runtime     `yaml:"runtime"`
+	Release     Release     `yaml:"release"`
+	DBNode      DBNode      `yaml:"dbnode"`
+	Coordinator Coordinator `yaml:"coordinator"`
+	Cluster     Cluster     `yaml:"cluster"`
+}
+
+// Log configures m3sup's own log.
+type Log struct {
+	Level  string `yaml:"level"`  // debug|info|warn|error
+	Format string `yaml:"format"` // text|json
+}
+
+// API configures the local API the CLI talks to.
+type API struct {
+	Socket string `yaml:"socket"` // unix socket path
+}
+
+// Etcd configures the embedded etcd member.
+type Etcd struct {
+	Name         string   `yaml:"name"` // default: NodeName
+	ClientURL    string   `yaml:"clientURL"`
+	PeerURL      string   `yaml:"peerURL"`
+	StartTimeout Duration `yaml:"startTimeout"`
+}
+
+// Runtime configures how containers are run.
+type Runtime struct {
+	Containerd Containerd `yaml:"containerd"`
+}
+
+// Containerd modes.
+const (
+	ModeAuto     = "auto"     // use a host containerd at Address if one answers, else start one
+	ModeExternal = "external" // use the host containerd at Address; never start one
+	ModeManaged  = "managed"  // always start a private containerd child
+)
+
+// Containerd configures the containerd m3sup uses.
+type Containerd struct {
+	Mode      string `yaml:"mode"`      // auto|external|managed
+	Address   string `yaml:"address"`   // socket path; empty: the mode's usual socket
+	Namespace string `yaml:"namespace"` // containerd namespace for m3sup's containers
+	Binary    string `yaml:"binary"`    // containerd binary for managed mode
+}
+
+// Release says which M3 release to run and how to verify it.
+type Release struct {
+	Version string `yaml:"version"`
+	// URL of the release tarball; empty: the GitHub release of Version.
+	URL string `yaml:"url"`
+	// Checksum is "sha256:<64 hex>" or "file:<url of a checksums file>";
+	// empty with an empty URL: the GitHub checksums file of Version.
+	Checksum             string `yaml:"checksum"`
+	InsecureSkipChecksum bool   `yaml:"insecureSkipChecksum"`
+}
+
+// DBNode configures m3dbnode.
+type DBNode struct {
+	ListenAddress            string   `yaml:"listenAddress"`
+	ClusterListenAddress     string   `yaml:"clusterListenAddress"`
+	HTTPNodeListenAddress    string   `yaml:"httpNodeListenAddress"`
+	HTTPClusterListenAddress string   `yaml:"httpClusterListenAddress"`
+	DebugListenAddress       string   `yaml:"debugListenAddress"`
+	LogLevel                 string   `yaml:"logLevel"`
+	StopTimeout              Duration `yaml:"stopTimeout"`
+	NoFile                   uint64   `yaml:"noFile"` // RLIMIT_NOFILE
+}
+
+// Coordinator configures m3coordinator.
+type Coordinator struct {
+	ListenAddress        string   `yaml:"listenAddress"`
+	MetricsListenAddress string   `yaml:"metricsListenAddress"`
+	LogLevel             string   `yaml:"logLevel"`
+	StopTimeout          Duration `yaml:"stopTimeout"`
+}
+
+// Cluster is the M3 topology m3sup seeds on first boot.
+type Cluster struct {
+	Env               string      `yaml:"env"`
+	Zone              string      `yaml:"zone"`
+	NumShards         int         `yaml:"numShards"`
+	ReplicationFactor int         `yaml:"replicationFactor"`
+	IsolationGroup    string      `yaml:"isolationGroup"`
+	ReadyTimeout      Duration    `yaml:"readyTimeout"`
+	Namespaces        []Namespace `yaml:"namespaces"`
+}
+
+// Namespace is one unaggregated M3 namespace. Zero BufferPast,
+// BufferFuture and a nil IndexEnabled take their defaults on Load.
+type Namespace struct {
+	Name         string   `yaml:"name"`
+	Retention    Duration `yaml:"retention"`
+	BlockSize    Duration `yaml:"blockSize"`
+	BufferPast   Duration `yaml:"bufferPast"`   // default 10m
+	BufferFuture Duration `yaml:"bufferFuture"` // default 2m
+	IndexEnabled *bool    `yaml:"indexEnabled"` // default true
+}
+
+// Indexed reports whether the namespace's index is enabled (nil means yes).
+func (n Namespace) Indexed() bool { return n.IndexEnabled == nil || *n.IndexEnabled }
+
+// Defaults that other packages may want to name.
+const (
+	DefaultDataDir        = "/var/lib/m3sup"
+	DefaultSocket         = "/run/m3sup/m3sup.sock"
+	DefaultReleaseVersion = "1.5.0"
+	DefaultBufferPast     = 10 * time.Minute
+	DefaultBufferFuture   = 2 * time.Minute
+
+	releaseURLFormat      = "https://github.com/m3db/m3/releases/download/v%[1]s/m3_%[1]s_linux_amd64.tar.gz"
+	releaseChecksumFormat = "file:https://github.com/m3db/m3/releases/download/v%[1]s/m3_%[1]s_checksums.txt"
+	fallbackNodeName      = "m3sup"
+)
+
+// Default returns the configuration used when no file says otherwise.
+// NodeName comes from os.Hostname.
+func Default() Config {
+	c := base()
+	c.fillDerived()
+	return c
+}
+
+// base is Default without the fields derived from other fields (etcd.name,
+// release.url, release.checksum), so that Load can derive them from the
+// merged values.
+func base() Config {
+	host, _ := os.Hostname() // an unreadable hostname falls back below
+	return Config{
+		DataDir:  DefaultDataDir,
+		NodeName: sanitizeNodeName(host),
+		Log:      Log{Level: "info", Format: "text"},
+		API:      API{Socket: DefaultSocket},
+		Etcd: Etcd{
+			ClientURL:    "http://127.0.0.1:2379",
+			PeerURL:      "http://127.0.0.1:2380",
+			StartTimeout: Duration(60 * time.Second),
+		},
+		Runtime: Runtime{Containerd: Containerd{
+			Mode:      ModeAuto,
+			Namespace: "m3sup",
+			Binary:    "containerd",
+		}},
+		Release: Release{Version: DefaultReleaseVersion},
+		DBNode: DBNode{
+			ListenAddress:            "0.0.0.0:9000",
+			ClusterListenAddress:     "0.0.0.0:9001",
+			HTTPNodeListenAddress:    "0.0.0.0:9002",
+			HTTPClusterListenAddress: "0.0.0.0:9003",
+			DebugListenAddress:       "0.0.0.0:9004",
+			LogLevel:                 "info",
+			StopTimeout:              Duration(30 * time.Second),
+			NoFile:                   3000000,
+		},
+		Coordinator: Coordinator{
+			ListenAddress:        "0.0.0.0:7201",
+			MetricsListenAddress: "0.0.0.0:7203",
+			LogLevel:             "info",
+			StopTimeout:          Duration(10 * time.Second),
+		},
+		Cluster: Cluster{
+			Env:               "default_env",
+			Zone:              "embedded",
+			NumShards:         64,
+			ReplicationFactor: 1,
+			IsolationGroup:    "group1",
+			ReadyTimeout:      Duration(10 * time.Minute),
+			Namespaces: []Namespace{{
+				Name:      "default",
+				Retention: Duration(48 * time.Hour),
+				BlockSize: Duration(2 * time.Hour),
+			}},
+		},
+	}
+}
+
+// fillDerived sets the fields whose defaults depend on other fields, and the
+// per-namespace defaults.
+func (c *Config) fillDerived() {
+	if c.Etcd.Name == "" {
+		c.Etcd.Name = c.NodeName
+	}
+	if c.Release.URL == "" && c.Release.Version != "" {
+		c.Release.URL = fmt.Sprintf(releaseURLFormat, c.Release.Version)
+		if c.Release.Checksum == "" {
+			c.Release.Checksum = fmt.Sprintf(releaseChecksumFormat, c.Release.Version)
+		}
+	}
+	for i := range c.Cluster.Namespaces {
+		ns := &c.Cluster.Namespaces[i]
+		if ns.BufferPast == 0 {
+			ns.BufferPast = Duration(DefaultBufferPast)
+		}
+		if ns.BufferFuture == 0 {
+			ns.BufferFuture = Duration(DefaultBufferFuture)
+		}
+		if ns.IndexEnabled == nil {
+			t := true
+			ns.IndexEnabled = &t
+		}
+	}
+}
+
+// sanitizeNodeName lowercases a hostname and replaces every character outside
+// [a-z0-9-.] with '-'.
+func sanitizeNodeName(host string) string {
+	b := []byte(strings.ToLower(host))
+	for i, ch := range b {
+		if !(ch >= 'a' && ch <= 'z' || ch >= '0' && ch <= '9' || ch == '-' || ch == '.') {
+			b[i] = '-'
+		}
+	}
+	s := strings.Trim(string(b), "-.")
+	if len(s) > 253 {
+		s = strings.Trim(s[:253], "-.")
+	}
+	if s == "" {
+		return fallbackNodeName
+	}
+	return s
+}
+
+// YAML returns the effective configuration as YAML that Load reads back to
+// the same Config; `m3sup config print` shows it.
+func (c Config) YAML() ([]byte, error) {
+	out, err := yaml.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("marshal config: %w", err)
+	}
+	return out, nil
+}
+
+// Duration is a time.Duration written as a Go duration string ("48h", "30s").
+// Bare numbers and units Go does not know (like "2d") are rejected.
+type Duration time.Duration
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// String formats the duration compactly: "48h", "1h30m", "10m", "30s".
+func (d Duration) String() string {
+	s := time.Duration(d).String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
+}
+
+// MarshalYAML writes the duration as a string.
+func (d Duration) MarshalYAML() (interface{}, error) { return d.String(), nil }
+
+// UnmarshalYAML reads a Go duration string.
+func (d *Duration) UnmarshalYAML(unmarshal func(interface{}) error) error {
+	var v interface{}
+	if err := unmarshal(&v); err != nil {
+		return err
+	}
+	parsed, err := parseDuration(v)
+	if err != nil {
+		return err
+	}
+	*d = parsed
+	return nil
+}
+
+// MarshalJSON writes the duration as a string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+
+// UnmarshalJSON reads a Go duration string.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var v interface{}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	parsed, err := parseDuration(v)
+	if err != nil {
+		return err
+	}
+	*d = parsed
+	return nil
+}
+
+// parseDuration accepts only strings that time.ParseDuration accepts.
+func parseDuration(v interface{}) (Duration, error) {
+	s, ok := v.(string)
+	if !ok {
+		return 0, fmt.Errorf("invalid duration %s: use Go durations like 48h", describe(v))
+	}
+	d, err := time.ParseDuration(strings.TrimSpace(s))
+	if err != nil {
+		return 0, fmt.Errorf("invalid duration %q: use Go durations like 48h", s)
+	}
+	return Duration(d), nil
+}

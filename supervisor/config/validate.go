@@ -1,0 +1,262 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// Validate reports every problem in c at once, joined with errors.Join; each
+// is a *FieldError naming the field's YAML path. It does not fill defaults:
+// validate what Default or Load returned, or a Config built from one.
+func (c *Config) Validate() error {
+	return joinFieldErrors(c.validate())
+}
+
+var (
+	nodeNameRE      = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$`)
+	ctrdNamespaceRE = regexp.MustCompile(`^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$`)
+	versionRE       = regexp.MustCompile(`^[0-9]+\.[0-9]+\.[0-9]+(?:[-+][0-9A-Za-z.+-]+)?$`)
+	sha256RE        = regexp.MustCompile(`^sha256:[0-9a-fA-F]{64}$`)
+	identRE         = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`)
+)
+
+// maxSocketPath is the longest unix socket path Linux accepts (sun_path is
+// 108 bytes including the terminating NUL).
+const maxSocketPath = 107
+
+type problems []*FieldError
+
+func (p *problems) add(path, format string, args ...interface{}) {
+	*p = append(*p, &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (c *Config) validate() []*FieldError {
+	var p problems
+
+	p.absPath("dataDir", c.DataDir)
+	if !nodeNameRE.MatchString(c.NodeName) || len(c.NodeName) > 253 {
+		p.add("nodeName", "%q must be 1-253 characters of a-z, 0-9, '-' and '.', starting and ending with a letter or digit (it is the M3 host id)", c.NodeName)
+	}
+
+	p.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
+	p.oneOf("log.format", c.Log.Format, "text", "json")
+
+	if p.absPath("api.socket", c.API.Socket) && len(c.API.Socket) > maxSocketPath {
+		p.add("api.socket", "path is %d bytes; a unix socket path may have at most %d", len(c.API.Socket), maxSocketPath)
+	}
+
+	switch {
+	case c.Etcd.Name == "":
+		p.add("etcd.name", "must not be empty")
+	case strings.ContainsAny(c.Etcd.Name, "=, \t\n"):
+		p.add("etcd.name", "%q must not contain '=', ',' or spaces", c.Etcd.Name)
+	}
+	clientPort := p.httpURL("etcd.clientURL", c.Etcd.ClientURL)
+	peerPort := p.httpURL("etcd.peerURL", c.Etcd.PeerURL)
+	p.positive("etcd.startTimeout", c.Etcd.StartTimeout)
+
+	ctrd := c.Runtime.Containerd
+	p.oneOf("runtime.containerd.mode", ctrd.Mode, ModeAuto, ModeExternal, ModeManaged)
+	if ctrd.Address != "" {
+		p.absPath("runtime.containerd.address", strings.TrimPrefix(ctrd.Address, "unix://"))
+	}
+	if !ctrdNamespaceRE.MatchString(ctrd.Namespace) {
+		p.add("runtime.containerd.namespace", "%q must be letters and digits, optionally separated by '.', '_' or '-'", ctrd.Namespace)
+	}
+	if ctrd.Binary == "" && ctrd.Mode != ModeExternal {
+		p.add("runtime.containerd.binary", "must not be empty in mode %q", ctrd.Mode)
+	}
+
+	p.release(c.Release)
+
+	d := c.DBNode
+	ports := []portUse{clientPort.as("etcd.clientURL"), peerPort.as("etcd.peerURL")}
+	for _, a := range []struct{ path, addr string }{
+		{"dbnode.listenAddress", d.ListenAddress},
+		{"dbnode.clusterListenAddress", d.ClusterListenAddress},
+		{"dbnode.httpNodeListenAddress", d.HTTPNodeListenAddress},
+		{"dbnode.httpClusterListenAddress", d.HTTPClusterListenAddress},
+		{"dbnode.debugListenAddress", d.DebugListenAddress},
+		{"coordinator.listenAddress", c.Coordinator.ListenAddress},
+		{"coordinator.metricsListenAddress", c.Coordinator.MetricsListenAddress},
+	} {
+		ports = append(ports, p.listenAddress(a.path, a.addr).as(a.path))
+	}
+	p.portConflicts(ports)
+	p.oneOf("dbnode.logLevel", d.LogLevel, "debug", "info", "warn", "error")
+	p.positive("dbnode.stopTimeout", d.StopTimeout)
+	if d.NoFile == 0 {
+		p.add("dbnode.noFile", "must be at least 1")
+	}
+	p.oneOf("coordinator.logLevel", c.Coordinator.LogLevel, "debug", "info", "warn", "error")
+	p.positive("coordinator.stopTimeout", c.Coordinator.StopTimeout)
+
+	p.cluster(c.Cluster)
+	return p
+}
+
+func (p *problems) release(r Release) {
+	if !versionRE.MatchString(r.Version) {
+		p.add("release.version", "%q must be an M3 version like 1.5.0", r.Version)
+	}
+	if u, err := url.Parse(r.URL); err != nil || u.Scheme == "" || u.Opaque != "" || (u.Host == "" && u.Path == "") {
+		p.add("release.url", "%q must be an absolute URL like https://host/m3.tar.gz", r.URL)
+	}
+	if r.InsecureSkipChecksum {
+		return
+	}
+	switch {
+	case r.Checksum == "":
+		p.add("release.checksum", `is required with a custom release.url: use "sha256:<64 hex digits>" or "file:<url of a checksums file>", or set release.insecureSkipChecksum: true`)
+	case strings.HasPrefix(r.Checksum, "sha256:"):
+		if !sha256RE.MatchString(r.Checksum) {
+			p.add("release.checksum", "%q must be sha256: followed by 64 hex digits", r.Checksum)
+		}
+	case strings.HasPrefix(r.Checksum, "file:"):
+		if u, err := url.Parse(strings.TrimPrefix(r.Checksum, "file:")); err != nil || u.Scheme == "" || u.Host == "" && u.Path == "" {
+			p.add("release.checksum", "%q must be file: followed by an absolute URL", r.Checksum)
+		}
+	default:
+		p.add("release.checksum", `%q must be "sha256:<64 hex digits>" or "file:<url>" (or set release.insecureSkipChecksum)`, r.Checksum)
+	}
+}
+
+func (p *problems) cluster(c Cluster) {
+	for _, f := range []struct{ path, v string }{
+		{"cluster.env", c.Env},
+		{"cluster.zone", c.Zone},
+		{"cluster.isolationGroup", c.IsolationGroup},
+	} {
+		if !identRE.MatchString(f.v) {
+			p.add(f.path, "%q must be letters, digits, '_', '.' or '-'", f.v)
+		}
+	}
+	if c.NumShards < 1 || c.NumShards > 4096 {
+		p.add("cluster.numShards", "%d must be between 1 and 4096", c.NumShards)
+	}
+	if c.ReplicationFactor < 1 {
+		p.add("cluster.replicationFactor", "%d must be at least 1", c.ReplicationFactor)
+	}
+	p.positive("cluster.readyTimeout", c.ReadyTimeout)
+	if len(c.Namespaces) == 0 {
+		p.add("cluster.namespaces", "must list at least one namespace")
+	}
+	seen := make(map[string]int)
+	for i, ns := range c.Namespaces {
+		path := fmt.Sprintf("cluster.namespaces[%d]", i)
+		switch first, dup := seen[ns.Name]; {
+		case !identRE.MatchString(ns.Name):
+			p.add(path+".name", "%q must be letters, digits, '_', '.' or '-'", ns.Name)
+		case dup:
+			p.add(path+".name", "%q is already the name of cluster.namespaces[%d]", ns.Name, first)
+		default:
+			seen[ns.Name] = i
+		}
+		retentionOK := p.positive(path+".retention", ns.Retention)
+		blockOK := p.positive(path+".blockSize", ns.BlockSize)
+		if retentionOK && blockOK && ns.BlockSize > ns.Retention {
+			p.add(path+".blockSize", "%s must not be longer than retention (%s)", ns.BlockSize, ns.Retention)
+		}
+		if p.positive(path+".bufferPast", ns.BufferPast) && blockOK && ns.BufferPast >= ns.BlockSize {
+			p.add(path+".bufferPast", "%s must be shorter than blockSize (%s)", ns.BufferPast, ns.BlockSize)
+		}
+		if p.positive(path+".bufferFuture", ns.BufferFuture) && blockOK && ns.BufferFuture >= ns.BlockSize {
+			p.add(path+".bufferFuture", "%s must be shorter than blockSize (%s)", ns.BufferFuture, ns.BlockSize)
+		}
+	}
+}
+
+func (p *problems) oneOf(path, v string, allowed ...string) {
+	for _, a := range allowed {
+		if v == a {
+			return
+		}
+	}
+	p.add(path, "%q must be one of %s", v, strings.Join(allowed, ", "))
+}
+
+func (p *problems) absPath(path, v string) bool {
+	if !filepath.IsAbs(v) {
+		p.add(path, "%q must be an absolute path", v)
+		return false
+	}
+	return true
+}
+
+func (p *problems) positive(path string, d Duration) bool {
+	if d <= 0 {
+		p.add(path, "must be a positive duration like 30s, got %s", d)
+		return false
+	}
+	return true
+}
+
+// listen is a validated host:port; port 0 means invalid.
+type listen struct {
+	host string
+	port int
+}
+
+type portUse struct {
+	path string
+	listen
+}
+
+func (l listen) as(path string) portUse { return portUse{path: path, listen: l} }
+
+func splitHostPort(addr string) (listen, bool) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return listen{}, false
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 {
+		return listen{}, false
+	}
+	return listen{host: host, port: n}, true
+}
+
+func (p *problems) listenAddress(path, addr string) listen {
+	l, ok := splitHostPort(addr)
+	if !ok {
+		p.add(path, "%q must be host:port with a port from 1 to 65535, like 0.0.0.0:9000", addr)
+	}
+	return l
+}
+
+func (p *problems) httpURL(path, raw string) listen {
+	u, err := url.Parse(raw)
+	if err == nil && (u.Scheme == "http" || u.Scheme == "https") && (u.Path == "" || u.Path == "/") &&
+		u.RawQuery == "" && u.Fragment == "" && u.User == nil {
+		if l, ok := splitHostPort(u.Host); ok && l.host != "" {
+			return l
+		}
+	}
+	p.add(path, "must be an http(s) URL with host:port, like http://127.0.0.1:2379, got %q", raw)
+	return listen{}
+}
+
+// portConflicts reports two listeners on the same port whose hosts overlap.
+func (p *problems) portConflicts(uses []portUse) {
+	for i, u := range uses {
+		if u.port == 0 {
+			continue
+		}
+		for _, prev := range uses[:i] {
+			if prev.port == u.port && hostsOverlap(prev.host, u.host) {
+				p.add(u.path, "port %d is also used by %s", u.port, prev.path)
+				break
+			}
+		}
+	}
+}
+
+func hostsOverlap(a, b string) bool {
+	wildcard := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	return a == b || wildcard(a) || wildcard(b)
+}

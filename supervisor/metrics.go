@@ -1,0 +1,93 @@
+package supervisor
+
+import (
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/m3sup/m3sup/supervisor/agent"
+)
+
+var componentStates = []agent.State{agent.StateStarting, agent.StateRunning, agent.StateBackoff, agent.StateCrashLoop, agent.StateStopping, agent.StateStopped}
+
+// metrics are m3sup's own Prometheus metrics (documented in the README).
+type metrics struct {
+	registry   *prometheus.Registry
+	state      *prometheus.GaugeVec
+	restarts   *prometheus.CounterVec
+	lastExit   *prometheus.GaugeVec
+	ready      prometheus.Gauge
+	fetchBytes prometheus.Counter
+
+	mu           sync.Mutex
+	lastRestarts map[string]int
+}
+
+func newMetrics(s *Supervisor) *metrics {
+	m := &metrics{
+		registry: prometheus.NewRegistry(),
+		state: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "m3sup_component_state", Help: "1 for the component's current lifecycle state, 0 for the others.",
+		}, []string{"component", "state"}),
+		restarts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "m3sup_component_restarts_total", Help: "Unplanned restarts of a component.",
+		}, []string{"component"}),
+		lastExit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "m3sup_component_last_exit_code", Help: "Exit code of the component's last exit.",
+		}, []string{"component"}),
+		ready: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "m3sup_cluster_ready", Help: "1 once the M3 cluster accepts writes.",
+		}),
+		fetchBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "m3sup_fetch_bytes_total", Help: "Bytes downloaded for artifacts.",
+		}),
+		lastRestarts: map[string]int{},
+	}
+	m.registry.MustRegister(m.state, m.restarts, m.lastExit, m.ready, m.fetchBytes,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "m3sup_etcd_is_leader", Help: "1 when the embedded etcd member is the raft leader.",
+	}, func() float64 {
+		s.mu.Lock()
+		e := s.etcd
+		s.mu.Unlock()
+		if e != nil && e.IsLeader() {
+			return 1
+		}
+		return 0
+	}))
+	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "m3sup_containerd_connected", Help: "1 while m3sup is connected to containerd.",
+	}, func() float64 {
+		s.mu.Lock()
+		rt := s.rt
+		s.mu.Unlock()
+		if rt != nil && rt.Info().Connected {
+			return 1
+		}
+		return 0
+	}))
+	return m
+}
+
+// componentChanged is the agent's OnChange hook.
+func (m *metrics) componentChanged(st agent.Status) {
+	for _, s := range componentStates {
+		v := 0.0
+		if s == st.State {
+			v = 1
+		}
+		m.state.WithLabelValues(st.Name, string(s)).Set(v)
+	}
+	m.mu.Lock()
+	d := st.Restarts - m.lastRestarts[st.Name]
+	m.lastRestarts[st.Name] = max(st.Restarts, m.lastRestarts[st.Name])
+	m.mu.Unlock()
+	if d > 0 {
+		m.restarts.WithLabelValues(st.Name).Add(float64(d))
+	}
+	if st.LastExit != nil {
+		m.lastExit.WithLabelValues(st.Name).Set(float64(st.LastExit.Code))
+	}
+}

@@ -1,0 +1,149 @@
+// Package store holds m3sup's state in etcd: the embedded etcd member (start,
+// readiness, orderly close) and typed access to m3sup's keys under /m3sup/v1/.
+// M3 keeps its own placement and namespace keys in the same etcd.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+)
+
+// EtcdOptions configures the embedded etcd member.
+type EtcdOptions struct {
+	Name         string        // member name
+	Dir          string        // data dir, e.g. <data-dir>/etcd
+	ClientURL    string        // listen and advertise URL for clients
+	PeerURL      string        // listen and advertise URL for peers
+	StartTimeout time.Duration // how long to wait for the member to be ready
+	Logger       *zap.Logger
+}
+
+// Etcd is a running embedded etcd member plus a client connected to it.
+//
+// Lifecycle: StartEtcd returns once the member serves requests (or fails);
+// Err reports a fatal server error; Close stops the client, then the member.
+type Etcd struct {
+	srv       *embed.Etcd
+	client    *clientv3.Client
+	clientURL string
+	closeOnce sync.Once
+}
+
+// StartEtcd starts the member and waits until it is ready to serve, the
+// timeout expires or ctx is cancelled.
+func StartEtcd(ctx context.Context, o EtcdOptions) (*Etcd, error) {
+	if o.StartTimeout <= 0 {
+		o.StartTimeout = time.Minute
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	cu, err := url.Parse(o.ClientURL)
+	if err != nil {
+		return nil, fmt.Errorf("etcd client URL %q: %w", o.ClientURL, err)
+	}
+	pu, err := url.Parse(o.PeerURL)
+	if err != nil {
+		return nil, fmt.Errorf("etcd peer URL %q: %w", o.PeerURL, err)
+	}
+	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("start etcd: create data dir: %w", err)
+	}
+
+	cfg := embed.NewConfig()
+	cfg.Name = o.Name
+	cfg.Dir = o.Dir
+	cfg.ListenClientUrls = []url.URL{*cu}
+	cfg.AdvertiseClientUrls = []url.URL{*cu}
+	cfg.ListenPeerUrls = []url.URL{*pu}
+	cfg.AdvertisePeerUrls = []url.URL{*pu}
+	cfg.InitialCluster = fmt.Sprintf("%s=%s", o.Name, pu.String())
+	cfg.InitialClusterToken = "m3sup"
+	// No separate metrics listener; m3sup exports its own metrics.
+	cfg.ListenMetricsUrls = nil
+	cfg.Metrics = "basic"
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(o.Logger.Named("etcd"))
+	// A single edge host does not need a large in-memory snapshot backlog.
+	cfg.SnapshotCount = 10000
+	cfg.AutoCompactionMode = "periodic"
+	cfg.AutoCompactionRetention = "1h"
+
+	srv, err := embed.StartEtcd(cfg)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return nil, fmt.Errorf("start etcd: a client or peer address (%s, %s) is already in use by another process: %w", cu.Host, pu.Host, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("start etcd in %s: %w", o.Dir, err)
+	}
+	timer := time.NewTimer(o.StartTimeout)
+	defer timer.Stop()
+	select {
+	case <-srv.Server.ReadyNotify():
+	case err := <-srv.Err():
+		srv.Close()
+		return nil, fmt.Errorf("start etcd: %w", err)
+	case <-timer.C:
+		srv.Close()
+		return nil, fmt.Errorf("start etcd: not ready after %s (data dir %s)", o.StartTimeout, o.Dir)
+	case <-ctx.Done():
+		srv.Close()
+		return nil, fmt.Errorf("start etcd: %w", ctx.Err())
+	}
+
+	client, err := clientv3.New(clientv3.Config{
+		Endpoints:   []string{cu.String()},
+		DialTimeout: 5 * time.Second,
+		Logger:      o.Logger.Named("etcd-client").WithOptions(zap.IncreaseLevel(zap.WarnLevel)),
+	})
+	if err != nil {
+		srv.Close()
+		return nil, fmt.Errorf("connect to embedded etcd at %s: %w", cu, err)
+	}
+	return &Etcd{srv: srv, client: client, clientURL: cu.String()}, nil
+}
+
+// Client returns the client connected to this member.
+func (e *Etcd) Client() *clientv3.Client { return e.client }
+
+// Endpoint returns the client URL.
+func (e *Etcd) Endpoint() string { return e.clientURL }
+
+// HostPort returns the client URL's host:port (what M3's config wants).
+func (e *Etcd) HostPort() string {
+	u, _ := url.Parse(e.clientURL)
+	return u.Host
+}
+
+// Err reports fatal server errors.
+func (e *Etcd) Err() <-chan error { return e.srv.Err() }
+
+// StoppingNotify is closed when the server begins to stop.
+func (e *Etcd) StoppingNotify() <-chan struct{} { return e.srv.Server.StoppingNotify() }
+
+// IsLeader reports whether this member leads the raft group.
+func (e *Etcd) IsLeader() bool { return e.srv.Server.Leader() == e.srv.Server.MemberID() }
+
+// Close stops, in order, the client and the member. It is idempotent.
+func (e *Etcd) Close() {
+	e.closeOnce.Do(func() {
+		_ = e.client.Close()
+		e.srv.Close()
+	})
+}
+
+// DirHasData reports whether an etcd data dir was initialised before.
+func DirHasData(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, "member"))
+	return err == nil
+}

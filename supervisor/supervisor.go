@@ -1,0 +1,334 @@
+// Package supervisor wires m3sup's daemon: the embedded etcd, the container
+// runtime, the node agent, the M3 cluster automation and the local API, as
+// actors of one oklog/run group with an orderly shutdown.
+package supervisor
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/oklog/run"
+	"go.uber.org/zap"
+
+	"github.com/m3sup/m3sup/bundle"
+	"github.com/m3sup/m3sup/runtime/containerd"
+	"github.com/m3sup/m3sup/supervisor/agent"
+	"github.com/m3sup/m3sup/supervisor/api"
+	"github.com/m3sup/m3sup/supervisor/config"
+	"github.com/m3sup/m3sup/supervisor/m3"
+	"github.com/m3sup/m3sup/supervisor/spec"
+	"github.com/m3sup/m3sup/supervisor/store"
+)
+
+// Options configures a Supervisor.
+type Options struct {
+	Config  config.Config
+	Logger  *zap.Logger
+	Version string
+	// KeepRunning leaves M3's containers running on shutdown so the next
+	// m3sup adopts them.
+	KeepRunning bool
+	// Progress receives a human progress bar for downloads (a terminal), or nil.
+	Progress io.Writer
+}
+
+// Phases of the daemon, reported in status.
+const (
+	PhaseStartingEtcd    = "starting-etcd"
+	PhaseStartingRuntime = "starting-runtime"
+	PhaseFetching        = "fetching"
+	PhaseStarting        = "starting"
+	PhaseBootstrapping   = "bootstrapping"
+	PhaseReady           = "ready"
+	PhaseStopping        = "stopping"
+)
+
+// Supervisor is the daemon. Create with New, then Run once.
+type Supervisor struct {
+	opts    Options
+	cfg     config.Config
+	log     *zap.Logger
+	metrics *metrics
+
+	mu      sync.Mutex
+	phase   string
+	message string
+	etcd    *store.Etcd
+	rt      *containerd.Runtime
+	agent   *agent.Agent
+	m3      *m3.Client
+	nodes   []string // m3dbnode /health URLs
+	ready   bool
+	m3prog  m3.Progress
+}
+
+// New returns a supervisor; it does no I/O.
+func New(opts Options) *Supervisor {
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	s := &Supervisor{opts: opts, cfg: opts.Config, log: opts.Logger}
+	s.metrics = newMetrics(s)
+	return s
+}
+
+// ErrNotRoot is returned when m3sup runs without root privileges.
+var ErrNotRoot = errors.New("m3sup run must run as root (it manages containerd, mounts and rlimits)")
+
+// Run starts everything, keeps it running until ctx is done or a part fails
+// fatally, then shuts down in order: components, runtime, etcd, API.
+func (s *Supervisor) Run(ctx context.Context) error {
+	if os.Geteuid() != 0 {
+		return ErrNotRoot
+	}
+	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	ln, err := api.Listen(s.cfg.API.Socket)
+	if err != nil {
+		return err
+	}
+	srv := api.NewServer(s, s.metrics.registry, s.log)
+
+	var g run.Group
+	g.Add(func() error { return srv.Serve(ln) }, func(error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		_ = ln.Close()
+		_ = os.Remove(s.cfg.API.Socket)
+	})
+	nodeCtx, cancelNode := context.WithCancel(ctx)
+	g.Add(func() error { return s.runNode(nodeCtx) }, func(error) { cancelNode() })
+	return g.Run()
+}
+
+func (s *Supervisor) setPhase(phase, msg string) {
+	s.mu.Lock()
+	changed := s.phase != phase
+	s.phase, s.message = phase, msg
+	s.mu.Unlock()
+	if changed {
+		s.log.Info(phaseLine(phase, msg))
+	}
+}
+
+func phaseLine(phase, msg string) string {
+	if msg == "" {
+		return phase
+	}
+	return phase + ": " + msg
+}
+
+// runNode brings the host up in order, then runs the long-lived actors.
+func (s *Supervisor) runNode(ctx context.Context) error {
+	cfg := s.cfg
+	lay := layout{root: cfg.DataDir}
+
+	s.setPhase(PhaseStartingEtcd, cfg.Etcd.ClientURL)
+	etcd, err := store.StartEtcd(ctx, store.EtcdOptions{
+		Name:         cfg.Etcd.Name,
+		Dir:          lay.etcd(),
+		ClientURL:    cfg.Etcd.ClientURL,
+		PeerURL:      cfg.Etcd.PeerURL,
+		StartTimeout: cfg.Etcd.StartTimeout.D(),
+		Logger:       s.log,
+	})
+	if err != nil {
+		return err
+	}
+	defer etcd.Close()
+	s.mu.Lock()
+	s.etcd = etcd
+	s.mu.Unlock()
+
+	desired, err := s.loadOrSeedSpec(ctx, store.New(etcd.Client()))
+	if err != nil {
+		return err
+	}
+
+	s.setPhase(PhaseStartingRuntime, "")
+	rt := containerd.New(containerd.Options{
+		Address:   cfg.Runtime.Containerd.Address,
+		Mode:      containerd.Mode(cfg.Runtime.Containerd.Mode),
+		Namespace: cfg.Runtime.Containerd.Namespace,
+		StateDir:  lay.containerd(),
+		SocketDir: filepath.Dir(cfg.API.Socket),
+		Binary:    cfg.Runtime.Containerd.Binary,
+		Logger:    s.log.Named("containerd"),
+	})
+	if err := rt.Start(ctx); err != nil {
+		return err
+	}
+	defer rt.Close()
+	s.mu.Lock()
+	s.rt = rt
+	s.mu.Unlock()
+	info := rt.Info()
+	s.log.Info("container runtime ready", zap.String("mode", string(info.Mode)), zap.String("address", info.Address), zap.String("version", info.Version))
+
+	s.setPhase(PhaseFetching, desired.Release.URL)
+	release, err := s.fetchRelease(ctx, lay, desired.Release)
+	if err != nil {
+		return err
+	}
+
+	comps, err := s.components(lay, desired, release, etcd.HostPort())
+	if err != nil {
+		return err
+	}
+	ag := agent.New(rt, agent.Options{
+		Logger:      s.log.Named("agent"),
+		KeepRunning: s.opts.KeepRunning,
+		OnChange:    s.metrics.componentChanged,
+	})
+	client := &m3.Client{BaseURL: "http://" + dialAddr(cfg.Coordinator.ListenAddress), Env: desired.M3.Env, Zone: desired.M3.Zone}
+	s.mu.Lock()
+	s.agent = ag
+	s.m3 = client
+	s.nodes = []string{"http://" + dialAddr(cfg.DBNode.HTTPNodeListenAddress)}
+	s.mu.Unlock()
+	s.setPhase(PhaseStarting, "m3dbnode and m3coordinator")
+
+	var g run.Group
+	{ // the embedded etcd: a fatal server error stops the daemon
+		stop := make(chan struct{})
+		g.Add(func() error {
+			select {
+			case err := <-etcd.Err():
+				return fmt.Errorf("embedded etcd failed: %w", err)
+			case <-stop:
+				return nil
+			}
+		}, func(error) { close(stop) })
+	}
+	{ // the container runtime (restarts a managed containerd that dies)
+		ctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { return rt.Supervise(ctx) }, func(error) { cancel() })
+	}
+	{ // the node agent
+		ctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { return ag.Run(ctx, comps) }, func(error) { cancel() })
+	}
+	{ // cluster automation
+		ctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { return s.runCluster(ctx, client, desired) }, func(error) { cancel() })
+	}
+	err = g.Run()
+	s.setPhase(PhaseStopping, "")
+	return err
+}
+
+// loadOrSeedSpec returns the desired cluster spec from etcd. The config
+// file's cluster settings are written there on first boot and whenever the
+// file's settings change; otherwise the stored spec stays in force.
+func (s *Supervisor) loadOrSeedSpec(ctx context.Context, st *store.Store) (spec.Cluster, error) {
+	c := SpecFromConfig(s.cfg)
+	b, err := json.Marshal(c)
+	if err != nil {
+		return c, fmt.Errorf("encode cluster spec: %w", err)
+	}
+	sum := sha256.Sum256(b)
+	cur, written, err := st.Seed(ctx, c, hex.EncodeToString(sum[:]))
+	if err != nil {
+		return c, err
+	}
+	if written {
+		s.log.Info("cluster spec written from the config")
+	} else {
+		s.log.Info("using the cluster spec stored in etcd")
+	}
+	return cur, nil
+}
+
+// SpecFromConfig is the cluster spec a config file describes.
+func SpecFromConfig(cfg config.Config) spec.Cluster {
+	c := spec.Cluster{
+		Release: spec.Release{
+			Version:              cfg.Release.Version,
+			URL:                  cfg.Release.URL,
+			Checksum:             cfg.Release.Checksum,
+			InsecureSkipChecksum: cfg.Release.InsecureSkipChecksum,
+		},
+		M3: spec.M3{
+			Env:               cfg.Cluster.Env,
+			Zone:              cfg.Cluster.Zone,
+			NumShards:         cfg.Cluster.NumShards,
+			ReplicationFactor: cfg.Cluster.ReplicationFactor,
+			IsolationGroup:    cfg.Cluster.IsolationGroup,
+		},
+		DBNode:      spec.Component{LogLevel: cfg.DBNode.LogLevel},
+		Coordinator: spec.Component{LogLevel: cfg.Coordinator.LogLevel},
+	}
+	for _, ns := range cfg.Cluster.Namespaces {
+		idx := true
+		if ns.IndexEnabled != nil {
+			idx = *ns.IndexEnabled
+		}
+		c.M3.Namespaces = append(c.M3.Namespaces, spec.Namespace{
+			Name:         ns.Name,
+			Retention:    spec.Duration(ns.Retention.D()),
+			BlockSize:    spec.Duration(ns.BlockSize.D()),
+			BufferPast:   spec.Duration(ns.BufferPast.D()),
+			BufferFuture: spec.Duration(ns.BufferFuture.D()),
+			IndexEnabled: idx,
+		})
+	}
+	return c
+}
+
+// release is a fetched, verified and unpacked M3 release.
+type release struct {
+	Version string
+	Digest  bundle.Digest
+	Dir     string
+}
+
+func (s *Supervisor) fetchRelease(ctx context.Context, lay layout, r spec.Release) (release, error) {
+	cache, err := bundle.OpenCache(lay.cache(), bundle.Options{Logger: s.log.Named("fetch"), Progress: s.opts.Progress})
+	if err != nil {
+		return release{}, err
+	}
+	if r.InsecureSkipChecksum {
+		s.log.Warn("INSECURE: fetching the M3 release WITHOUT checksum verification (release.insecureSkipChecksum)")
+	}
+	start := time.Now()
+	res, err := cache.Fetch(ctx, bundle.Source{URL: r.URL, Checksum: r.Checksum, InsecureSkipChecksum: r.InsecureSkipChecksum})
+	if err != nil {
+		return release{}, fmt.Errorf("fetch M3 release %s: %w", r.Version, err)
+	}
+	if res.Downloaded {
+		s.metrics.fetchBytes.Add(float64(res.Bytes))
+		s.log.Info("downloaded M3 release", zap.String("version", r.Version), zap.String("digest", string(res.Digest)),
+			zap.Int64("bytes", res.Bytes), zap.Duration("took", time.Since(start).Round(time.Millisecond)))
+	} else {
+		s.log.Info("M3 release found in cache", zap.String("version", r.Version), zap.String("digest", string(res.Digest)))
+	}
+	dir, err := cache.Unpack(ctx, res.Digest)
+	if err != nil {
+		return release{}, fmt.Errorf("unpack M3 release %s: %w", r.Version, err)
+	}
+	return release{Version: r.Version, Digest: res.Digest, Dir: dir}, nil
+}
+
+// dialAddr turns a listen address into one a local client can dial.
+func dialAddr(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
