@@ -45,11 +45,16 @@ func (s *Supervisor) runCluster(ctx context.Context, c *m3.Client, desired spec.
 	delay := time.Second
 	for {
 		attemptCtx, cancel := context.WithTimeout(ctx, s.cfg.Cluster.ReadyTimeout.D())
+		var lastPhase m3.Phase
 		prog, err := m3.Bootstrap(attemptCtx, c, d, nodes, 250*time.Millisecond, func(p m3.Progress) {
 			s.mu.Lock()
 			s.m3prog = p
+			s.phase, s.message = PhaseBootstrapping, string(p.Phase)+phaseDetail(p)
 			s.mu.Unlock()
-			s.setPhase(PhaseBootstrapping, string(p.Phase)+phaseDetail(p))
+			if p.Phase != lastPhase {
+				lastPhase = p.Phase
+				s.log.Info("M3 "+string(p.Phase), zap.String("detail", p.Message))
+			}
 		})
 		cancel()
 		if err == nil {

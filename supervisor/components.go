@@ -151,8 +151,10 @@ func (s *Supervisor) noFileLimit(want uint64) uint64 {
 	if err != nil || want <= limit {
 		return want
 	}
-	s.log.Warn("lowering RLIMIT_NOFILE to this host's limit; raise fs.nr_open and m3sup's hard limit (LimitNOFILE) for production",
-		zap.Uint64("wanted", want), zap.Uint64("limit", limit))
+	s.noFileWarn.Do(func() {
+		s.log.Warn("lowering RLIMIT_NOFILE to this host's limit; raise fs.nr_open and m3sup's hard limit (LimitNOFILE) for production",
+			zap.Uint64("wanted", want), zap.Uint64("limit", limit))
+	})
 	return limit
 }
 

@@ -60,6 +60,8 @@ type Supervisor struct {
 	log     *zap.Logger
 	metrics *metrics
 
+	noFileWarn sync.Once
+
 	mu      sync.Mutex
 	phase   string
 	message string

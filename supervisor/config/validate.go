@@ -104,8 +104,10 @@ func (p *problems) release(r Release) {
 	if !versionRE.MatchString(r.Version) {
 		p.add("release.version", "%q must be an M3 version like 1.5.0", r.Version)
 	}
-	if u, err := url.Parse(r.URL); err != nil || u.Scheme == "" || u.Opaque != "" || (u.Host == "" && u.Path == "") {
-		p.add("release.url", "%q must be an absolute URL like https://host/m3.tar.gz", r.URL)
+	if strings.HasPrefix(r.URL, "/") {
+		// A plain absolute path on this host.
+	} else if u, err := url.Parse(r.URL); err != nil || u.Scheme == "" || u.Opaque != "" || (u.Host == "" && u.Path == "") {
+		p.add("release.url", "%q must be an absolute URL like https://host/m3.tar.gz or an absolute path", r.URL)
 	}
 	if r.InsecureSkipChecksum {
 		return
@@ -118,7 +120,9 @@ func (p *problems) release(r Release) {
 			p.add("release.checksum", "%q must be sha256: followed by 64 hex digits", r.Checksum)
 		}
 	case strings.HasPrefix(r.Checksum, "file:"):
-		if u, err := url.Parse(strings.TrimPrefix(r.Checksum, "file:")); err != nil || u.Scheme == "" || u.Host == "" && u.Path == "" {
+		if rest := strings.TrimPrefix(r.Checksum, "file:"); strings.HasPrefix(rest, "/") {
+			// a checksums file at a plain path
+		} else if u, err := url.Parse(rest); err != nil || u.Scheme == "" || u.Host == "" && u.Path == "" {
 			p.add("release.checksum", "%q must be file: followed by an absolute URL", r.Checksum)
 		}
 	default:

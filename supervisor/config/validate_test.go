@@ -68,7 +68,7 @@ func TestValidate(t *testing.T) {
 		},
 		want: []string{
 			`release.version: "v1.5" must be an M3 version like 1.5.0`,
-			`release.url: "m3.tar.gz" must be an absolute URL like https://host/m3.tar.gz`,
+			`release.url: "m3.tar.gz" must be an absolute URL like https://host/m3.tar.gz or an absolute path`,
 			`release.checksum: "md5:abc" must be "sha256:<64 hex digits>" or "file:<url>" (or set release.insecureSkipChecksum)`,
 		},
 	}, {

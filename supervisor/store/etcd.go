@@ -11,12 +11,14 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // EtcdOptions configures the embedded etcd member.
@@ -38,6 +40,7 @@ type Etcd struct {
 	client    *clientv3.Client
 	clientURL string
 	closeOnce sync.Once
+	closing   *atomic.Bool
 }
 
 // StartEtcd starts the member and waits until it is ready to serve, the
@@ -73,7 +76,16 @@ func StartEtcd(ctx context.Context, o EtcdOptions) (*Etcd, error) {
 	// No separate metrics listener; m3sup exports its own metrics.
 	cfg.ListenMetricsUrls = nil
 	cfg.Metrics = "basic"
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(o.Logger.Named("etcd"))
+	// etcd narrates every step at info; keep its warnings and errors only,
+	// unless m3sup itself logs at debug.
+	etcdLog := o.Logger.Named("etcd")
+	if !o.Logger.Core().Enabled(zap.DebugLevel) {
+		etcdLog = etcdLog.WithOptions(zap.IncreaseLevel(zap.WarnLevel))
+	}
+	closing := &atomic.Bool{}
+	etcdLog = etcdLog.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core { return &quietOnClose{Core: c, closing: closing} }))
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(etcdLog)
+	cfg.WarningUnaryRequestDuration = embed.DefaultWarningUnaryRequestDuration
 	// A single edge host does not need a large in-memory snapshot backlog.
 	cfg.SnapshotCount = 10000
 	cfg.AutoCompactionMode = "periodic"
@@ -110,7 +122,7 @@ func StartEtcd(ctx context.Context, o EtcdOptions) (*Etcd, error) {
 		srv.Close()
 		return nil, fmt.Errorf("connect to embedded etcd at %s: %w", cu, err)
 	}
-	return &Etcd{srv: srv, client: client, clientURL: cu.String()}, nil
+	return &Etcd{srv: srv, client: client, clientURL: cu.String(), closing: closing}, nil
 }
 
 // Client returns the client connected to this member.
@@ -137,9 +149,29 @@ func (e *Etcd) IsLeader() bool { return e.srv.Server.Leader() == e.srv.Server.Me
 // Close stops, in order, the client and the member. It is idempotent.
 func (e *Etcd) Close() {
 	e.closeOnce.Do(func() {
+		e.closing.Store(true)
 		_ = e.client.Close()
 		e.srv.Close()
 	})
+}
+
+// quietOnClose drops etcd's log entries once an orderly Close began: etcd
+// reports its own listeners closing as errors ("use of closed network
+// connection"), which would alarm a reader of a clean shutdown.
+type quietOnClose struct {
+	zapcore.Core
+	closing *atomic.Bool
+}
+
+func (q *quietOnClose) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if q.closing.Load() && e.Level < zapcore.DPanicLevel {
+		return ce
+	}
+	return q.Core.Check(e, ce)
+}
+
+func (q *quietOnClose) With(f []zapcore.Field) zapcore.Core {
+	return &quietOnClose{Core: q.Core.With(f), closing: q.closing}
 }
 
 // DirHasData reports whether an etcd data dir was initialised before.
