@@ -14,12 +14,60 @@ import (
 	"github.com/m3sup/m3sup/supervisor/spec"
 )
 
-// runCluster drives M3's own bring-up through the coordinator API until the
-// cluster is ready, retrying with backoff, then idles until ctx is done.
-func (s *Supervisor) runCluster(ctx context.Context, c *m3.Client, desired spec.Cluster) error {
+// runCluster drives M3's own set-up through the coordinator API until the
+// cluster is ready (retrying with backoff), then applies every later change
+// of the desired M3 topology: new namespaces are created and marked ready,
+// changed retentions are updated in place. Nothing here restarts a process.
+func (s *Supervisor) runCluster(ctx context.Context, c *m3.Client, desired spec.Cluster, updates <-chan spec.Cluster) error {
+	start := time.Now()
+	delay := time.Second
+	first := true
+	for {
+		d, err := s.m3Desired(desired)
+		if err != nil {
+			return err
+		}
+		if !first {
+			s.updateRetentions(ctx, c, d)
+		}
+		if err := s.bootstrap(ctx, c, d); err == nil {
+			if first {
+				s.mu.Lock()
+				s.ready = true
+				s.mu.Unlock()
+				s.metrics.ready.Set(1)
+				s.setPhase(PhaseReady, fmt.Sprintf("M3 accepts writes on %s (took %s)", c.BaseURL, time.Since(start).Round(100*time.Millisecond)))
+				first = false
+			} else {
+				s.setPhase(PhaseReady, "desired M3 topology applied")
+			}
+			delay = time.Second
+			select {
+			case <-ctx.Done():
+				return nil
+			case desired = <-updates:
+				continue
+			}
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.log.Warn("M3 cluster set-up did not finish; retrying", zap.Error(err), zap.Duration("retry_in", delay))
+		select {
+		case <-ctx.Done():
+			return nil
+		case desired = <-updates:
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 30*time.Second)
+	}
+}
+
+// m3Desired is the M3 topology this host's controller drives towards.
+func (s *Supervisor) m3Desired(desired spec.Cluster) (m3.Desired, error) {
 	inst, err := placementInstance(s.cfg.NodeName, desired.M3.IsolationGroup, desired.M3.Zone, s.cfg.DBNode.ListenAddress)
 	if err != nil {
-		return err
+		return m3.Desired{}, err
 	}
 	d := m3.Desired{
 		NumShards:         desired.M3.NumShards,
@@ -36,49 +84,55 @@ func (s *Supervisor) runCluster(ctx context.Context, c *m3.Client, desired spec.
 			IndexEnabled: ns.IndexEnabled,
 		})
 	}
+	return d, nil
+}
+
+// bootstrap runs one bounded m3.Bootstrap, reporting its progress.
+func (s *Supervisor) bootstrap(ctx context.Context, c *m3.Client, d m3.Desired) error {
 	s.mu.Lock()
 	nodes := s.nodes
 	s.mu.Unlock()
-
-	s.setPhase(PhaseBootstrapping, "waiting for the coordinator")
-	start := time.Now()
-	delay := time.Second
-	for {
-		attemptCtx, cancel := context.WithTimeout(ctx, s.cfg.Cluster.ReadyTimeout.D())
-		var lastPhase m3.Phase
-		prog, err := m3.Bootstrap(attemptCtx, c, d, nodes, 250*time.Millisecond, func(p m3.Progress) {
-			s.mu.Lock()
-			s.m3prog = p
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Cluster.ReadyTimeout.D())
+	defer cancel()
+	var lastPhase m3.Phase
+	_, err := m3.Bootstrap(ctx, c, d, nodes, 250*time.Millisecond, func(p m3.Progress) {
+		if p.Phase == m3.PhaseReady {
+			return
+		}
+		s.mu.Lock()
+		if !s.ready {
 			s.phase, s.message = PhaseBootstrapping, string(p.Phase)+phaseDetail(p)
-			s.mu.Unlock()
-			if p.Phase != lastPhase {
-				lastPhase = p.Phase
-				s.log.Info("M3 "+string(p.Phase), zap.String("detail", p.Message))
-			}
-		})
-		cancel()
-		if err == nil {
-			s.mu.Lock()
-			s.m3prog = prog
-			s.ready = true
-			s.mu.Unlock()
-			s.metrics.ready.Set(1)
-			s.setPhase(PhaseReady, fmt.Sprintf("M3 accepts writes on %s (took %s)", c.BaseURL, time.Since(start).Round(100*time.Millisecond)))
-			break
 		}
-		if ctx.Err() != nil {
-			return nil
+		s.mu.Unlock()
+		if p.Phase != lastPhase {
+			lastPhase = p.Phase
+			s.log.Info("M3 "+string(p.Phase), zap.String("detail", p.Message))
 		}
-		s.log.Warn("M3 cluster bootstrap did not finish; retrying", zap.Error(err), zap.Duration("retry_in", delay))
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(delay):
-		}
-		delay = min(delay*2, 30*time.Second)
+	})
+	return err
+}
+
+// updateRetentions changes the retention of existing namespaces in place.
+func (s *Supervisor) updateRetentions(ctx context.Context, c *m3.Client, d m3.Desired) {
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	have, err := c.Namespaces(cctx)
+	if err != nil {
+		s.log.Warn("read namespaces", zap.Error(err))
+		return
 	}
-	<-ctx.Done()
-	return nil
+	for _, ns := range d.Namespaces {
+		cur, ok := have[ns.Name]
+		if !ok || cur.Retention == ns.Retention {
+			continue
+		}
+		if err := c.UpdateNamespaceRetention(cctx, ns.Name, ns.Retention); err != nil {
+			s.log.Error("update namespace retention", zap.String("namespace", ns.Name), zap.Error(err))
+			continue
+		}
+		s.log.Info("namespace retention updated", zap.String("namespace", ns.Name),
+			zap.Duration("from", cur.Retention), zap.Duration("to", ns.Retention))
+	}
 }
 
 func phaseDetail(p m3.Progress) string {

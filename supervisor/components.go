@@ -43,10 +43,19 @@ const (
 	containerKV   = "/var/lib/m3kv"
 )
 
-// components renders every component this host runs: its M3 config on disk,
-// its container spec and the hash that decides adopt-or-replace.
-func (s *Supervisor) components(lay layout, desired spec.Cluster, rel release, etcdHostPort string) ([]agent.Component, error) {
+// rendered is the desired components plus the files they need on disk.
+type rendered struct {
+	comps []agent.Component
+	files map[string][]byte // config path → contents
+	dirs  []string
+}
+
+// render builds every component this host runs from the desired state: its
+// M3 config, its container spec and the hash that decides adopt, keep or
+// restart. It writes nothing (see materialize).
+func (s *Supervisor) render(lay layout, desired spec.Cluster, controls spec.HostControls, rel release, etcdHostPort string) (rendered, error) {
 	cfg := s.cfg
+	out := rendered{files: map[string][]byte{}}
 	etcdParams := m3.EtcdParams{Endpoints: []string{etcdHostPort}, Env: desired.M3.Env, Zone: desired.M3.Zone, Service: "m3db"}
 
 	dbYAML, err := m3.RenderDBNode(m3.DBNodeParams{
@@ -61,8 +70,11 @@ func (s *Supervisor) components(lay layout, desired spec.Cluster, rel release, e
 		DebugListenAddress:       cfg.DBNode.DebugListenAddress,
 		LogLevel:                 desired.DBNode.LogLevel,
 	})
+	if err == nil {
+		dbYAML, err = m3.Overlay(dbYAML, desired.DBNode.Config)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("render m3dbnode config: %w", err)
+		return out, fmt.Errorf("render m3dbnode config: %w", err)
 	}
 	coordYAML, err := m3.RenderCoordinator(m3.CoordinatorParams{
 		Etcd:                 etcdParams,
@@ -71,33 +83,62 @@ func (s *Supervisor) components(lay layout, desired spec.Cluster, rel release, e
 		MetricsListenAddress: cfg.Coordinator.MetricsListenAddress,
 		LogLevel:             desired.Coordinator.LogLevel,
 	})
+	if err == nil {
+		coordYAML, err = m3.Overlay(coordYAML, desired.Coordinator.Config)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("render m3coordinator config: %w", err)
+		return out, fmt.Errorf("render m3coordinator config: %w", err)
 	}
 
-	db, err := s.component(lay, rel, DBNode, dbYAML, true)
+	db, err := s.component(lay, rel, DBNode, dbYAML, true, &out)
 	if err != nil {
-		return nil, err
+		return out, err
 	}
 	db.StopTimeout = cfg.DBNode.StopTimeout.D()
 	db.Spec.NoFile = s.noFileLimit(cfg.DBNode.NoFile)
 	db.Listen = []string{cfg.DBNode.ListenAddress, cfg.DBNode.HTTPNodeListenAddress, cfg.DBNode.HTTPClusterListenAddress, cfg.DBNode.DebugListenAddress}
+	db.Gate = s.everyShardAvailable
+	db.Healthy = s.dbnodeBootstrapped
 
-	co, err := s.component(lay, rel, Coordinator, coordYAML, false)
+	co, err := s.component(lay, rel, Coordinator, coordYAML, false, &out)
 	if err != nil {
-		return nil, err
+		return out, err
 	}
 	co.StopTimeout = cfg.Coordinator.StopTimeout.D()
 	co.Spec.NoFile = s.noFileLimit(1 << 20)
 	co.Listen = []string{cfg.Coordinator.ListenAddress, cfg.Coordinator.MetricsListenAddress}
+	co.Healthy = s.coordinatorHealthy
 
 	for _, c := range []*agent.Component{&db, &co} {
 		c.Hash = specHash(c.Spec)
+		ctl := controls[c.Name]
+		c.Stopped, c.RestartGeneration = ctl.Stopped, ctl.RestartGeneration
 	}
-	return []agent.Component{db, co}, nil
+	out.comps = []agent.Component{db, co}
+	return out, nil
 }
 
-func (s *Supervisor) component(lay layout, rel release, name string, configYAML []byte, withData bool) (agent.Component, error) {
+// materialize creates the components' directories and writes their configs.
+func materialize(r rendered) error {
+	for _, d := range r.dirs {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("prepare %s: %w", d, err)
+		}
+		if filepath.Base(d) == "tmp" {
+			if err := os.Chmod(d, 0o1777); err != nil {
+				return fmt.Errorf("prepare %s: %w", d, err)
+			}
+		}
+	}
+	for path, b := range r.files {
+		if err := writeFileAtomic(path, b, 0o644); err != nil {
+			return fmt.Errorf("write %s: %w", path, err)
+		}
+	}
+	return nil
+}
+
+func (s *Supervisor) component(lay layout, rel release, name string, configYAML []byte, withData bool, out *rendered) (agent.Component, error) {
 	bin, err := findBinary(rel.Dir, name)
 	if err != nil {
 		return agent.Component{}, fmt.Errorf("release %s (%s): %w", rel.Version, rel.Digest, err)
@@ -107,19 +148,11 @@ func (s *Supervisor) component(lay layout, rel release, name string, configYAML 
 		if sub == "data" && !withData {
 			continue
 		}
-		d := lay.component(name, sub)
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return agent.Component{}, fmt.Errorf("prepare %s: %w", name, err)
-		}
-		dirs[sub] = d
+		dirs[sub] = lay.component(name, sub)
+		out.dirs = append(out.dirs, dirs[sub])
 	}
-	if err := os.MkdirAll(filepath.Join(dirs["rootfs"], "tmp"), 0o1777); err != nil {
-		return agent.Component{}, fmt.Errorf("prepare %s rootfs: %w", name, err)
-	}
-	cfgFile := filepath.Join(dirs["config"], name+".yml")
-	if err := writeFileAtomic(cfgFile, configYAML, 0o644); err != nil {
-		return agent.Component{}, fmt.Errorf("write %s config: %w", name, err)
-	}
+	out.dirs = append(out.dirs, filepath.Join(dirs["rootfs"], "tmp"))
+	out.files[filepath.Join(dirs["config"], name+".yml")] = configYAML
 	etc := "/etc/" + name
 	sp := runtime.Spec{
 		ID:     name,

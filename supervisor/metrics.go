@@ -1,27 +1,22 @@
 package supervisor
 
 import (
-	"sync"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/m3sup/m3sup/supervisor/agent"
 )
 
-var componentStates = []agent.State{agent.StateStarting, agent.StateRunning, agent.StateBackoff, agent.StateCrashLoop, agent.StateStopping, agent.StateStopped}
 
 // metrics are m3sup's own Prometheus metrics (documented in the README).
 type metrics struct {
 	registry   *prometheus.Registry
 	state      *prometheus.GaugeVec
 	restarts   *prometheus.CounterVec
+	reconcile  prometheus.Histogram
 	lastExit   *prometheus.GaugeVec
 	ready      prometheus.Gauge
 	fetchBytes prometheus.Counter
-
-	mu           sync.Mutex
-	lastRestarts map[string]int
 }
 
 func newMetrics(s *Supervisor) *metrics {
@@ -31,8 +26,12 @@ func newMetrics(s *Supervisor) *metrics {
 			Name: "m3sup_component_state", Help: "1 for the component's current lifecycle state, 0 for the others.",
 		}, []string{"component", "state"}),
 		restarts: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "m3sup_component_restarts_total", Help: "Unplanned restarts of a component.",
-		}, []string{"component"}),
+			Name: "m3sup_component_restarts_total", Help: "Restarts of a component by reason (crash, spec-change, manual).",
+		}, []string{"component", "reason"}),
+		reconcile: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "m3sup_reconcile_duration_seconds", Help: "Time to apply one desired-state change on this host.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 8),
+		}),
 		lastExit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "m3sup_component_last_exit_code", Help: "Exit code of the component's last exit.",
 		}, []string{"component"}),
@@ -42,9 +41,8 @@ func newMetrics(s *Supervisor) *metrics {
 		fetchBytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "m3sup_fetch_bytes_total", Help: "Bytes downloaded for artifacts.",
 		}),
-		lastRestarts: map[string]int{},
 	}
-	m.registry.MustRegister(m.state, m.restarts, m.lastExit, m.ready, m.fetchBytes,
+	m.registry.MustRegister(m.state, m.restarts, m.reconcile, m.lastExit, m.ready, m.fetchBytes,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "m3sup_etcd_is_leader", Help: "1 when the embedded etcd member is the raft leader.",
@@ -73,21 +71,19 @@ func newMetrics(s *Supervisor) *metrics {
 
 // componentChanged is the agent's OnChange hook.
 func (m *metrics) componentChanged(st agent.Status) {
-	for _, s := range componentStates {
+	for _, s := range agent.States {
 		v := 0.0
 		if s == st.State {
 			v = 1
 		}
 		m.state.WithLabelValues(st.Name, string(s)).Set(v)
 	}
-	m.mu.Lock()
-	d := st.Restarts - m.lastRestarts[st.Name]
-	m.lastRestarts[st.Name] = max(st.Restarts, m.lastRestarts[st.Name])
-	m.mu.Unlock()
-	if d > 0 {
-		m.restarts.WithLabelValues(st.Name).Add(float64(d))
-	}
 	if st.LastExit != nil {
 		m.lastExit.WithLabelValues(st.Name).Set(float64(st.LastExit.Code))
 	}
+}
+
+// restarted is the agent's OnRestart hook.
+func (m *metrics) restarted(component, reason string) {
+	m.restarts.WithLabelValues(component, reason).Inc()
 }

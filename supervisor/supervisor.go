@@ -71,7 +71,10 @@ type Supervisor struct {
 	m3      *m3.Client
 	nodes   []string // m3dbnode /health URLs
 	ready   bool
-	m3prog  m3.Progress
+	store   *store.Store
+	// releases remembers fetched releases by their spec, so a reconcile
+	// that does not change the release does no I/O for it.
+	releases map[spec.Release]release
 }
 
 // New returns a supervisor; it does no I/O.
@@ -150,14 +153,25 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 		return err
 	}
 	defer etcd.Close()
+	st := store.New(etcd.Client())
 	s.mu.Lock()
-	s.etcd = etcd
+	s.etcd, s.store = etcd, st
 	s.mu.Unlock()
 
-	desired, err := s.loadOrSeedSpec(ctx, store.New(etcd.Client()))
-	if err != nil {
+	if _, err := s.loadOrSeedSpec(ctx, st); err != nil {
 		return err
 	}
+	// The watch reports the current state first, then every change.
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	changes := st.Watch(watchCtx, cfg.NodeName)
+	var first store.Change
+	select {
+	case first = <-changes:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	desired := first.Cluster
 
 	s.setPhase(PhaseStartingRuntime, "")
 	rt := containerd.New(containerd.Options{
@@ -179,13 +193,14 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	info := rt.Info()
 	s.log.Info("container runtime ready", zap.String("mode", string(info.Mode)), zap.String("address", info.Address), zap.String("version", info.Version))
 
-	s.setPhase(PhaseFetching, desired.Release.URL)
-	release, err := s.fetchRelease(ctx, lay, desired.Release)
-	if err != nil {
-		return err
-	}
+	client := &m3.Client{BaseURL: "http://" + dialAddr(cfg.Coordinator.ListenAddress), Env: desired.M3.Env, Zone: desired.M3.Zone}
+	s.mu.Lock()
+	s.m3 = client
+	s.nodes = []string{"http://" + dialAddr(cfg.DBNode.HTTPNodeListenAddress)}
+	s.mu.Unlock()
 
-	comps, err := s.components(lay, desired, release, etcd.HostPort())
+	s.setPhase(PhaseFetching, desired.Release.URL)
+	comps, err := s.plan(ctx, lay, first, etcd.HostPort(), true)
 	if err != nil {
 		return err
 	}
@@ -193,15 +208,14 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 		Logger:      s.log.Named("agent"),
 		KeepRunning: s.opts.KeepRunning,
 		OnChange:    s.metrics.componentChanged,
+		OnRestart:   s.metrics.restarted,
 	})
-	client := &m3.Client{BaseURL: "http://" + dialAddr(cfg.Coordinator.ListenAddress), Env: desired.M3.Env, Zone: desired.M3.Zone}
 	s.mu.Lock()
 	s.agent = ag
-	s.m3 = client
-	s.nodes = []string{"http://" + dialAddr(cfg.DBNode.HTTPNodeListenAddress)}
 	s.mu.Unlock()
 	s.setPhase(PhaseStarting, "m3dbnode and m3coordinator")
 
+	clusterUpdates := make(chan spec.Cluster, 1)
 	var g run.Group
 	{ // the embedded etcd: a fatal server error stops the daemon
 		stop := make(chan struct{})
@@ -222,9 +236,25 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 		ctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error { return ag.Run(ctx, comps) }, func(error) { cancel() })
 	}
+	{ // desired-state changes → the agent and the cluster controller
+		ctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error {
+			for {
+				select {
+				case <-ctx.Done():
+					return nil
+				case ch, ok := <-changes:
+					if !ok {
+						return nil
+					}
+					s.applyChange(ctx, lay, ch, etcd.HostPort(), ag, clusterUpdates)
+				}
+			}
+		}, func(error) { cancel() })
+	}
 	{ // cluster automation
 		ctx, cancel := context.WithCancel(ctx)
-		g.Add(func() error { return s.runCluster(ctx, client, desired) }, func(error) { cancel() })
+		g.Add(func() error { return s.runCluster(ctx, client, desired, clusterUpdates) }, func(error) { cancel() })
 	}
 	err = g.Run()
 	s.setPhase(PhaseStopping, "")

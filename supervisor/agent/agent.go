@@ -1,7 +1,9 @@
 // Package agent keeps this host's M3 components running: it adopts or
 // replaces containers left by an earlier m3sup, starts what is missing,
-// observes exits through the runtime's Wait and restarts crashed components
-// with backoff. It decides; the runtime does.
+// observes exits through the runtime's Wait, restarts crashed components
+// with backoff, and rolls a component whose desired spec changed (a planned
+// restart, gated for components that must not restart while the cluster
+// cannot afford it). It decides; the runtime does.
 package agent
 
 import (
@@ -33,7 +35,7 @@ type Runtime interface {
 	List(ctx context.Context) ([]runtime.Status, error)
 }
 
-// Component is one process this host must run.
+// Component is the desired state of one process this host runs.
 type Component struct {
 	Name        string        // "m3dbnode", "m3coordinator"
 	Version     string        // release version, for status
@@ -41,17 +43,29 @@ type Component struct {
 	Hash        string        // hash of everything that shapes the container
 	StopTimeout time.Duration // SIGTERM → SIGKILL
 	Listen      []string      // host:port addresses it binds, checked before a fresh start
+
+	// Stopped: the operator wants it stopped (m3sup stop).
+	Stopped bool
+	// RestartGeneration: a change asks for a restart (m3sup restart).
+	RestartGeneration int64
+	// Gate, if set, must return nil before a planned restart stops the
+	// running process (m3dbnode: every shard AVAILABLE). It may block.
+	Gate func(ctx context.Context) error
+	// Healthy, if set, reports whether a started process serves (m3dbnode:
+	// bootstrapped). The agent polls it after every start.
+	Healthy func(ctx context.Context) error
 }
 
 // State is a component's lifecycle state.
 //
-//	            Run ok                exit (unplanned)
-//	starting ───────────► running ─────────────────► backoff ──┐
-//	   ▲                    │  ▲                      │ delay   │ ≥N quick exits
-//	   └────────────────────┼──┼──────────────────────┘         ▼
-//	                        │  └── adopted at start         crash-loop ──► starting
-//	          shutdown      ▼
-//	                     stopping ──► stopped
+//	             Run ok              exit (unplanned)
+//	starting ───────────► running ───────────────► backoff ──► starting
+//	   ▲                   │   ▲                      │
+//	   │   spec changed    │   └─ adopted at start    └─ ≥N quick exits: crash-loop
+//	   │                   ▼
+//	   └──── stopping ◄── waiting (gate: e.g. every shard AVAILABLE)
+//	            │
+//	            └──► stopped   (m3sup stop, or shutdown)
 type State string
 
 const (
@@ -59,8 +73,19 @@ const (
 	StateRunning   State = "running"
 	StateBackoff   State = "backoff"
 	StateCrashLoop State = "crash-loop"
+	StateWaiting   State = "waiting"
 	StateStopping  State = "stopping"
 	StateStopped   State = "stopped"
+)
+
+// States lists every State, for metrics.
+var States = []State{StateStarting, StateRunning, StateBackoff, StateCrashLoop, StateWaiting, StateStopping, StateStopped}
+
+// Restart reasons, for status and metrics.
+const (
+	ReasonCrash  = "crash"
+	ReasonSpec   = "spec-change"
+	ReasonManual = "manual"
 )
 
 // Exit describes the last exit of a component.
@@ -71,19 +96,24 @@ type Exit struct {
 
 // Status is the observable state of one component.
 type Status struct {
-	Name       string    `json:"name"`
-	State      State     `json:"state"`
-	PID        uint32    `json:"pid,omitempty"`
-	StartedAt  time.Time `json:"startedAt,omitzero"`
-	Restarts   int       `json:"restarts"`
-	Version    string    `json:"version"`
-	Adopted    bool      `json:"adopted"`
-	SpecHash   string    `json:"specHash"`
-	LastExit   *Exit     `json:"lastExit,omitempty"`
-	Message    string    `json:"message,omitempty"`
-	LogTail    []string  `json:"logTail,omitempty"`
-	NextStart  time.Time `json:"nextStart,omitzero"`
-	StateSince time.Time `json:"stateSince"`
+	Name          string    `json:"name"`
+	State         State     `json:"state"`
+	Healthy       bool      `json:"healthy"`
+	PID           uint32    `json:"pid,omitempty"`
+	StartedAt     time.Time `json:"startedAt,omitzero"`
+	Restarts      int       `json:"restarts"`
+	LastReason    string    `json:"lastRestartReason,omitempty"`
+	Version       string    `json:"version"`
+	Adopted       bool      `json:"adopted"`
+	SpecHash      string    `json:"specHash"`
+	LastExit      *Exit     `json:"lastExit,omitempty"`
+	Message       string    `json:"message,omitempty"`
+	LogTail       []string  `json:"logTail,omitempty"`
+	NextStart     time.Time `json:"nextStart,omitzero"`
+	BackoffDelay  string    `json:"backoffDelay,omitempty"`
+	StateSince    time.Time `json:"stateSince"`
+	DesiredHash   string    `json:"desiredHash"`
+	DesiredActive bool      `json:"desiredRunning"`
 }
 
 // Options configures an Agent.
@@ -96,18 +126,24 @@ type Options struct {
 	Policy restart.Policy
 	// Now is the clock; nil uses time.Now.
 	Now func() time.Time
+	// HealthInterval is how often Healthy is polled until it passes.
+	HealthInterval time.Duration
 	// OnChange is called (without locks held) after any status change.
 	OnChange func(Status)
+	// OnRestart is called for every restart with its reason.
+	OnRestart func(component, reason string)
 }
 
-// Agent runs a set of components. Create with New; Run once.
+// Agent runs a fixed set of components. Create with New; Run once; Update
+// any time while it runs.
 type Agent struct {
 	rt   Runtime
 	opts Options
 	log  *zap.Logger
 
-	mu     sync.Mutex
-	status map[string]*Status
+	mu      sync.Mutex
+	status  map[string]*Status
+	mailbox map[string]chan Component
 }
 
 // New returns an agent over rt.
@@ -118,7 +154,10 @@ func New(rt Runtime, opts Options) *Agent {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Agent{rt: rt, opts: opts, log: opts.Logger, status: map[string]*Status{}}
+	if opts.HealthInterval <= 0 {
+		opts.HealthInterval = 250 * time.Millisecond
+	}
+	return &Agent{rt: rt, opts: opts, log: opts.Logger, status: map[string]*Status{}, mailbox: map[string]chan Component{}}
 }
 
 // Statuses returns a copy of every component's status, sorted by name.
@@ -146,6 +185,49 @@ func (a *Agent) Status(name string) (Status, bool) {
 	return *s, true
 }
 
+// Update hands the agent new desired components. It never blocks: a
+// component's loop sees only the latest desired state. Names the agent does
+// not run are ignored (and reported).
+func (a *Agent) Update(comps []Component) error {
+	var unknown []string
+	for _, c := range comps {
+		c = labelled(c)
+		a.mu.Lock()
+		box, ok := a.mailbox[c.Name]
+		if ok {
+			a.status[c.Name].DesiredHash = c.Hash
+			a.status[c.Name].DesiredActive = !c.Stopped
+		}
+		a.mu.Unlock()
+		if !ok {
+			unknown = append(unknown, c.Name)
+			continue
+		}
+		select {
+		case <-box:
+		default:
+		}
+		box <- c
+	}
+	if len(unknown) > 0 {
+		return fmt.Errorf("update: unknown components %s", strings.Join(unknown, ", "))
+	}
+	return nil
+}
+
+func labelled(c Component) Component {
+	labels := make(map[string]string, len(c.Spec.Labels)+4)
+	for k, v := range c.Spec.Labels {
+		labels[k] = v
+	}
+	labels[runtime.LabelOwner] = runtime.OwnerValue
+	labels[runtime.LabelComponent] = c.Name
+	labels[runtime.LabelSpecHash] = c.Hash
+	labels[runtime.LabelVersion] = c.Version
+	c.Spec.Labels = labels
+	return c
+}
+
 func (a *Agent) update(name string, f func(*Status)) {
 	a.mu.Lock()
 	s := a.status[name]
@@ -161,22 +243,18 @@ func (a *Agent) update(name string, f func(*Status)) {
 	}
 }
 
-// Run reconciles the containers with comps and keeps them running until ctx
-// is done; then it stops them (unless KeepRunning) and returns. It returns an
-// error early only for problems a restart cannot fix (a port held by another
-// process, a runtime that cannot list containers).
+// Run reconciles the containers with comps and keeps them converged until
+// ctx is done; then it stops them (unless KeepRunning) and returns. It
+// returns an error early only for problems a restart cannot fix (a port held
+// by another process, a runtime that cannot list containers).
 func (a *Agent) Run(ctx context.Context, comps []Component) error {
 	for i := range comps {
-		c := &comps[i]
-		if c.Spec.Labels == nil {
-			c.Spec.Labels = map[string]string{}
-		}
-		c.Spec.Labels[runtime.LabelOwner] = runtime.OwnerValue
-		c.Spec.Labels[runtime.LabelComponent] = c.Name
-		c.Spec.Labels[runtime.LabelSpecHash] = c.Hash
-		c.Spec.Labels[runtime.LabelVersion] = c.Version
+		comps[i] = labelled(comps[i])
+		c := comps[i]
 		a.mu.Lock()
-		a.status[c.Name] = &Status{Name: c.Name, State: StateStarting, Version: c.Version, SpecHash: c.Hash, StateSince: a.opts.Now()}
+		a.status[c.Name] = &Status{Name: c.Name, State: StateStarting, Version: c.Version, SpecHash: c.Hash,
+			StateSince: a.opts.Now(), DesiredHash: c.Hash, DesiredActive: !c.Stopped}
+		a.mailbox[c.Name] = make(chan Component, 1)
 		a.mu.Unlock()
 	}
 	adopted, err := a.adopt(ctx, comps)
@@ -184,7 +262,7 @@ func (a *Agent) Run(ctx context.Context, comps []Component) error {
 		return err
 	}
 	for _, c := range comps {
-		if _, ok := adopted[c.Name]; ok {
+		if _, ok := adopted[c.Name]; ok || c.Stopped {
 			continue
 		}
 		for _, addr := range c.Listen {
@@ -196,11 +274,15 @@ func (a *Agent) Run(ctx context.Context, comps []Component) error {
 
 	var wg sync.WaitGroup
 	for _, c := range comps {
+		a.mu.Lock()
+		box := a.mailbox[c.Name]
+		a.mu.Unlock()
+		st, isAdopted := adopted[c.Name]
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			st, ok := adopted[c.Name]
-			a.runComponent(ctx, c, st, ok)
+			l := &loop{a: a, box: box, desired: c, log: a.log.With(zap.String("component", c.Name)), tr: restart.NewTracker(a.opts.Policy)}
+			l.run(ctx, st, isAdopted)
 		}()
 	}
 	wg.Wait()
@@ -232,6 +314,8 @@ func (a *Agent) adopt(ctx context.Context, comps []Component) (map[string]runtim
 			a.log.Info("removing container that belongs to no component", zap.String("container", st.ID), zap.String("component", name))
 		case st.ID != c.Spec.ID:
 			a.log.Info("removing container with an unexpected id", zap.String("container", st.ID), zap.String("component", name))
+		case c.Stopped:
+			a.log.Info("stopping container: the component is stopped in the desired state", zap.String("component", name))
 		case st.Labels[runtime.LabelSpecHash] != c.Hash:
 			a.log.Info("replacing container: its spec changed", zap.String("component", name),
 				zap.String("old", short(st.Labels[runtime.LabelSpecHash])), zap.String("new", short(c.Hash)))
@@ -253,130 +337,279 @@ func (a *Agent) adopt(ctx context.Context, comps []Component) (map[string]runtim
 	return adopted, nil
 }
 
-func (a *Agent) runComponent(ctx context.Context, c Component, adopted runtime.Status, isAdopted bool) {
-	log := a.log.With(zap.String("component", c.Name))
-	tr := restart.NewTracker(a.opts.Policy)
-	var exitCh <-chan runtime.Exit
-	waitCtx, cancelWait := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelWait()
+// loop is one component's reconcile loop: the only goroutine that touches
+// that component's container.
+type loop struct {
+	a       *Agent
+	box     <-chan Component
+	desired Component
+	log     *zap.Logger
+	tr      *restart.Tracker
 
+	// observed
+	running    bool
+	runHash    string
+	runGen     int64
+	exitCh     <-chan runtime.Exit
+	cancelWait context.CancelFunc
+	retryAt    <-chan time.Time // backoff timer; nil when none
+	healthTick <-chan time.Time // non-nil until Healthy passes
+	startedAt  time.Time
+	planned    string // reason of a planned restart in progress
+}
+
+func (l *loop) run(ctx context.Context, adopted runtime.Status, isAdopted bool) {
+	name := l.desired.Name
+	l.runGen = l.desired.RestartGeneration
 	if isAdopted {
-		ch, err := a.rt.Wait(waitCtx, c.Spec.ID)
-		if err == nil {
-			exitCh = ch
-			tr.Started(a.opts.Now())
-			a.update(c.Name, func(s *Status) {
-				s.State, s.PID, s.Adopted, s.StartedAt, s.Message = StateRunning, adopted.PID, true, a.opts.Now(), "adopted from an earlier m3sup"
+		if err := l.watch(ctx); err == nil {
+			l.running, l.runHash = true, l.desired.Hash
+			l.tr.Started(l.a.opts.Now())
+			l.startedAt = l.a.opts.Now()
+			l.a.update(name, func(s *Status) {
+				s.State, s.PID, s.Adopted, s.StartedAt, s.SpecHash, s.Message = StateRunning, adopted.PID, true, l.startedAt, l.runHash, "adopted from an earlier m3sup"
 			})
+			l.startHealth()
 		} else {
-			log.Warn("cannot watch adopted container; replacing it", zap.Error(err))
-			_ = a.rt.Remove(ctx, c.Spec.ID)
+			l.log.Warn("cannot watch adopted container; replacing it", zap.Error(err))
+			_ = l.a.rt.Remove(ctx, l.desired.Spec.ID)
 		}
+	}
+	if l.desired.Stopped {
+		l.a.update(name, func(s *Status) { s.State, s.Message = StateStopped, "stopped by the operator" })
 	}
 
 	for {
-		if exitCh == nil {
-			if ctx.Err() != nil {
-				break
-			}
-			a.update(c.Name, func(s *Status) { s.State, s.NextStart, s.Adopted = StateStarting, time.Time{}, false })
-			st, err := a.rt.Run(ctx, c.Spec)
-			if err == nil {
-				exitCh, err = a.rt.Wait(waitCtx, c.Spec.ID)
-			}
-			if err != nil {
-				if ctx.Err() != nil {
-					break
-				}
-				_ = a.rt.Remove(context.WithoutCancel(ctx), c.Spec.ID)
-				d := tr.Exited(a.opts.Now())
-				log.Error("start failed", zap.Error(err), zap.Duration("retry_in", d.Delay))
-				a.enterBackoff(c.Name, d, fmt.Sprintf("start failed: %v", err), nil)
-				if !sleepCtx(ctx, d.Delay) {
-					break
-				}
-				continue
-			}
-			tr.Started(a.opts.Now())
-			log.Info("started", zap.Uint32("pid", st.PID))
-			a.update(c.Name, func(s *Status) {
-				s.State, s.PID, s.StartedAt, s.Message = StateRunning, st.PID, a.opts.Now(), ""
-			})
+		l.converge(ctx)
+		if ctx.Err() != nil {
+			break
 		}
-
+		var health <-chan time.Time = l.healthTick
 		select {
 		case <-ctx.Done():
-		case ex := <-exitCh:
-			exitCh = nil
-			if ctx.Err() != nil {
-				break
-			}
-			if ex.Err != nil {
-				log.Warn("lost track of the process; checking again", zap.Error(ex.Err))
-			}
-			tail := tailLines(c.Spec.LogPath, 20)
-			_ = a.rt.Remove(context.WithoutCancel(ctx), c.Spec.ID)
-			d := tr.Exited(a.opts.Now())
-			msg := fmt.Sprintf("exited with code %d", ex.Code)
-			log.Error(fmt.Sprintf("%s %s; restarting in %s (attempt %d); last log lines:\n  %s",
-				c.Name, msg, d.Delay.Round(time.Millisecond), d.Attempt, strings.Join(tail, "\n  ")))
-			a.enterBackoff(c.Name, d, msg, &Exit{Code: ex.Code, At: ex.At})
-			a.update(c.Name, func(s *Status) { s.LogTail = tail })
-			if !sleepCtx(ctx, d.Delay) {
-				break
-			}
-			continue
+		case d := <-l.box:
+			l.desired = d
+		case ex := <-l.exitCh:
+			l.exited(ctx, ex)
+		case <-l.retryAt:
+			l.retryAt = nil
+		case <-health:
+			l.checkHealth(ctx)
 		}
-		break
+		if ctx.Err() != nil {
+			break
+		}
 	}
-
-	// Shutdown.
-	if a.opts.KeepRunning {
-		log.Info("leaving container running for the next m3sup")
-		a.update(c.Name, func(s *Status) { s.State, s.Message = StateStopped, "left running" })
-		return
-	}
-	a.update(c.Name, func(s *Status) { s.State = StateStopping })
-	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.StopTimeout+10*time.Second)
-	defer cancel()
-	ex, err := a.rt.Stop(stopCtx, c.Spec.ID, c.StopTimeout)
-	if err != nil {
-		log.Error("stop failed", zap.Error(err))
-	} else {
-		log.Info("stopped", zap.Uint32("exit_code", ex.Code))
-	}
-	a.update(c.Name, func(s *Status) { s.State, s.PID = StateStopped, 0 })
+	l.shutdown(ctx)
 }
 
-func (a *Agent) enterBackoff(name string, d restart.Decision, msg string, ex *Exit) {
-	a.update(name, func(s *Status) {
+// converge takes one step towards the desired state; it is called after
+// every event.
+func (l *loop) converge(ctx context.Context) {
+	d := l.desired
+	switch {
+	case d.Stopped && l.running:
+		l.stop(ctx, "stopped by the operator")
+		l.a.update(d.Name, func(s *Status) { s.State, s.Message, s.NextStart = StateStopped, "stopped by the operator", time.Time{} })
+	case d.Stopped:
+		if l.retryAt != nil {
+			l.retryAt = nil
+			l.a.update(d.Name, func(s *Status) { s.State, s.Message, s.NextStart = StateStopped, "stopped by the operator", time.Time{} })
+		}
+	case l.running && (l.runHash != d.Hash || l.runGen != d.RestartGeneration):
+		reason := ReasonSpec
+		if l.runHash == d.Hash {
+			reason = ReasonManual
+		}
+		if d.Gate != nil {
+			l.a.update(d.Name, func(s *Status) {
+				s.State, s.Message = StateWaiting, "planned restart ("+reason+") waits for the cluster to afford it"
+			})
+			if err := d.Gate(ctx); err != nil {
+				if ctx.Err() == nil {
+					l.log.Warn("planned restart gate failed; will retry", zap.Error(err))
+					l.retryAt = time.After(time.Second)
+				}
+				return
+			}
+			// A newer desired state may have arrived while waiting.
+			select {
+			case nd := <-l.box:
+				l.desired, d = nd, nd
+			default:
+			}
+		}
+		l.log.Info("planned restart", zap.String("reason", reason), zap.String("old", short(l.runHash)), zap.String("new", short(d.Hash)))
+		l.stop(ctx, "planned restart")
+		l.planned = reason
+		l.tr = restart.NewTracker(l.a.opts.Policy) // a new spec starts with a clean record
+		l.retryAt = nil
+		l.start(ctx)
+	case !l.running && l.retryAt == nil:
+		if l.runHash != "" && l.runHash != d.Hash && l.tr.Failures() > 0 {
+			// A crash-looping component got a new spec: try it at once.
+			l.tr = restart.NewTracker(l.a.opts.Policy)
+		}
+		l.start(ctx)
+	}
+}
+
+func (l *loop) start(ctx context.Context) {
+	d := l.desired
+	if ctx.Err() != nil {
+		return
+	}
+	l.a.update(d.Name, func(s *Status) { s.State, s.NextStart, s.Adopted, s.BackoffDelay = StateStarting, time.Time{}, false, "" })
+	st, err := l.a.rt.Run(ctx, d.Spec)
+	if err == nil {
+		l.runHash, l.runGen = d.Hash, d.RestartGeneration
+		err = l.watch(ctx)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		_ = l.a.rt.Remove(context.WithoutCancel(ctx), d.Spec.ID)
+		l.backoff(fmt.Sprintf("start failed: %v", err), nil, ReasonCrash)
+		l.log.Error("start failed", zap.Error(err))
+		return
+	}
+	now := l.a.opts.Now()
+	l.tr.Started(now)
+	l.running, l.startedAt = true, now
+	reason := l.planned
+	l.planned = ""
+	l.log.Info("started", zap.Uint32("pid", st.PID))
+	l.a.update(d.Name, func(s *Status) {
+		s.State, s.PID, s.StartedAt, s.SpecHash, s.Healthy, s.Message = StateRunning, st.PID, now, d.Hash, d.Healthy == nil, ""
+		if reason != "" {
+			s.Restarts++
+			s.LastReason = reason
+			s.Message = "restarted: " + reason
+		}
+	})
+	if reason != "" && l.a.opts.OnRestart != nil {
+		l.a.opts.OnRestart(d.Name, reason)
+	}
+	l.startHealth()
+}
+
+// watch subscribes to the running task's exit.
+func (l *loop) watch(ctx context.Context) error {
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	ch, err := l.a.rt.Wait(wctx, l.desired.Spec.ID)
+	if err != nil {
+		cancel()
+		return err
+	}
+	l.exitCh, l.cancelWait = ch, cancel
+	return nil
+}
+
+func (l *loop) unwatch() {
+	if l.cancelWait != nil {
+		l.cancelWait()
+	}
+	l.exitCh, l.cancelWait, l.healthTick = nil, nil, nil
+}
+
+func (l *loop) startHealth() {
+	if l.desired.Healthy == nil {
+		l.healthTick = nil
+		return
+	}
+	l.healthTick = time.After(0)
+}
+
+func (l *loop) checkHealth(ctx context.Context) {
+	hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	err := l.desired.Healthy(hctx)
+	cancel()
+	if err != nil {
+		l.healthTick = time.After(l.a.opts.HealthInterval)
+		return
+	}
+	l.healthTick = nil
+	took := l.a.opts.Now().Sub(l.startedAt).Round(time.Millisecond)
+	l.log.Info("healthy", zap.Duration("after_start", took))
+	l.a.update(l.desired.Name, func(s *Status) { s.Healthy = true })
+}
+
+// exited handles an unplanned exit: record it, remove the container and
+// schedule the next start.
+func (l *loop) exited(ctx context.Context, ex runtime.Exit) {
+	d := l.desired
+	l.unwatch()
+	l.running = false
+	if ex.Err != nil && ctx.Err() == nil {
+		l.log.Warn("lost track of the process", zap.Error(ex.Err))
+	}
+	tail := tailLines(d.Spec.LogPath, 20)
+	_ = l.a.rt.Remove(context.WithoutCancel(ctx), d.Spec.ID)
+	msg := fmt.Sprintf("exited with code %d", ex.Code)
+	dec := l.backoff(msg, &Exit{Code: ex.Code, At: ex.At}, ReasonCrash)
+	l.a.update(d.Name, func(s *Status) { s.LogTail = tail })
+	l.log.Error(fmt.Sprintf("%s %s; restarting in %s (attempt %d); last log lines:\n  %s",
+		d.Name, msg, dec.Delay.Round(time.Millisecond), dec.Attempt, strings.Join(tail, "\n  ")))
+}
+
+func (l *loop) backoff(msg string, ex *Exit, reason string) restart.Decision {
+	d := l.tr.Exited(l.a.opts.Now())
+	l.retryAt = time.After(d.Delay)
+	name := l.desired.Name
+	l.a.update(name, func(s *Status) {
 		s.State = StateBackoff
 		if d.CrashLoop {
 			s.State = StateCrashLoop
 		}
-		s.PID = 0
+		s.PID, s.Healthy = 0, false
 		s.Restarts++
+		s.LastReason = reason
 		s.Message = msg
-		s.NextStart = a.opts.Now().Add(d.Delay)
+		s.NextStart = l.a.opts.Now().Add(d.Delay)
+		s.BackoffDelay = d.Delay.Round(time.Millisecond).String()
 		if ex != nil {
 			s.LastExit = ex
 		}
 	})
+	if l.a.opts.OnRestart != nil {
+		l.a.opts.OnRestart(name, reason)
+	}
+	return d
 }
 
-// sleepCtx waits d or until ctx is done; it reports whether d elapsed.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
+// stop ends the running process (SIGTERM, then SIGKILL after StopTimeout)
+// and removes its container.
+func (l *loop) stop(ctx context.Context, why string) {
+	d := l.desired
+	l.unwatch()
+	l.running = false
+	l.a.update(d.Name, func(s *Status) { s.State, s.Message, s.Healthy = StateStopping, why, false })
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.StopTimeout+10*time.Second)
+	defer cancel()
+	ex, err := l.a.rt.Stop(stopCtx, d.Spec.ID, d.StopTimeout)
+	if err != nil {
+		l.log.Error("stop failed", zap.Error(err))
+	} else {
+		l.log.Info("stopped", zap.Uint32("exit_code", ex.Code), zap.String("why", why))
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
+	l.a.update(d.Name, func(s *Status) { s.PID = 0 })
+}
+
+func (l *loop) shutdown(ctx context.Context) {
+	name := l.desired.Name
+	if !l.running {
+		l.a.update(name, func(s *Status) { s.State = StateStopped })
+		return
 	}
+	if l.a.opts.KeepRunning {
+		l.unwatch()
+		l.log.Info("leaving container running for the next m3sup")
+		l.a.update(name, func(s *Status) { s.State, s.Message = StateStopped, "left running" })
+		return
+	}
+	l.stop(ctx, "m3sup is shutting down")
+	l.a.update(name, func(s *Status) { s.State = StateStopped })
 }
 
 // tailLines returns up to n last lines of a log file.

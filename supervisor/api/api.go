@@ -127,17 +127,25 @@ func (s *Server) Shutdown(ctx context.Context) error { return s.http.Shutdown(ct
 var ErrAlreadyRunning = errors.New("another m3sup is already running")
 
 // Listen opens the unix socket at path, readable and writable by root only
-// (its directory 0700, the socket 0600). A stale socket left by a crashed
-// daemon is replaced; a live one is an error.
+// (the socket 0600, a directory it has to create 0700). A stale socket left
+// by a crashed daemon is replaced; a live one, or a file that is not a
+// socket, is an error.
 func Listen(path string) (net.Listener, error) {
 	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create socket dir: %w", err)
+	// Only a dir created here is made 0700: an existing one may be shared
+	// (/run, /tmp) and must keep its mode; the socket's 0600 guards it there.
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("create socket dir: %w", err)
+		}
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("restrict socket dir: %w", err)
+		}
 	}
-	if err := os.Chmod(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("restrict socket dir: %w", err)
-	}
-	if _, err := os.Stat(path); err == nil {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode().Type() != os.ModeSocket {
+			return nil, fmt.Errorf("listen on %s: the path exists and is not a socket; remove it or choose another api.socket", path)
+		}
 		c, err := net.DialTimeout("unix", path, time.Second)
 		if err == nil {
 			_ = c.Close()

@@ -52,7 +52,20 @@ type Namespace struct {
 // Component holds the settings of one M3 process that end up in its config.
 type Component struct {
 	LogLevel string `json:"logLevel" yaml:"logLevel"`
+	// Config is deep-merged into the rendered M3 config (maps merge, other
+	// values replace), for M3 settings m3sup does not model.
+	Config map[string]any `json:"config,omitempty" yaml:"config,omitempty"`
 }
+
+// Control is a host's per-component operator intent: stopped by
+// `m3sup stop`, restarted by `m3sup restart` (each bumps the generation).
+type Control struct {
+	Stopped           bool  `json:"stopped,omitempty"`
+	RestartGeneration int64 `json:"restartGeneration,omitempty"`
+}
+
+// HostControls maps component name to its Control on one host.
+type HostControls map[string]Control
 
 // Duration is a time.Duration written as a Go duration string ("48h").
 type Duration time.Duration
@@ -166,9 +179,13 @@ func (c Cluster) Validate() error {
 			bad(p+".bufferFuture", "must not be negative")
 		}
 	}
-	for path, lvl := range map[string]string{"dbnode.logLevel": c.DBNode.LogLevel, "coordinator.logLevel": c.Coordinator.LogLevel} {
-		if !logLevels[lvl] {
-			bad(path, "must be one of debug, info, warn, error; got %q", lvl)
+	// A slice, not a map: the errors must come out in a stable order.
+	for _, f := range []struct{ path, lvl string }{
+		{"dbnode.logLevel", c.DBNode.LogLevel},
+		{"coordinator.logLevel", c.Coordinator.LogLevel},
+	} {
+		if !logLevels[f.lvl] {
+			bad(f.path, "must be one of debug, info, warn, error; got %q", f.lvl)
 		}
 	}
 	return errors.Join(errs...)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -101,4 +102,139 @@ func (s *Store) Seed(ctx context.Context, c spec.Cluster, hash string) (spec.Clu
 		return c, false, fmt.Errorf("read %s: seed recorded but the spec is missing", ClusterKey)
 	}
 	return cur, false, nil
+}
+
+// ControlsKey holds a host's spec.HostControls.
+func ControlsKey(node string) string { return Prefix + "hosts/" + node + "/controls" }
+
+// Controls reads a host's component controls (empty when none were set).
+func (s *Store) Controls(ctx context.Context, node string) (spec.HostControls, int64, error) {
+	key := ControlsKey(node)
+	resp, err := s.c.Get(ctx, key)
+	if err != nil {
+		return nil, 0, fmt.Errorf("read %s: %w", key, err)
+	}
+	hc := spec.HostControls{}
+	if len(resp.Kvs) == 0 {
+		return hc, 0, nil
+	}
+	if err := json.Unmarshal(resp.Kvs[0].Value, &hc); err != nil {
+		return nil, 0, fmt.Errorf("decode %s: %w", key, err)
+	}
+	return hc, resp.Kvs[0].ModRevision, nil
+}
+
+// UpdateControl changes one component's control on a host atomically
+// (retrying when another writer raced it) and returns the result.
+func (s *Store) UpdateControl(ctx context.Context, node, component string, f func(*spec.Control)) (spec.Control, error) {
+	key := ControlsKey(node)
+	for {
+		hc, rev, err := s.Controls(ctx, node)
+		if err != nil {
+			return spec.Control{}, err
+		}
+		c := hc[component]
+		f(&c)
+		hc[component] = c
+		b, err := json.Marshal(hc)
+		if err != nil {
+			return c, fmt.Errorf("encode %s: %w", key, err)
+		}
+		resp, err := s.c.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
+			Then(clientv3.OpPut(key, string(b))).
+			Commit()
+		if err != nil {
+			return c, fmt.Errorf("write %s: %w", key, err)
+		}
+		if resp.Succeeded {
+			return c, nil
+		}
+	}
+}
+
+// Change is one observed change of m3sup's desired state.
+type Change struct {
+	Cluster  spec.Cluster
+	Controls spec.HostControls
+	Revision int64
+}
+
+// Watch reports the cluster spec and this host's controls now and after
+// every change, until ctx is done. A slow reader sees only the latest state.
+// The channel closes when ctx is done.
+func (s *Store) Watch(ctx context.Context, node string) <-chan Change {
+	out := make(chan Change, 1)
+	go func() { // owned by ctx: it ends when the caller cancels
+		defer close(out)
+		for ctx.Err() == nil {
+			rev, err := s.emit(ctx, node, out)
+			if err != nil {
+				if !sleepCtx(ctx, time.Second) {
+					return
+				}
+				continue
+			}
+			wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+			wch := s.c.Watch(wctx, Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+			for resp := range wch {
+				if resp.Err() != nil {
+					break // compacted or lost: read afresh and watch again
+				}
+				relevant := false
+				for _, ev := range resp.Events {
+					k := string(ev.Kv.Key)
+					if k == ClusterKey || k == ControlsKey(node) {
+						relevant = true
+					}
+				}
+				if !relevant {
+					continue
+				}
+				if _, err := s.emit(ctx, node, out); err != nil {
+					break
+				}
+			}
+			cancel()
+		}
+	}()
+	return out
+}
+
+// emit reads the current state and offers it, replacing an unread one.
+func (s *Store) emit(ctx context.Context, node string, out chan Change) (int64, error) {
+	resp, err := s.c.Get(ctx, Prefix, clientv3.WithPrefix())
+	if err != nil {
+		return 0, err
+	}
+	ch := Change{Controls: spec.HostControls{}, Revision: resp.Header.Revision}
+	for _, kv := range resp.Kvs {
+		switch string(kv.Key) {
+		case ClusterKey:
+			if err := json.Unmarshal(kv.Value, &ch.Cluster); err != nil {
+				return 0, fmt.Errorf("decode %s: %w", ClusterKey, err)
+			}
+		case ControlsKey(node):
+			if err := json.Unmarshal(kv.Value, &ch.Controls); err != nil {
+				return 0, fmt.Errorf("decode %s: %w", kv.Key, err)
+			}
+		}
+	}
+	select {
+	case <-out: // drop the stale, unread change
+	default:
+	}
+	out <- ch
+	return resp.Header.Revision, nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }

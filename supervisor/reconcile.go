@@ -1,0 +1,132 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/m3sup/m3sup/supervisor/agent"
+	"github.com/m3sup/m3sup/supervisor/m3"
+	"github.com/m3sup/m3sup/supervisor/spec"
+	"github.com/m3sup/m3sup/supervisor/store"
+)
+
+// plan fetches the desired release (once per release spec) and renders the
+// components of a desired state; with write it also materializes them.
+func (s *Supervisor) plan(ctx context.Context, lay layout, ch store.Change, etcdHostPort string, write bool) ([]agent.Component, error) {
+	rel, err := s.release(ctx, lay, ch.Cluster.Release)
+	if err != nil {
+		return nil, err
+	}
+	r, err := s.render(lay, ch.Cluster, ch.Controls, rel, etcdHostPort)
+	if err != nil {
+		return nil, err
+	}
+	if write {
+		if err := materialize(r); err != nil {
+			return nil, err
+		}
+	}
+	return r.comps, nil
+}
+
+// release returns the fetched and unpacked release for r, fetching it only
+// when this process has not done so yet.
+func (s *Supervisor) release(ctx context.Context, lay layout, r spec.Release) (release, error) {
+	s.mu.Lock()
+	rel, ok := s.releases[r]
+	s.mu.Unlock()
+	if ok {
+		return rel, nil
+	}
+	rel, err := s.fetchRelease(ctx, lay, r)
+	if err != nil {
+		return rel, err
+	}
+	s.mu.Lock()
+	if s.releases == nil {
+		s.releases = map[spec.Release]release{}
+	}
+	s.releases[r] = rel
+	s.mu.Unlock()
+	return rel, nil
+}
+
+// applyChange turns one desired-state change into agent updates (which
+// restart exactly the components whose hash changed) and a cluster update
+// (namespaces change through M3's API, restarting nothing).
+func (s *Supervisor) applyChange(ctx context.Context, lay layout, ch store.Change, etcdHostPort string, ag *agent.Agent, cluster chan spec.Cluster) {
+	start := time.Now()
+	defer func() { s.metrics.reconcile.Observe(time.Since(start).Seconds()) }()
+	comps, err := s.plan(ctx, lay, ch, etcdHostPort, true)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Error("cannot apply the desired state; keeping the current one", zap.Int64("revision", ch.Revision), zap.Error(err))
+			s.setMessage(fmt.Sprintf("desired state at revision %d not applied: %v", ch.Revision, err))
+		}
+		return
+	}
+	if err := ag.Update(comps); err != nil {
+		s.log.Error("update components", zap.Error(err))
+	}
+	select {
+	case <-cluster:
+	default:
+	}
+	cluster <- ch.Cluster
+}
+
+func (s *Supervisor) setMessage(msg string) {
+	s.mu.Lock()
+	s.message = msg
+	s.mu.Unlock()
+}
+
+// everyShardAvailable is m3dbnode's planned-restart gate: only while every
+// shard of every instance is AVAILABLE can the cluster afford a node down.
+func (s *Supervisor) everyShardAvailable(ctx context.Context) error {
+	s.mu.Lock()
+	c := s.m3
+	s.mu.Unlock()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		p, exists, err := c.Placement(ctx)
+		if err == nil && (!exists || p.AllAvailable()) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for every shard AVAILABLE: %w", ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// dbnodeBootstrapped is m3dbnode's health: its /health says bootstrapped.
+func (s *Supervisor) dbnodeBootstrapped(ctx context.Context) error {
+	s.mu.Lock()
+	nodes := s.nodes
+	s.mu.Unlock()
+	for _, u := range nodes {
+		h, err := m3.NodeHealth(ctx, nil, u)
+		if err != nil {
+			return err
+		}
+		if !h.Bootstrapped {
+			return errors.New("not bootstrapped")
+		}
+	}
+	return nil
+}
+
+// coordinatorHealthy is m3coordinator's health: its /health answers.
+func (s *Supervisor) coordinatorHealthy(ctx context.Context) error {
+	s.mu.Lock()
+	c := s.m3
+	s.mu.Unlock()
+	return c.CoordinatorHealthy(ctx)
+}
