@@ -452,6 +452,9 @@ func (n *m3supNode) stop(b *testing.B) {
 		b.Errorf("m3sup exited with %d after SIGTERM; log tail:\n%s", code, n.proc.tail(20))
 	}
 	keepLog(b, n.logFile)
+	for _, c := range []string{"m3dbnode", "m3coordinator"} {
+		keepLog(b, filepath.Join(n.dataDir, "components", c, "logs", c+".log"))
+	}
 	if os.Getenv("M3SUP_BENCH_KEEP") == "" {
 		_ = os.RemoveAll(n.dir)
 	}

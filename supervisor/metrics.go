@@ -7,7 +7,6 @@ import (
 	"github.com/m3sup/m3sup/supervisor/agent"
 )
 
-
 // metrics are m3sup's own Prometheus metrics (documented in the README).
 type metrics struct {
 	registry   *prometheus.Registry

@@ -103,7 +103,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	srv := api.NewServer(s, s.metrics.registry, s.log)
+	srv := api.NewServer(s, s, s.metrics.registry, s.log)
 
 	var g run.Group
 	g.Add(func() error { return srv.Serve(ln) }, func(error) {

@@ -59,6 +59,10 @@ Look at it:                                  m3sup status`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newRunCmd(), newStatusCmd(), newConfigCmd(), newVersionCmd())
+	root.AddCommand(newRunCmd(), newStatusCmd(), newGetCmd(), newApplyCmd(),
+		newControlCmd("restart", "Restart a component (recorded in the desired state)"),
+		newControlCmd("stop", "Stop a component; it stays stopped across m3sup restarts"),
+		newControlCmd("start", "Start a component stopped with `m3sup stop`"),
+		newLogsCmd(), newConfigCmd(), newVersionCmd())
 	return root
 }

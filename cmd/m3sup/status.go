@@ -95,7 +95,7 @@ func printStatus(w io.Writer, st api.Status, now time.Time) {
 
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "COMPONENT\tSTATE\tPID\tUPTIME\tRESTARTS\tVERSION\tNOTE")
+	fmt.Fprintln(tw, "COMPONENT\tSTATE\tHEALTHY\tPID\tUPTIME\tRESTARTS\tVERSION\tNOTE")
 	for _, c := range st.Components {
 		pid, up := "-", "-"
 		if c.PID > 0 {
@@ -111,7 +111,10 @@ func printStatus(w io.Writer, st api.Status, now time.Time) {
 		if c.LastExit != nil && c.State != "running" {
 			note = fmt.Sprintf("last exit %d; %s", c.LastExit.Code, c.Message)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", c.Name, c.State, pid, up, c.Restarts, c.Version, note)
+		if c.State == "crash-loop" || c.State == "backoff" {
+			note = fmt.Sprintf("%s; next try in %s", note, c.BackoffDelay)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", c.Name, c.State, yesNo(c.Healthy), pid, up, c.Restarts, c.Version, note)
 	}
 	tw.Flush()
 

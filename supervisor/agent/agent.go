@@ -410,11 +410,15 @@ func (l *loop) converge(ctx context.Context) {
 	switch {
 	case d.Stopped && l.running:
 		l.stop(ctx, "stopped by the operator")
-		l.a.update(d.Name, func(s *Status) { s.State, s.Message, s.NextStart = StateStopped, "stopped by the operator", time.Time{} })
+		l.a.update(d.Name, func(s *Status) {
+			s.State, s.Message, s.NextStart = StateStopped, "stopped by the operator", time.Time{}
+		})
 	case d.Stopped:
 		if l.retryAt != nil {
 			l.retryAt = nil
-			l.a.update(d.Name, func(s *Status) { s.State, s.Message, s.NextStart = StateStopped, "stopped by the operator", time.Time{} })
+			l.a.update(d.Name, func(s *Status) {
+				s.State, s.Message, s.NextStart = StateStopped, "stopped by the operator", time.Time{}
+			})
 		}
 	case l.running && (l.runHash != d.Hash || l.runGen != d.RestartGeneration):
 		reason := ReasonSpec
@@ -459,7 +463,9 @@ func (l *loop) start(ctx context.Context) {
 	if ctx.Err() != nil {
 		return
 	}
-	l.a.update(d.Name, func(s *Status) { s.State, s.NextStart, s.Adopted, s.BackoffDelay = StateStarting, time.Time{}, false, "" })
+	l.a.update(d.Name, func(s *Status) {
+		s.State, s.NextStart, s.Adopted, s.BackoffDelay = StateStarting, time.Time{}, false, ""
+	})
 	st, err := l.a.rt.Run(ctx, d.Spec)
 	if err == nil {
 		l.runHash, l.runGen = d.Hash, d.RestartGeneration

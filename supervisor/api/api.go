@@ -3,6 +3,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -86,9 +88,11 @@ type Server struct {
 	http *http.Server
 }
 
-// NewServer builds the handlers: /v1/status, /healthz, /readyz, /metrics.
-func NewServer(p Provider, gatherer prometheus.Gatherer, log *zap.Logger) *Server {
+// NewServer builds the handlers: /v1/status, /healthz, /readyz, /metrics,
+// and, when c is not nil, the desired-state and component routes.
+func NewServer(p Provider, c Controller, gatherer prometheus.Gatherer, log *zap.Logger) *Server {
 	mux := http.NewServeMux()
+	s := &Server{}
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, p.Status(r.Context()))
 	})
@@ -105,11 +109,15 @@ func NewServer(p Provider, gatherer prometheus.Gatherer, log *zap.Logger) *Serve
 		_, _ = io.WriteString(w, "ready\n")
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
-	return &Server{http: &http.Server{
+	if c != nil {
+		s.controlRoutes(mux, c)
+	}
+	s.http = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          zap.NewStdLog(log.Named("api")),
-	}}
+	}
+	return s
 }
 
 // Serve serves on ln until Shutdown; it returns nil after a shutdown.
@@ -202,25 +210,16 @@ func (c *Client) Ready(ctx context.Context) error {
 }
 
 func (c *Client) get(ctx context.Context, path string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://m3sup"+path, nil)
+	return c.do(ctx, http.MethodGet, path, nil, out)
+}
+
+// do sends a JSON request and decodes a JSON answer into out (nil: discard).
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	resp, err := c.send(ctx, method, path, in, true)
 	if err != nil {
 		return err
 	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT) {
-			return fmt.Errorf("m3sup is not running (no daemon on %s)", c.socket)
-		}
-		if errors.Is(err, syscall.EACCES) {
-			return fmt.Errorf("cannot reach m3sup on %s: permission denied (run as root)", c.socket)
-		}
-		return fmt.Errorf("GET %s: %w", path, err)
-	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return fmt.Errorf("GET %s: %s: %s", path, resp.Status, string(b))
-	}
 	if out == nil {
 		_, _ = io.Copy(io.Discard, resp.Body)
 		return nil
@@ -229,4 +228,73 @@ func (c *Client) get(ctx context.Context, path string, out any) error {
 		return fmt.Errorf("decode %s: %w", path, err)
 	}
 	return nil
+}
+
+// send performs a request; a non-2xx answer becomes an error carrying the
+// server's message and its kind (ErrInvalid, ErrConflict, ErrNotFound).
+func (c *Client) send(ctx context.Context, method, path string, in any, timeout bool) (*http.Response, error) {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return nil, fmt.Errorf("encode request: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://m3sup"+path, body)
+	if err != nil {
+		return nil, err
+	}
+	hc := c.http
+	if !timeout {
+		hc = &http.Client{Transport: c.http.Transport}
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT) {
+			return nil, fmt.Errorf("m3sup is not running (no daemon on %s)", c.socket)
+		}
+		if errors.Is(err, syscall.EACCES) {
+			return nil, fmt.Errorf("cannot reach m3sup on %s: permission denied (run as root)", c.socket)
+		}
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if resp.StatusCode/100 == 2 {
+		return resp, nil
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	msg := strings.TrimSpace(string(b))
+	var eb errorBody
+	if json.Unmarshal(b, &eb) == nil && eb.Error != "" {
+		msg = eb.Error
+	}
+	kind := error(nil)
+	switch resp.StatusCode {
+	case http.StatusBadRequest:
+		kind = ErrInvalid
+	case http.StatusConflict:
+		kind = ErrConflict
+	case http.StatusNotFound:
+		kind = ErrNotFound
+	}
+	if kind != nil {
+		return nil, &kindError{msg: msg, kind: kind}
+	}
+	return nil, fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, msg)
+}
+
+// kindError is an error with a kind (ErrInvalid, ErrConflict, ErrNotFound)
+// whose message is only its own text.
+type kindError struct {
+	msg  string
+	kind error
+}
+
+func (e *kindError) Error() string        { return e.msg }
+func (e *kindError) Is(target error) bool { return target == e.kind }
+
+// Errorf returns an error with the given message that matches kind.
+func Errorf(kind error, format string, args ...any) error {
+	return &kindError{msg: fmt.Sprintf(format, args...), kind: kind}
 }

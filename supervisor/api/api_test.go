@@ -198,7 +198,7 @@ func serve(t *testing.T, p api.Provider, g prometheus.Gatherer) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := api.NewServer(p, g, zap.NewNop())
+	srv := api.NewServer(p, nil, g, zap.NewNop())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
 	t.Cleanup(func() {
