@@ -1,6 +1,8 @@
 package supervisor
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -65,6 +67,8 @@ func newMetrics(s *Supervisor) *metrics {
 		}
 		return 0
 	}))
+	m.registry.MustRegister(stateAge{s: s, desc: prometheus.NewDesc("m3sup_component_state_seconds",
+		"Seconds the component has been in its current state.", []string{"component", "state"}, nil)})
 	return m
 }
 
@@ -85,4 +89,26 @@ func (m *metrics) componentChanged(st agent.Status) {
 // restarted is the agent's OnRestart hook.
 func (m *metrics) restarted(component, reason string) {
 	m.restarts.WithLabelValues(component, reason).Inc()
+}
+
+// stateAge exports how long each component has been in its current state,
+// read from the agent at scrape time.
+type stateAge struct {
+	s    *Supervisor
+	desc *prometheus.Desc
+}
+
+func (c stateAge) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c stateAge) Collect(ch chan<- prometheus.Metric) {
+	c.s.mu.Lock()
+	ag := c.s.agent
+	c.s.mu.Unlock()
+	if ag == nil {
+		return
+	}
+	now := time.Now()
+	for _, st := range ag.Statuses() {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, now.Sub(st.StateSince).Seconds(), st.Name, string(st.State))
+	}
 }

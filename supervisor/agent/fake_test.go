@@ -66,7 +66,7 @@ func waitFor(t testing.TB, sig *signal, what string, cond func() bool) {
 type call struct {
 	Op      string // "run", "wait", "stop", "remove", "list"
 	ID      string
-	Hash    string        // run: the spec-hash label
+	Labels  map[string]string // run: the container's labels
 	Timeout time.Duration // stop
 }
 
@@ -108,7 +108,11 @@ func (f *fakeRuntime) Run(ctx context.Context, spec runtime.Spec) (runtime.Statu
 	defer f.sig.poke()
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.record(call{Op: "run", ID: spec.ID, Hash: spec.Labels[runtime.LabelSpecHash]})
+	labels := make(map[string]string, len(spec.Labels))
+	for k, v := range spec.Labels {
+		labels[k] = v
+	}
+	f.record(call{Op: "run", ID: spec.ID, Labels: labels})
 	if errs := f.runErrs[spec.ID]; len(errs) > 0 {
 		f.runErrs[spec.ID] = errs[1:]
 		return runtime.Status{}, errs[0]
@@ -117,10 +121,6 @@ func (f *fakeRuntime) Run(ctx context.Context, spec runtime.Spec) (runtime.Statu
 		return runtime.Status{}, fmt.Errorf("run %s: container already exists", spec.ID)
 	}
 	f.pid++
-	labels := make(map[string]string, len(spec.Labels))
-	for k, v := range spec.Labels {
-		labels[k] = v
-	}
 	st := runtime.Status{ID: spec.ID, Labels: labels, State: runtime.StateRunning, PID: f.pid}
 	f.ctrs[spec.ID] = &fakeCtr{st: st, waiters: map[chan runtime.Exit]func() bool{}}
 	return st, nil
@@ -287,7 +287,7 @@ func (f *fakeRuntime) count(op, id string) int {
 	return n
 }
 
-// lastRun returns the PID of id's current container (0 if none runs).
+// pidOf returns the PID of id's current container (0 if none runs).
 func (f *fakeRuntime) pidOf(id string) uint32 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
