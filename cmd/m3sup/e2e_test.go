@@ -150,7 +150,7 @@ etcd:
 runtime:
   containerd:
     mode: managed
-    namespace: m3sup-e2e
+    namespace: m3sup-e2e-%s
 release:
   version: "1.5.0"
   url: %s
@@ -172,7 +172,7 @@ cluster:
     - name: default
       retention: 48h
       blockSize: 2h
-`, n.dir, n.socket, n.etcdURL, p[1], o.releaseURL, o.checksum, p[2], p[3], p[4], p[5], p[6], p[7], p[8], o.numShards)
+`, n.dir, n.socket, n.etcdURL, p[1], strings.TrimPrefix(filepath.Base(base), "m3sup-e2e-"), o.releaseURL, o.checksum, p[2], p[3], p[4], p[5], p[6], p[7], p[8], o.numShards)
 	if err := os.WriteFile(n.configFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
