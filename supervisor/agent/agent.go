@@ -368,6 +368,7 @@ func (l *loop) run(ctx context.Context, adopted runtime.Status, isAdopted bool) 
 			l.startedAt = l.a.opts.Now()
 			l.a.update(name, func(s *Status) {
 				s.State, s.PID, s.Adopted, s.StartedAt, s.SpecHash, s.Message = StateRunning, adopted.PID, true, l.startedAt, l.runHash, "adopted from an earlier m3sup"
+				s.Healthy = l.desired.Healthy == nil
 			})
 			l.startHealth()
 		} else {
@@ -440,6 +441,18 @@ func (l *loop) converge(ctx context.Context) {
 			select {
 			case nd := <-l.box:
 				l.desired, d = nd, nd
+				if d.Stopped || (l.runHash == d.Hash && l.runGen == d.RestartGeneration) {
+					// The newer desired state no longer asks for this restart.
+					if !d.Stopped {
+						l.a.update(d.Name, func(s *Status) { s.State, s.Message = StateRunning, "" })
+					}
+					l.converge(ctx)
+					return
+				}
+				reason = ReasonSpec
+				if l.runHash == d.Hash {
+					reason = ReasonManual
+				}
 			default:
 			}
 		}
@@ -448,6 +461,12 @@ func (l *loop) converge(ctx context.Context) {
 		l.planned = reason
 		l.tr = restart.NewTracker(l.a.opts.Policy) // a new spec starts with a clean record
 		l.retryAt = nil
+		l.start(ctx)
+	case !l.running && l.retryAt != nil && (l.runHash != d.Hash || l.runGen != d.RestartGeneration):
+		// A component waiting out a backoff got a new spec or a restart
+		// request: try it at once, with a clean record.
+		l.retryAt = nil
+		l.tr = restart.NewTracker(l.a.opts.Policy)
 		l.start(ctx)
 	case !l.running && l.retryAt == nil:
 		if l.runHash != "" && l.runHash != d.Hash && l.tr.Failures() > 0 {
@@ -466,9 +485,10 @@ func (l *loop) start(ctx context.Context) {
 	l.a.update(d.Name, func(s *Status) {
 		s.State, s.NextStart, s.Adopted, s.BackoffDelay = StateStarting, time.Time{}, false, ""
 	})
+	// The spec and generation tried last, even if they fail to start.
+	l.runHash, l.runGen = d.Hash, d.RestartGeneration
 	st, err := l.a.rt.Run(ctx, d.Spec)
 	if err == nil {
-		l.runHash, l.runGen = d.Hash, d.RestartGeneration
 		err = l.watch(ctx)
 	}
 	if err != nil {

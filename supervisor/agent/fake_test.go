@@ -67,7 +67,7 @@ type call struct {
 	Op      string // "run", "wait", "stop", "remove", "list"
 	ID      string
 	Labels  map[string]string // run: the container's labels
-	Timeout time.Duration // stop
+	Timeout time.Duration     // stop
 }
 
 func (c call) String() string { return c.Op + " " + c.ID }
@@ -298,10 +298,19 @@ func (f *fakeRuntime) pidOf(id string) uint32 {
 }
 
 func (f *fakeRuntime) exists(id string) bool {
+	_, ok := f.container(id)
+	return ok
+}
+
+// container returns id's container status, running or not.
+func (f *fakeRuntime) container(id string) (runtime.Status, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	_, ok := f.ctrs[id]
-	return ok
+	c, ok := f.ctrs[id]
+	if !ok {
+		return runtime.Status{}, false
+	}
+	return c.st, true
 }
 
 // waiting reports whether anyone waits on id's task (the agent watches it).
