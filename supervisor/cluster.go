@@ -99,11 +99,9 @@ func (s *Supervisor) bootstrap(ctx context.Context, c *m3.Client, d m3.Desired) 
 		if p.Phase == m3.PhaseReady {
 			return
 		}
-		s.mu.Lock()
-		if !s.ready {
-			s.phase, s.message = PhaseBootstrapping, string(p.Phase)+phaseDetail(p)
+		if !s.isReady() {
+			s.setPhase(PhaseBootstrapping, string(p.Phase)+phaseDetail(p))
 		}
-		s.mu.Unlock()
 		if p.Phase != lastPhase {
 			lastPhase = p.Phase
 			s.log.Info("M3 "+string(p.Phase), zap.String("detail", p.Message))

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/oklog/run"
@@ -28,6 +29,7 @@ import (
 	"github.com/m3sup/m3sup/supervisor/m3"
 	"github.com/m3sup/m3sup/supervisor/spec"
 	"github.com/m3sup/m3sup/supervisor/store"
+	"github.com/m3sup/m3sup/supervisor/systemd"
 )
 
 // Options configures a Supervisor.
@@ -40,6 +42,9 @@ type Options struct {
 	KeepRunning bool
 	// Progress receives a human progress bar for downloads (a terminal), or nil.
 	Progress io.Writer
+	// Notifier tells systemd about readiness, progress and liveness; nil
+	// (or one without NOTIFY_SOCKET) does nothing.
+	Notifier *systemd.Notifier
 }
 
 // Phases of the daemon, reported in status.
@@ -61,6 +66,9 @@ type Supervisor struct {
 	metrics *metrics
 
 	noFileWarn sync.Once
+	readyOnce  sync.Once
+	// beat is when the node loop last proved it is alive (watchdog).
+	beat atomic.Int64
 
 	mu      sync.Mutex
 	phase   string
@@ -106,6 +114,10 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	srv := api.NewServer(s, s, s.metrics.registry, s.log)
 
 	var g run.Group
+	if n := s.opts.Notifier; n != nil {
+		wctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { return n.Watchdog(wctx, s.alive) }, func(error) { cancel() })
+	}
 	g.Add(func() error { return srv.Serve(ln) }, func(error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -118,14 +130,71 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	return g.Run()
 }
 
+// setPhase records the daemon's phase and message: both go to systemd's
+// STATUS=, and a new phase also to the log.
 func (s *Supervisor) setPhase(phase, msg string) {
 	s.mu.Lock()
 	changed := s.phase != phase
+	same := !changed && s.message == msg
 	s.phase, s.message = phase, msg
 	s.mu.Unlock()
-	if changed {
-		s.log.Info(phaseLine(phase, msg))
+	s.heartbeat()
+	if same {
+		return
 	}
+	n := s.opts.Notifier
+	_ = n.Status(phaseLine(phase, msg))
+	if !changed {
+		return
+	}
+	s.log.Info(phaseLine(phase, msg))
+	switch phase {
+	case PhaseReady:
+		s.notifyReady()
+	case PhaseStopping:
+		_ = n.Stopping()
+	}
+}
+
+// notifyReady sends READY=1 once: when every component first runs (etcd is
+// up, the runtime connected and the first reconcile done) or the cluster is
+// ready, whichever comes first.
+func (s *Supervisor) notifyReady() {
+	s.readyOnce.Do(func() { _ = s.opts.Notifier.Ready() })
+}
+
+// componentChanged feeds metrics and sends READY=1 once every component
+// first runs.
+func (s *Supervisor) componentChanged(st agent.Status) {
+	s.metrics.componentChanged(st)
+	s.mu.Lock()
+	ag := s.agent
+	s.mu.Unlock()
+	if ag == nil || st.State != agent.StateRunning {
+		return
+	}
+	for _, c := range ag.Statuses() {
+		if c.State != agent.StateRunning && c.DesiredActive {
+			return
+		}
+	}
+	s.notifyReady()
+}
+
+// heartbeat records that the node loop is alive.
+func (s *Supervisor) heartbeat() { s.beat.Store(time.Now().UnixNano()) }
+
+// alive is the watchdog's test: the daemon is starting (bounded by
+// TimeoutStartSec) or its node loop beat within the last 30 s.
+func (s *Supervisor) alive() bool {
+	s.mu.Lock()
+	phase := s.phase
+	s.mu.Unlock()
+	switch phase {
+	case "", PhaseStartingEtcd, PhaseStartingRuntime, PhaseFetching:
+		return true
+	}
+	return time.Since(time.Unix(0, s.beat.Load())) < 30*time.Second
 }
 
 func phaseLine(phase, msg string) string {
@@ -207,7 +276,7 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	ag := agent.New(rt, agent.Options{
 		Logger:      s.log.Named("agent"),
 		KeepRunning: s.opts.KeepRunning,
-		OnChange:    s.metrics.componentChanged,
+		OnChange:    s.componentChanged,
 		OnRestart:   s.metrics.restarted,
 	})
 	s.mu.Lock()
@@ -236,13 +305,18 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 		ctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error { return ag.Run(ctx, comps) }, func(error) { cancel() })
 	}
-	{ // desired-state changes → the agent and the cluster controller
+	{ // desired-state changes → the agent and the cluster controller; its
+		// tick is the watchdog's proof of life
 		ctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error {
+			tick := time.NewTicker(10 * time.Second)
+			defer tick.Stop()
 			for {
+				s.heartbeat()
 				select {
 				case <-ctx.Done():
 					return nil
+				case <-tick.C:
 				case ch, ok := <-changes:
 					if !ok {
 						return nil

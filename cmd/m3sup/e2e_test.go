@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -112,6 +113,57 @@ type node struct {
 	done       chan struct{}
 	exitErr    error
 	pids       map[string]uint32
+	notify     *notifySocket
+}
+
+// notifySocket is a real unix datagram socket standing in for systemd's
+// NOTIFY_SOCKET; it collects every message m3sup sends.
+type notifySocket struct {
+	path string
+	conn *net.UnixConn
+	mu   sync.Mutex
+	msgs []string
+}
+
+func listenNotify(t *testing.T, dir string) *notifySocket {
+	t.Helper()
+	ns := &notifySocket{path: filepath.Join(dir, "notify.sock")}
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: ns.path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.conn = conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 4096)
+		for {
+			n, _, err := conn.ReadFromUnix(buf)
+			if err != nil {
+				return
+			}
+			ns.mu.Lock()
+			ns.msgs = append(ns.msgs, strings.Split(strings.TrimSpace(string(buf[:n])), "\n")...)
+			ns.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { conn.Close(); <-done })
+	return ns
+}
+
+func (ns *notifySocket) messages() []string {
+	ns.mu.Lock()
+	defer ns.mu.Unlock()
+	return append([]string(nil), ns.msgs...)
+}
+
+func (ns *notifySocket) has(prefix string) bool {
+	for _, m := range ns.messages() {
+		if strings.HasPrefix(m, prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 type nodeOpts struct {
@@ -190,6 +242,9 @@ func (n *node) start(extra ...string) {
 	args := append([]string{"run", "--config", n.configFile}, extra...)
 	n.cmd = exec.Command(os.Args[0], args...)
 	n.cmd.Env = append(os.Environ(), "M3SUP_TEST_MAIN=1")
+	if n.notify != nil {
+		n.cmd.Env = append(n.cmd.Env, "NOTIFY_SOCKET="+n.notify.path)
+	}
 	n.cmd.Stdout, n.cmd.Stderr = logf, logf
 	if err := n.cmd.Start(); err != nil {
 		n.t.Fatal(err)
@@ -379,9 +434,25 @@ func TestE2ESingleNode(t *testing.T) {
 	env := needE2E(t)
 	rs := serveRelease(t, env.tarball)
 	n := newNode(t, nodeOpts{releaseURL: rs.url, checksum: "sha256:" + env.digest})
+	n.notify = listenNotify(t, filepath.Dir(n.dir))
 
 	n.start()
 	n.waitReady(4 * time.Minute)
+	// systemd's view: READY=1 once up, STATUS lines that follow M3's progress.
+	for _, want := range []string{"READY=1", "STATUS=fetching", "STATUS=bootstrapping", "STATUS=ready"} {
+		if !n.notify.has(want) {
+			t.Fatalf("no %q among the sd_notify messages: %q", want, n.notify.messages())
+		}
+	}
+	readies := 0
+	for _, m := range n.notify.messages() {
+		if m == "READY=1" {
+			readies++
+		}
+	}
+	if readies != 1 {
+		t.Fatalf("READY=1 sent %d times (only m3sup may notify, once): %q", readies, n.notify.messages())
+	}
 	if got := rs.requests.Load(); got != 1 {
 		t.Fatalf("first start made %d HTTP requests for the release, want 1", got)
 	}
@@ -413,6 +484,9 @@ func TestE2ESingleNode(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	if code := n.stop(90 * time.Second); code != 0 {
 		t.Fatalf("m3sup exited with %d after SIGTERM; log:\n%s", code, n.log())
+	}
+	if !n.notify.has("STOPPING=1") {
+		t.Fatalf("no STOPPING=1 on shutdown: %q", n.notify.messages())
 	}
 	for name, pid := range running {
 		if processAlive(pid, name) {

@@ -63,6 +63,7 @@ Look at it:                                  m3sup status`,
 		newControlCmd("restart", "Restart a component (recorded in the desired state)"),
 		newControlCmd("stop", "Stop a component; it stays stopped across m3sup restarts"),
 		newControlCmd("start", "Start a component stopped with `m3sup stop`"),
-		newLogsCmd(), newConfigCmd(), newVersionCmd())
+		newLogsCmd(), newConfigCmd(), newVersionCmd(),
+		newInstallCmd(), newUninstallCmd(), newPreflightCmd())
 	return root
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/signal"
 	"syscall"
@@ -15,6 +16,8 @@ import (
 
 	"github.com/m3sup/m3sup/supervisor"
 	"github.com/m3sup/m3sup/supervisor/config"
+	"github.com/m3sup/m3sup/supervisor/preflight"
+	"github.com/m3sup/m3sup/supervisor/systemd"
 )
 
 // configFlags are the flags every command that reads the config accepts.
@@ -118,8 +121,13 @@ SIGINT or SIGTERM stops everything in order.`,
 		if isTerminal(os.Stdout) {
 			progress = os.Stdout
 		}
+		notifier, err := systemd.NewNotifier()
+		if err != nil {
+			log.Warn("systemd watchdog disabled", zap.Error(err))
+		}
+		warnPreflight(ctx, log, cfg)
 		err = supervisor.New(supervisor.Options{
-			Config: cfg, Logger: log, Version: version, KeepRunning: keepRunning, Progress: progress,
+			Config: cfg, Logger: log, Version: version, KeepRunning: keepRunning, Progress: progress, Notifier: notifier,
 		}).Run(ctx)
 		if err != nil && !errors.Is(err, context.Canceled) {
 			return err
@@ -128,6 +136,24 @@ SIGINT or SIGTERM stops everything in order.`,
 		return nil
 	}
 	return cmd
+}
+
+// warnPreflight repeats `m3sup preflight` as warnings: M3 runs on a
+// less-than-ideal host, but the operator should know.
+func warnPreflight(ctx context.Context, log *zap.Logger, cfg config.Config) {
+	var ports []string
+	for _, u := range []string{cfg.Etcd.ClientURL, cfg.Etcd.PeerURL} {
+		if pu, err := url.Parse(u); err == nil {
+			ports = append(ports, pu.Host)
+		}
+	}
+	for _, c := range preflight.Run(ctx, preflight.Options{DataDir: cfg.DataDir, Ports: ports}).NotOK() {
+		fields := []zap.Field{zap.String("check", c.Name), zap.String("detail", c.Detail)}
+		if c.Fix != "" {
+			fields = append(fields, zap.String("fix", c.Fix))
+		}
+		log.Warn("preflight", fields...)
+	}
 }
 
 func isTerminal(f *os.File) bool {

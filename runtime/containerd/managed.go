@@ -82,6 +82,7 @@ func (r *Runtime) startChild(ctx context.Context) error {
 
 	cmd := exec.Command(r.opts.Binary, "--config", r.configPath())
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = childEnv(os.Environ())
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Setpgid:   true,            // a terminal's Ctrl-C is for m3sup, which stops the child in order
 		Pdeathsig: syscall.SIGTERM, // if m3sup dies, so does its daemon (containers stay)
@@ -262,4 +263,19 @@ func tailFrom(path string, offset int64, n int) string {
 		sb.WriteByte('\n')
 	}
 	return strings.TrimRight(sb.String(), "\n")
+}
+
+// childEnv is the environment for the containerd child without the service
+// manager's variables: m3sup alone talks to systemd (a containerd that
+// inherits NOTIFY_SOCKET sends its own READY=1 for m3sup's unit).
+func childEnv(env []string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		switch k, _, _ := strings.Cut(kv, "="); k {
+		case "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES":
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
 }
