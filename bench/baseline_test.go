@@ -22,6 +22,7 @@ type baseline struct {
 	dbHTTP                    string // node HTTP (/health)
 	coordURL                  string
 	etcd, dbnode, coordinator *proc
+	started                   time.Time // etcd's exec
 }
 
 // baselineTimes are offsets from the start of etcd.
@@ -96,6 +97,7 @@ func runBaseline(b *testing.B, f *fixture, bl *baseline) baselineTimes {
 
 	// --- timed from here ---
 	start := time.Now()
+	bl.started = start
 	bl.etcd, err = startProc("etcd", filepath.Join(dir, "etcd.log"), f.etcd,
 		"--name", nodeName,
 		"--data-dir", filepath.Join(dir, "etcd"),

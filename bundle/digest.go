@@ -3,7 +3,10 @@
 // insists on a sha256 checksum, keeps every verified artifact in a
 // content-addressed cache with atomic commits, and extracts tar and tar.gz
 // archives safely (no links, no device nodes, no paths outside the target,
-// bounded in files and bytes).
+// bounded in files and bytes). It also makes, verifies (optionally signed
+// with ed25519) and imports air-gap bundles: one file that carries the M3
+// release, image archives and binaries to a host with no network (see
+// Create, Verify and Cache.ImportBundle).
 //
 // bundle knows nothing of M3 clusters; it does not import supervisor or
 // runtime.
@@ -16,6 +19,8 @@
 //	unpacked/<hex>/   extracted archives, each with a .m3sup-manifest.json
 //	corrupt/          cached artifacts that failed re-verification, kept for
 //	                  inspection
+//	images/<hex>.tar  image archives imported from air-gap bundles
+//	bin/<hex>/<name>  executables imported from air-gap bundles
 package bundle
 
 import (
@@ -40,6 +45,9 @@ var (
 	ErrFetch = errors.New("fetch failed")
 	// ErrNoChecksum: a source has no checksum and does not opt out of it.
 	ErrNoChecksum = errors.New("no checksum")
+	// ErrSignature: an air-gap bundle's signature is missing, malformed or
+	// not made by any trusted key.
+	ErrSignature = errors.New("bad signature")
 )
 
 const digestPrefix = "sha256:"

@@ -95,7 +95,7 @@ func (s *Supervisor) bootstrap(ctx context.Context, c *m3.Client, d m3.Desired) 
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Cluster.ReadyTimeout.D())
 	defer cancel()
 	var lastPhase m3.Phase
-	_, err := m3.Bootstrap(ctx, c, d, nodes, 250*time.Millisecond, func(p m3.Progress) {
+	_, err := m3.Bootstrap(ctx, c, d, nodes, 50*time.Millisecond, func(p m3.Progress) {
 		if p.Phase == m3.PhaseReady {
 			return
 		}
@@ -181,13 +181,25 @@ func (s *Supervisor) Status(ctx context.Context) api.Status {
 	}
 	st.M3.Phase = "waiting"
 	if client != nil {
-		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		// Status must answer at once: M3 gets a short look, and when it is
+		// slow (e.g. its etcd client reconnecting after an m3sup restart)
+		// the last observation stands in, marked stale.
+		cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 		p, err := client.Observe(cctx, nodes)
 		cancel()
-		if err != nil {
-			st.M3.Error = err.Error()
+		errText := ""
+		s.mu.Lock()
+		switch {
+		case err == nil:
+			s.lastObserved = p
+		case s.lastObserved.Phase != "":
+			p = s.lastObserved
+			errText = "stale: " + err.Error()
+		default:
+			errText = err.Error()
 		}
-		st.M3 = m3Status(p, st.M3.Error)
+		s.mu.Unlock()
+		st.M3 = m3Status(p, errText)
 		if s.isReady() {
 			st.M3.Phase = "ready"
 		}

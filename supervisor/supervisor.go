@@ -5,6 +5,7 @@ package supervisor
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -25,6 +26,7 @@ import (
 	"github.com/m3sup/m3sup/runtime/containerd"
 	"github.com/m3sup/m3sup/supervisor/agent"
 	"github.com/m3sup/m3sup/supervisor/api"
+	"github.com/m3sup/m3sup/supervisor/backup"
 	"github.com/m3sup/m3sup/supervisor/config"
 	"github.com/m3sup/m3sup/supervisor/m3"
 	"github.com/m3sup/m3sup/supervisor/spec"
@@ -42,6 +44,11 @@ type Options struct {
 	KeepRunning bool
 	// Progress receives a human progress bar for downloads (a terminal), or nil.
 	Progress io.Writer
+	// Bundles are air-gap bundles to import before anything is fetched;
+	// TrustedKeys, when set, must have signed them (and any bundle dropped
+	// into <dataDir>/bundles).
+	Bundles     []string
+	TrustedKeys []ed25519.PublicKey
 	// Notifier tells systemd about readiness, progress and liveness; nil
 	// (or one without NOTIFY_SOCKET) does nothing.
 	Notifier *systemd.Notifier
@@ -80,6 +87,8 @@ type Supervisor struct {
 	nodes   []string // m3dbnode /health URLs
 	ready   bool
 	store   *store.Store
+	// lastObserved is the last M3 observation status could make.
+	lastObserved m3.Progress
 	// releases remembers fetched releases by their spec, so a reconcile
 	// that does not change the release does no I/O for it.
 	releases map[spec.Release]release
@@ -209,6 +218,24 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	cfg := s.cfg
 	lay := layout{root: cfg.DataDir}
 
+	// containerd does not need etcd: start both at once.
+	rt := containerd.New(containerd.Options{
+		Address:   cfg.Runtime.Containerd.Address,
+		Mode:      containerd.Mode(cfg.Runtime.Containerd.Mode),
+		Namespace: cfg.Runtime.Containerd.Namespace,
+		StateDir:  lay.containerd(),
+		SocketDir: filepath.Dir(cfg.API.Socket),
+		Binary:    cfg.Runtime.Containerd.Binary,
+		Logger:    s.log.Named("containerd"),
+	})
+	rtStart := make(chan error, 1)
+	go func() { rtStart <- rt.Start(ctx) }() // joined by runtimeStarted on every path
+	runtimeStarted := sync.OnceValue(func() error { return <-rtStart })
+	defer func() {
+		_ = runtimeStarted()
+		_ = rt.Close()
+	}()
+
 	s.setPhase(PhaseStartingEtcd, cfg.Etcd.ClientURL)
 	etcd, err := store.StartEtcd(ctx, store.EtcdOptions{
 		Name:         cfg.Etcd.Name,
@@ -227,6 +254,9 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	s.etcd, s.store = etcd, st
 	s.mu.Unlock()
 
+	if err := s.importBundles(ctx, lay); err != nil {
+		return err
+	}
 	if _, err := s.loadOrSeedSpec(ctx, st); err != nil {
 		return err
 	}
@@ -243,19 +273,9 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	desired := first.Cluster
 
 	s.setPhase(PhaseStartingRuntime, "")
-	rt := containerd.New(containerd.Options{
-		Address:   cfg.Runtime.Containerd.Address,
-		Mode:      containerd.Mode(cfg.Runtime.Containerd.Mode),
-		Namespace: cfg.Runtime.Containerd.Namespace,
-		StateDir:  lay.containerd(),
-		SocketDir: filepath.Dir(cfg.API.Socket),
-		Binary:    cfg.Runtime.Containerd.Binary,
-		Logger:    s.log.Named("containerd"),
-	})
-	if err := rt.Start(ctx); err != nil {
+	if err := runtimeStarted(); err != nil {
 		return err
 	}
-	defer rt.Close()
 	s.mu.Lock()
 	s.rt = rt
 	s.mu.Unlock()
@@ -325,6 +345,17 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 				}
 			}
 		}, func(error) { cancel() })
+	}
+	{ // scheduled backups of the cluster's brain
+		ctx, cancel := context.WithCancel(ctx)
+		sch := &backup.Scheduler{Dir: filepath.Join(cfg.DataDir, "backups"), Interval: cfg.Backup.Interval.D(),
+			Keep: cfg.Backup.Keep, Logger: s.log.Named("backup")}
+		meta := backup.Meta{Node: cfg.NodeName, Version: s.opts.Version, TempDir: cfg.DataDir}
+		g.Add(func() error { return sch.Run(ctx, etcd.Client(), meta) }, func(error) { cancel() })
+	}
+	{ // air-gap bundles dropped into <dataDir>/bundles
+		ctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { return s.watchBundles(ctx, lay) }, func(error) { cancel() })
 	}
 	{ // cluster automation
 		ctx, cancel := context.WithCancel(ctx)

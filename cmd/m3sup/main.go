@@ -64,6 +64,7 @@ Look at it:                                  m3sup status`,
 		newControlCmd("stop", "Stop a component; it stays stopped across m3sup restarts"),
 		newControlCmd("start", "Start a component stopped with `m3sup stop`"),
 		newLogsCmd(), newConfigCmd(), newVersionCmd(),
-		newInstallCmd(), newUninstallCmd(), newPreflightCmd())
+		newInstallCmd(), newUninstallCmd(), newPreflightCmd(),
+		newBackupCmd(), newRestoreCmd(), newBundleCmd())
 	return root
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/m3sup/m3sup/bundle"
 	"github.com/m3sup/m3sup/supervisor"
 	"github.com/m3sup/m3sup/supervisor/config"
 	"github.com/m3sup/m3sup/supervisor/preflight"
@@ -87,6 +89,7 @@ func (cf *configFlags) load() (config.Config, error) {
 
 func newRunCmd() *cobra.Command {
 	var keepRunning, insecure bool
+	var bundles, trust []string
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run the m3sup daemon in the foreground",
@@ -101,6 +104,8 @@ SIGINT or SIGTERM stops everything in order.`,
 	cf := addConfigFlags(cmd, true)
 	cmd.Flags().BoolVar(&keepRunning, "keep-running", false, "leave M3's containers running on exit; the next m3sup adopts them")
 	cmd.Flags().BoolVar(&insecure, "insecure-skip-checksum", false, "INSECURE: run a release without verifying its checksum")
+	cmd.Flags().StringArrayVar(&bundles, "bundle", nil, "air-gap bundle to import before starting (repeatable); no network is needed")
+	cmd.Flags().StringArrayVar(&trust, "trust", nil, "ed25519 public key (PEM) that must have signed bundles (repeatable; adds to bundles.trustedKeys)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		cfg, err := cf.load()
 		if err != nil {
@@ -108,6 +113,10 @@ SIGINT or SIGTERM stops everything in order.`,
 		}
 		if insecure {
 			cfg.Release.InsecureSkipChecksum = true
+		}
+		keys, err := loadTrustedKeys(append(cfg.Bundles.TrustedKeys, trust...))
+		if err != nil {
+			return &exitError{code: 2, err: err}
 		}
 		log, err := newLogger(cfg.Log.Level, cfg.Log.Format, os.Stderr)
 		if err != nil {
@@ -128,6 +137,7 @@ SIGINT or SIGTERM stops everything in order.`,
 		warnPreflight(ctx, log, cfg)
 		err = supervisor.New(supervisor.Options{
 			Config: cfg, Logger: log, Version: version, KeepRunning: keepRunning, Progress: progress, Notifier: notifier,
+			Bundles: bundles, TrustedKeys: keys,
 		}).Run(ctx)
 		if err != nil && !errors.Is(err, context.Canceled) {
 			return err
@@ -154,6 +164,23 @@ func warnPreflight(ctx context.Context, log *zap.Logger, cfg config.Config) {
 		}
 		log.Warn("preflight", fields...)
 	}
+}
+
+// loadTrustedKeys reads ed25519 public keys for bundle verification.
+func loadTrustedKeys(files []string) ([]ed25519.PublicKey, error) {
+	var keys []ed25519.PublicKey
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("trusted key: %w", err)
+		}
+		k, err := bundle.ParsePublicKey(b)
+		if err != nil {
+			return nil, fmt.Errorf("trusted key %s: %w", f, err)
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
 }
 
 func isTerminal(f *os.File) bool {

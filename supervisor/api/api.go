@@ -112,6 +112,9 @@ func NewServer(p Provider, c Controller, gatherer prometheus.Gatherer, log *zap.
 	if c != nil {
 		s.controlRoutes(mux, c)
 	}
+	if b, ok := p.(Backupper); ok {
+		mux.Handle("GET /v1/backup", BackupHandler(b))
+	}
 	s.http = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,

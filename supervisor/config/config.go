@@ -38,6 +38,22 @@ type Config struct {
 	DBNode      DBNode      `yaml:"dbnode"`
 	Coordinator Coordinator `yaml:"coordinator"`
 	Cluster     Cluster     `yaml:"cluster"`
+	Backup      Backup      `yaml:"backup"`
+	Bundles     Bundles     `yaml:"bundles"`
+}
+
+// Backup schedules snapshots of the cluster's brain (etcd, desired state,
+// M3's placement and namespaces) into <dataDir>/backups.
+type Backup struct {
+	Interval Duration `yaml:"interval"` // 0 disables scheduled backups
+	Keep     int      `yaml:"keep"`     // newest files kept; 0 keeps all
+}
+
+// Bundles configures air-gap bundles dropped into <dataDir>/bundles.
+type Bundles struct {
+	// TrustedKeys are ed25519 public key files (PEM); when set, only bundles
+	// signed by one of them are imported.
+	TrustedKeys []string `yaml:"trustedKeys,omitempty"`
 }
 
 // Log configures m3sup's own log.
@@ -193,6 +209,7 @@ func base() Config {
 			LogLevel:             "info",
 			StopTimeout:          Duration(10 * time.Second),
 		},
+		Backup: Backup{Interval: Duration(6 * time.Hour), Keep: 5},
 		Cluster: Cluster{
 			Env:               "default_env",
 			Zone:              "embedded",

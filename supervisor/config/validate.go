@@ -97,6 +97,17 @@ func (c *Config) validate() []*FieldError {
 	p.positive("coordinator.stopTimeout", c.Coordinator.StopTimeout)
 
 	p.cluster(c.Cluster)
+	if c.Backup.Interval < 0 {
+		p.add("backup.interval", "must not be negative (0 disables scheduled backups)")
+	}
+	if c.Backup.Keep < 0 {
+		p.add("backup.keep", "must not be negative (0 keeps every backup)")
+	}
+	for i, k := range c.Bundles.TrustedKeys {
+		if !strings.HasPrefix(k, "/") {
+			p.add(fmt.Sprintf("bundles.trustedKeys[%d]", i), "%q must be an absolute path", k)
+		}
+	}
 	return p
 }
 

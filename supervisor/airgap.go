@@ -1,0 +1,77 @@
+package supervisor
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+
+	"go.uber.org/zap"
+
+	"github.com/m3sup/m3sup/bundle"
+	"github.com/m3sup/m3sup/supervisor/api"
+	"github.com/m3sup/m3sup/supervisor/backup"
+)
+
+// importBundles imports the bundles given with --bundle before anything is
+// fetched, and points the release at the bundled artifact's digest so the
+// fetch is a cache hit with every network source unreachable.
+func (s *Supervisor) importBundles(ctx context.Context, lay layout) error {
+	if len(s.opts.Bundles) == 0 {
+		return nil
+	}
+	cache, err := bundle.OpenCache(lay.cache(), bundle.Options{Logger: s.log.Named("bundle")})
+	if err != nil {
+		return err
+	}
+	for _, f := range s.opts.Bundles {
+		res, err := cache.ImportBundle(ctx, f, bundle.VerifyOptions{TrustedKeys: s.opts.TrustedKeys})
+		if err != nil {
+			return fmt.Errorf("import bundle %s: %w", f, err)
+		}
+		s.log.Info("imported air-gap bundle", zap.String("file", f), zap.Int("releases", len(res.Releases)),
+			zap.Int("images", len(res.Images)), zap.Int("binaries", len(res.Binaries)), zap.Bool("signed", res.Bundle.Signed))
+		if r, ok := res.Release(s.cfg.Release.Version); ok {
+			s.cfg.Release.Checksum = string(r.Member.Digest())
+			s.log.Info("using the bundled M3 release", zap.String("version", s.cfg.Release.Version), zap.String("digest", string(r.Member.Digest())))
+			continue
+		}
+		return fmt.Errorf("bundle %s carries no M3 %s release (release.version)", f, s.cfg.Release.Version)
+	}
+	return nil
+}
+
+// watchBundles imports bundles dropped into <dataDir>/bundles while running.
+func (s *Supervisor) watchBundles(ctx context.Context, lay layout) error {
+	cache, err := bundle.OpenCache(lay.cache(), bundle.Options{Logger: s.log.Named("bundle")})
+	if err != nil {
+		return err
+	}
+	dir := filepath.Join(s.cfg.DataDir, "bundles")
+	return cache.WatchBundles(ctx, dir, bundle.WatchOptions{Verify: bundle.VerifyOptions{TrustedKeys: s.opts.TrustedKeys}},
+		func(res bundle.ImportResult, err error) {
+			if err != nil {
+				s.log.Error("refused air-gap bundle", zap.Error(err))
+				return
+			}
+			versions := []string{}
+			for _, r := range res.Releases {
+				versions = append(versions, r.Member.Version)
+			}
+			s.log.Info("imported air-gap bundle", zap.String("file", res.Path), zap.Strings("releases", versions),
+				zap.Int("images", len(res.Images)), zap.Int("written", res.Written))
+		})
+}
+
+// Backup implements api.Backupper: one file with the etcd snapshot, the
+// desired state, M3's placement and namespaces and the release.
+func (s *Supervisor) Backup(ctx context.Context, w io.Writer) error {
+	s.mu.Lock()
+	etcd := s.etcd
+	s.mu.Unlock()
+	if etcd == nil {
+		return api.Errorf(api.ErrConflict, "etcd is not running yet")
+	}
+	_, err := backup.Write(ctx, w, etcd.Client(), backup.Meta{Node: s.cfg.NodeName, Version: s.opts.Version, TempDir: s.cfg.DataDir})
+	return err
+}
