@@ -150,7 +150,7 @@ func (s *Supervisor) Status(ctx context.Context) api.Status {
 		Message: s.message,
 		Ready:   s.ready,
 	}
-	etcd, rt, ag, client, nodes := s.etcd, s.rt, s.agent, s.m3, s.nodes
+	etcd, rt, ag, client := s.etcd, s.rt, s.agent, s.m3
 	s.mu.Unlock()
 
 	st.Etcd.State = "starting"
@@ -181,30 +181,45 @@ func (s *Supervisor) Status(ctx context.Context) api.Status {
 	}
 	st.M3.Phase = "waiting"
 	if client != nil {
-		// Status must answer at once: M3 gets a short look, and when it is
-		// slow (e.g. its etcd client reconnecting after an m3sup restart)
-		// the last observation stands in, marked stale.
-		cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-		p, err := client.Observe(cctx, nodes)
-		cancel()
-		errText := ""
-		s.mu.Lock()
-		switch {
-		case err == nil:
-			s.lastObserved = p
-		case s.lastObserved.Phase != "":
-			p = s.lastObserved
-			errText = "stale: " + err.Error()
-		default:
-			errText = err.Error()
-		}
-		s.mu.Unlock()
+		p, errText := s.observeM3Status(ctx)
 		st.M3 = m3Status(p, errText)
 		if s.isReady() {
 			st.M3.Phase = "ready"
 		}
 	}
 	return st
+}
+
+// observeM3Status looks at M3 briefly: status and metrics must answer at
+// once, so when M3 is slow (e.g. its etcd client reconnecting after an m3sup
+// restart) the last observation stands in, marked stale.
+func (s *Supervisor) observeM3Status(ctx context.Context) (m3.Progress, string) {
+	s.mu.Lock()
+	client, nodes := s.m3, s.nodes
+	s.mu.Unlock()
+	if client == nil {
+		return m3.Progress{}, "not started"
+	}
+	cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	p, err := client.Observe(cctx, nodes)
+	cancel()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case err == nil:
+		s.lastObserved = p
+		return p, ""
+	case s.lastObserved.Phase != "":
+		return s.lastObserved, "stale: " + err.Error()
+	default:
+		return p, err.Error()
+	}
+}
+
+// observeM3 is observeM3Status for metrics: ok when anything was observed.
+func (s *Supervisor) observeM3(ctx context.Context) (m3.Progress, bool) {
+	p, _ := s.observeM3Status(ctx)
+	return p, p.Phase != ""
 }
 
 func m3Status(p m3.Progress, errText string) api.M3Status {

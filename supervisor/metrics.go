@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"context"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,6 +19,7 @@ type metrics struct {
 	lastExit   *prometheus.GaugeVec
 	ready      prometheus.Gauge
 	fetchBytes prometheus.Counter
+	fetchTime  prometheus.Histogram
 }
 
 func newMetrics(s *Supervisor) *metrics {
@@ -42,8 +44,12 @@ func newMetrics(s *Supervisor) *metrics {
 		fetchBytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "m3sup_fetch_bytes_total", Help: "Bytes downloaded for artifacts.",
 		}),
+		fetchTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "m3sup_fetch_duration_seconds", Help: "Time to fetch and verify an artifact (cache hits included).",
+			Buckets: prometheus.ExponentialBuckets(0.01, 4, 8),
+		}),
 	}
-	m.registry.MustRegister(m.state, m.restarts, m.reconcile, m.lastExit, m.ready, m.fetchBytes,
+	m.registry.MustRegister(m.state, m.restarts, m.reconcile, m.lastExit, m.ready, m.fetchBytes, m.fetchTime,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "m3sup_etcd_is_leader", Help: "1 when the embedded etcd member is the raft leader.",
@@ -66,6 +72,24 @@ func newMetrics(s *Supervisor) *metrics {
 			return 1
 		}
 		return 0
+	}))
+	m.registry.MustRegister(m3Shards{s: s, desc: prometheus.NewDesc("m3sup_m3_shards",
+		"Shard replicas in M3's placement by state, as last observed.", []string{"state"}, nil)})
+	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "m3sup_etcd_healthy", Help: "1 when the embedded etcd answers a status request.",
+	}, func() float64 {
+		s.mu.Lock()
+		e := s.etcd
+		s.mu.Unlock()
+		if e == nil {
+			return 0
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if _, err := e.Client().Status(ctx, e.Endpoint()); err != nil {
+			return 0
+		}
+		return 1
 	}))
 	m.registry.MustRegister(stateAge{s: s, desc: prometheus.NewDesc("m3sup_component_state_seconds",
 		"Seconds the component has been in its current state.", []string{"component", "state"}, nil)})
@@ -110,5 +134,24 @@ func (c stateAge) Collect(ch chan<- prometheus.Metric) {
 	now := time.Now()
 	for _, st := range ag.Statuses() {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, now.Sub(st.StateSince).Seconds(), st.Name, string(st.State))
+	}
+}
+
+// m3Shards exports the shard states of M3's placement, observed at scrape
+// time (briefly) or, when M3 is slow, as last observed.
+type m3Shards struct {
+	s    *Supervisor
+	desc *prometheus.Desc
+}
+
+func (c m3Shards) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c m3Shards) Collect(ch chan<- prometheus.Metric) {
+	p, ok := c.s.observeM3(context.Background())
+	if !ok {
+		return
+	}
+	for state, n := range p.ShardStates {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), state)
 	}
 }

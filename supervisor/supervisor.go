@@ -444,6 +444,7 @@ func (s *Supervisor) fetchRelease(ctx context.Context, lay layout, r spec.Releas
 	if err != nil {
 		return release{}, fmt.Errorf("fetch M3 release %s: %w", r.Version, err)
 	}
+	s.metrics.fetchTime.Observe(time.Since(start).Seconds())
 	if res.Downloaded {
 		s.metrics.fetchBytes.Add(float64(res.Bytes))
 		s.log.Info("downloaded M3 release", zap.String("version", r.Version), zap.String("digest", string(res.Digest)),
