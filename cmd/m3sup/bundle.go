@@ -193,17 +193,9 @@ func bundleReleaseSource(m3Version, from, checksum string) (bundle.Source, error
 func bundleTrustFlag(cmd *cobra.Command) func() ([]ed25519.PublicKey, error) {
 	files := cmd.Flags().StringArray("trust", nil, "require a signature by this ed25519 public key (PEM; repeatable: any one will do)")
 	return func() ([]ed25519.PublicKey, error) {
-		var keys []ed25519.PublicKey
-		for _, f := range *files {
-			data, err := os.ReadFile(f)
-			if err != nil {
-				return nil, bundleUsageError("--trust: %w", err)
-			}
-			k, err := bundle.ParsePublicKey(data)
-			if err != nil {
-				return nil, bundleUsageError("--trust %s: %w", f, err)
-			}
-			keys = append(keys, k)
+		keys, err := loadTrustedKeys(*files)
+		if err != nil {
+			return nil, bundleUsageError("--trust: %w", err)
 		}
 		return keys, nil
 	}
