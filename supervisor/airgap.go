@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os/exec"
 	"path/filepath"
 
 	"go.uber.org/zap"
@@ -15,19 +16,31 @@ import (
 
 // importBundles imports the bundles given with --bundle before anything is
 // fetched, and points the release at the bundled artifact's digest so the
-// fetch is a cache hit with every network source unreachable.
-func (s *Supervisor) importBundles(ctx context.Context, lay layout) error {
+// fetch is a cache hit with every network source unreachable. When a bundle
+// carries containerd and the host has none, it returns the bundled binary and
+// the directories holding its shim and runc.
+func (s *Supervisor) importBundles(ctx context.Context, lay layout) (ctdBinary string, pathDirs []string, err error) {
 	if len(s.opts.Bundles) == 0 {
-		return nil
+		return "", nil, nil
 	}
 	cache, err := bundle.OpenCache(lay.cache(), bundle.Options{Logger: s.log.Named("bundle")})
 	if err != nil {
-		return err
+		return "", nil, err
 	}
+	_, hostErr := exec.LookPath(s.cfg.Runtime.Containerd.Binary)
 	for _, f := range s.opts.Bundles {
 		res, err := cache.ImportBundle(ctx, f, bundle.VerifyOptions{TrustedKeys: s.opts.TrustedKeys})
 		if err != nil {
-			return fmt.Errorf("import bundle %s: %w", f, err)
+			return "", nil, fmt.Errorf("import bundle %s: %w", f, err)
+		}
+		if hostErr != nil {
+			for _, b := range res.Binaries {
+				pathDirs = append(pathDirs, filepath.Dir(b.Path))
+				if b.Member.Name() == "containerd" {
+					ctdBinary = b.Path
+					s.log.Info("this host has no containerd: using the bundled one", zap.String("path", b.Path))
+				}
+			}
 		}
 		s.log.Info("imported air-gap bundle", zap.String("file", f), zap.Int("releases", len(res.Releases)),
 			zap.Int("images", len(res.Images)), zap.Int("binaries", len(res.Binaries)), zap.Bool("signed", res.Bundle.Signed))
@@ -36,9 +49,9 @@ func (s *Supervisor) importBundles(ctx context.Context, lay layout) error {
 			s.log.Info("using the bundled M3 release", zap.String("version", s.cfg.Release.Version), zap.String("digest", string(r.Member.Digest())))
 			continue
 		}
-		return fmt.Errorf("bundle %s carries no M3 %s release (release.version)", f, s.cfg.Release.Version)
+		return "", nil, fmt.Errorf("bundle %s carries no M3 %s release (release.version)", f, s.cfg.Release.Version)
 	}
-	return nil
+	return ctdBinary, pathDirs, nil
 }
 
 // watchBundles imports bundles dropped into <dataDir>/bundles while running.

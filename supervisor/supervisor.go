@@ -218,6 +218,14 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	cfg := s.cfg
 	lay := layout{root: cfg.DataDir}
 
+	// Bundles first: they may carry the release and containerd itself.
+	ctdBinary, ctdPath, err := s.importBundles(ctx, lay)
+	if err != nil {
+		return err
+	}
+	if ctdBinary == "" {
+		ctdBinary = cfg.Runtime.Containerd.Binary
+	}
 	// containerd does not need etcd: start both at once.
 	rt := containerd.New(containerd.Options{
 		Address:   cfg.Runtime.Containerd.Address,
@@ -225,7 +233,8 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 		Namespace: cfg.Runtime.Containerd.Namespace,
 		StateDir:  lay.containerd(),
 		SocketDir: filepath.Dir(cfg.API.Socket),
-		Binary:    cfg.Runtime.Containerd.Binary,
+		Binary:    ctdBinary,
+		PathDirs:  ctdPath,
 		Logger:    s.log.Named("containerd"),
 	})
 	rtStart := make(chan error, 1)
@@ -254,9 +263,6 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	s.etcd, s.store = etcd, st
 	s.mu.Unlock()
 
-	if err := s.importBundles(ctx, lay); err != nil {
-		return err
-	}
 	if _, err := s.loadOrSeedSpec(ctx, st); err != nil {
 		return err
 	}

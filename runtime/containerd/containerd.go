@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"os/exec"
 	"sync"
 	"time"
@@ -76,6 +77,9 @@ type Options struct {
 	SocketDir string
 	// Binary is the containerd binary of managed mode, looked up in PATH.
 	Binary string
+	// PathDirs are put before PATH for the managed daemon, so it finds a
+	// shim and runc that are not installed on the host (air-gap bundles).
+	PathDirs []string
 	// Logger receives the runtime's own events; nil means no logging.
 	Logger *zap.Logger
 }
@@ -206,7 +210,7 @@ func (r *Runtime) Start(ctx context.Context) error {
 	r.setInfo(func(i *Info) { i.Mode, i.Address = mode, addr })
 
 	if mode == ModeManaged {
-		if err := checkManagedHost(r.opts.Binary); err != nil {
+		if err := checkManagedHost(r.opts.Binary, r.opts.PathDirs); err != nil {
 			return err
 		}
 		if err := r.startChild(ctx); err != nil {
@@ -226,17 +230,26 @@ func (r *Runtime) Start(ctx context.Context) error {
 }
 
 // checkManagedHost reports, in one line each, what managed mode lacks.
-func checkManagedHost(binary string) error {
+func checkManagedHost(binary string, pathDirs []string) error {
 	if uid := os.Geteuid(); uid != 0 {
 		return fmt.Errorf("managed containerd needs root (running as uid %d): run m3sup as root or point it at a containerd socket", uid)
 	}
 	if _, err := exec.LookPath(binary); err != nil {
 		return fmt.Errorf("%s not found in PATH: install it with `apt-get install -y containerd runc`", binary)
 	}
-	if _, err := exec.LookPath("runc"); err != nil {
+	if _, err := exec.LookPath("runc"); err != nil && !inDirs("runc", pathDirs) {
 		return errors.New("runc not found in PATH: install it with `apt-get install -y containerd runc`")
 	}
 	return nil
+}
+
+func inDirs(name string, dirs []string) bool {
+	for _, d := range dirs {
+		if fi, err := os.Stat(filepath.Join(d, name)); err == nil && fi.Mode()&0o111 != 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // newClient returns a client for addr; it does not dial yet.

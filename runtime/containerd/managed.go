@@ -82,7 +82,7 @@ func (r *Runtime) startChild(ctx context.Context) error {
 
 	cmd := exec.Command(r.opts.Binary, "--config", r.configPath())
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = childEnv(os.Environ())
+	cmd.Env = childEnv(os.Environ(), r.opts.PathDirs)
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Setpgid:   true,            // a terminal's Ctrl-C is for m3sup, which stops the child in order
 		Pdeathsig: syscall.SIGTERM, // if m3sup dies, so does its daemon (containers stay)
@@ -268,14 +268,20 @@ func tailFrom(path string, offset int64, n int) string {
 // childEnv is the environment for the containerd child without the service
 // manager's variables: m3sup alone talks to systemd (a containerd that
 // inherits NOTIFY_SOCKET sends its own READY=1 for m3sup's unit).
-func childEnv(env []string) []string {
-	out := make([]string, 0, len(env))
+//
+// pathDirs go before PATH (binaries from an air-gap bundle).
+func childEnv(env []string, pathDirs []string) []string {
+	out := make([]string, 0, len(env)+1)
+	path := os.Getenv("PATH")
 	for _, kv := range env {
 		switch k, _, _ := strings.Cut(kv, "="); k {
-		case "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES":
+		case "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "PATH":
 			continue
 		}
 		out = append(out, kv)
 	}
-	return out
+	if len(pathDirs) > 0 {
+		path = strings.Join(append(append([]string(nil), pathDirs...), path), string(os.PathListSeparator))
+	}
+	return append(out, "PATH="+path)
 }
