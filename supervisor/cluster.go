@@ -176,9 +176,6 @@ func (s *Supervisor) Status(ctx context.Context) api.Status {
 	} else {
 		st.Containerd.Mode = "starting"
 	}
-	if ag != nil {
-		st.Components = ag.Statuses()
-	}
 	st.M3.Phase = "waiting"
 	if client != nil {
 		p, errText := s.observeM3Status(ctx)
@@ -186,6 +183,10 @@ func (s *Supervisor) Status(ctx context.Context) api.Status {
 		if s.isReady() {
 			st.M3.Phase = "ready"
 		}
+	}
+	// Last: the components' state as of now, not as of before the M3 look.
+	if ag != nil {
+		st.Components = ag.Statuses()
 	}
 	return st
 }
