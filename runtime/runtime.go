@@ -39,6 +39,11 @@ type Spec struct {
 	// RootFS is a host directory used as the container's root filesystem
 	// (release-binary mode). It must be writable: runc creates mountpoints in it.
 	RootFS string
+	// Image, when set, is an image reference already known to the runtime
+	// (pulled or imported); the container runs from a fresh writable
+	// snapshot of it instead of RootFS (image mode). Exactly one of RootFS
+	// and Image is set.
+	Image string
 	// Args is the process argv; Args[0] is a path inside the container.
 	Args []string
 	// Env is KEY=VALUE pairs added to the process environment.

@@ -90,7 +90,7 @@ func (s *Supervisor) render(lay layout, desired spec.Cluster, controls spec.Host
 		return out, fmt.Errorf("render m3coordinator config: %w", err)
 	}
 
-	db, err := s.component(lay, rel, DBNode, dbYAML, true, &out)
+	db, err := s.component(lay, rel, desired.DBNode.Image, DBNode, dbYAML, true, &out)
 	if err != nil {
 		return out, err
 	}
@@ -100,7 +100,7 @@ func (s *Supervisor) render(lay layout, desired spec.Cluster, controls spec.Host
 	db.Gate = s.everyShardAvailable
 	db.Healthy = s.dbnodeBootstrapped
 
-	co, err := s.component(lay, rel, Coordinator, coordYAML, false, &out)
+	co, err := s.component(lay, rel, desired.Coordinator.Image, Coordinator, coordYAML, false, &out)
 	if err != nil {
 		return out, err
 	}
@@ -138,7 +138,24 @@ func materialize(r rendered) error {
 	return nil
 }
 
-func (s *Supervisor) component(lay layout, rel release, name string, configYAML []byte, withData bool, out *rendered) (agent.Component, error) {
+// component renders one component: from the release's binary on a
+// host-directory rootfs, or, when image is set, from that image's snapshot
+// (pulled beforehand by plan; its resolved digest is part of the hash).
+func (s *Supervisor) component(lay layout, rel release, image, name string, configYAML []byte, withData bool, out *rendered) (agent.Component, error) {
+	if image != "" {
+		dirs := map[string]string{}
+		for _, sub := range []string{"config", "logs", "kv", "tmp", "data"} {
+			if sub == "data" && !withData {
+				continue
+			}
+			dirs[sub] = lay.component(name, sub)
+			out.dirs = append(out.dirs, dirs[sub])
+		}
+		out.files[filepath.Join(dirs["config"], name+".yml")] = configYAML
+		sum := sha256.Sum256(configYAML)
+		sp := imageSpec(name, image, s.resolvedImage(image), dirs, hex.EncodeToString(sum[:]), withData)
+		return agent.Component{Name: name, Version: rel.Version, Spec: sp}, nil
+	}
 	bin, err := findBinary(rel.Dir, name)
 	if err != nil {
 		return agent.Component{}, fmt.Errorf("release %s (%s): %w", rel.Version, rel.Digest, err)

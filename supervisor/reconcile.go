@@ -14,11 +14,16 @@ import (
 	"github.com/m3sup/m3sup/supervisor/store"
 )
 
-// plan fetches the desired release (once per release spec) and renders the
-// components of a desired state; with write it also materializes them.
+// plan fetches the desired release (once per release spec, and only when a
+// component runs its binaries), pulls the components' images (once per
+// reference) and renders the components of a desired state; with write it
+// also materializes them.
 func (s *Supervisor) plan(ctx context.Context, lay layout, ch store.Change, etcdHostPort string, write bool) ([]agent.Component, error) {
-	rel, err := s.release(ctx, lay, ch.Cluster.Release)
+	rel, err := s.release(ctx, lay, ch.Cluster.Release, needsRelease(ch.Cluster))
 	if err != nil {
+		return nil, err
+	}
+	if err := s.pullImages(ctx, ch.Cluster); err != nil {
 		return nil, err
 	}
 	r, err := s.render(lay, ch.Cluster, ch.Controls, rel, etcdHostPort)
@@ -34,15 +39,22 @@ func (s *Supervisor) plan(ctx context.Context, lay layout, ch store.Change, etcd
 }
 
 // release returns the fetched and unpacked release for r, fetching it only
-// when this process has not done so yet.
-func (s *Supervisor) release(ctx context.Context, lay layout, r spec.Release) (release, error) {
+// when this process has not done so yet. When no component needs the
+// binaries (every one runs an image) nothing is fetched: the release then
+// only names the version.
+func (s *Supervisor) release(ctx context.Context, lay layout, r spec.Release, need bool) (release, error) {
 	s.mu.Lock()
 	rel, ok := s.releases[r]
 	s.mu.Unlock()
-	if ok {
+	if ok && (rel.Dir != "" || !need) {
 		return rel, nil
 	}
-	rel, err := s.fetchRelease(ctx, lay, r)
+	var err error
+	if need {
+		rel, err = s.fetchRelease(ctx, lay, r)
+	} else {
+		rel = release{Version: r.Version}
+	}
 	if err != nil {
 		return rel, err
 	}

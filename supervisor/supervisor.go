@@ -92,6 +92,9 @@ type Supervisor struct {
 	// releases remembers fetched releases by their spec, so a reconcile
 	// that does not change the release does no I/O for it.
 	releases map[spec.Release]release
+	// images remembers pulled images by reference (image mode), so a
+	// reconcile resolves each reference once per process.
+	images map[string]containerd.Image
 }
 
 // New returns a supervisor; it does no I/O.
@@ -410,8 +413,8 @@ func SpecFromConfig(cfg config.Config) spec.Cluster {
 			ReplicationFactor: cfg.Cluster.ReplicationFactor,
 			IsolationGroup:    cfg.Cluster.IsolationGroup,
 		},
-		DBNode:      spec.Component{LogLevel: cfg.DBNode.LogLevel},
-		Coordinator: spec.Component{LogLevel: cfg.Coordinator.LogLevel},
+		DBNode:      spec.Component{LogLevel: cfg.DBNode.LogLevel, Image: cfg.DBNode.Image},
+		Coordinator: spec.Component{LogLevel: cfg.Coordinator.LogLevel, Image: cfg.Coordinator.Image},
 	}
 	for _, ns := range cfg.Cluster.Namespaces {
 		idx := true

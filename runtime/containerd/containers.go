@@ -37,18 +37,30 @@ func (r *Runtime) Run(ctx context.Context, spec goruntime.Spec) (_ goruntime.Sta
 	if err != nil {
 		return goruntime.Status{}, fmt.Errorf("run container %q: %w", spec.ID, err)
 	}
-	if err := prepareRootFS(spec.RootFS); err != nil {
-		return goruntime.Status{}, fmt.Errorf("run container %q: prepare rootfs: %w", spec.ID, err)
+	// Host-directory rootfs (release binaries) or an image's snapshot.
+	ctrOpts := []client.NewContainerOpts{client.WithNewSpec(specOpts(spec)...)}
+	if spec.Image == "" {
+		if err := prepareRootFS(spec.RootFS); err != nil {
+			return goruntime.Status{}, fmt.Errorf("run container %q: prepare rootfs: %w", spec.ID, err)
+		}
+	} else {
+		if _, err := c.ContainerService().Get(ctx, spec.ID); err == nil {
+			return goruntime.Status{}, fmt.Errorf("create container %q: %w", spec.ID, errdefs.ErrAlreadyExists)
+		}
+		img, err := imageForRun(ctx, c, spec.Image)
+		if err != nil {
+			return goruntime.Status{}, fmt.Errorf("run container %q: %w", spec.ID, err)
+		}
+		if ctrOpts, err = imageContainerOpts(ctx, c, spec, img); err != nil {
+			return goruntime.Status{}, fmt.Errorf("run container %q: %w", spec.ID, err)
+		}
 	}
 	if err := os.MkdirAll(filepath.Dir(spec.LogPath), 0o755); err != nil {
 		return goruntime.Status{}, fmt.Errorf("run container %q: prepare log dir: %w", spec.ID, err)
 	}
 
 	labels := maps.Clone(spec.Labels)
-	ctr, err := c.NewContainer(ctx, spec.ID,
-		client.WithNewSpec(specOpts(spec)...),
-		client.WithContainerLabels(labels),
-	)
+	ctr, err := c.NewContainer(ctx, spec.ID, append(ctrOpts, client.WithContainerLabels(labels))...)
 	if err != nil {
 		return goruntime.Status{}, fmt.Errorf("create container %q: %w", spec.ID, err)
 	}
@@ -60,7 +72,7 @@ func (r *Runtime) Run(ctx context.Context, spec goruntime.Spec) (_ goruntime.Sta
 			if t, err := ctr.Task(cctx, nil); err == nil {
 				_, _ = t.Delete(cctx, client.WithProcessKill)
 			}
-			_ = ctr.Delete(cctx)
+			_ = ctr.Delete(cctx, client.WithSnapshotCleanup)
 		}
 	}()
 
@@ -221,7 +233,7 @@ func (r *Runtime) Stop(ctx context.Context, id string, timeout time.Duration) (g
 			return exit, fmt.Errorf("stop container %q: delete task: %w", id, err)
 		}
 	}
-	if err := ctr.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
+	if err := ctr.Delete(ctx, client.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 		return exit, fmt.Errorf("stop container %q: delete container: %w", id, err)
 	}
 	return exit, nil
@@ -287,7 +299,7 @@ func (r *Runtime) Remove(ctx context.Context, id string) error {
 			return fmt.Errorf("remove container %q: kill and delete task: %w", id, err)
 		}
 	}
-	if err := ctr.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
+	if err := ctr.Delete(ctx, client.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("remove container %q: delete container: %w", id, err)
 	}
 	return nil

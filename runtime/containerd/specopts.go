@@ -54,16 +54,19 @@ func WithBindMounts(mounts []goruntime.Mount) oci.SpecOpts {
 }
 
 // specOpts turns a runtime.Spec into containerd spec options: a host
-// directory as rootfs, host network, host hosts/resolv.conf, bind mounts and
-// RLIMIT_NOFILE.
+// directory as rootfs (an image's snapshot brings its own), host network,
+// host hosts/resolv.conf, bind mounts and RLIMIT_NOFILE.
 func specOpts(spec goruntime.Spec) []oci.SpecOpts {
-	opts := []oci.SpecOpts{
-		oci.WithRootFSPath(spec.RootFS),
+	var opts []oci.SpecOpts
+	if spec.Image == "" {
+		opts = append(opts, oci.WithRootFSPath(spec.RootFS))
+	}
+	opts = append(opts,
 		oci.WithProcessArgs(spec.Args...),
 		oci.WithHostNamespace(specs.NetworkNamespace),
 		oci.WithHostHostsFile,
 		oci.WithHostResolvconf,
-	}
+	)
 	if len(spec.Env) > 0 {
 		opts = append(opts, oci.WithEnv(spec.Env))
 	}
@@ -141,7 +144,11 @@ func validateSpec(spec goruntime.Spec) error {
 	if spec.ID == "" {
 		errs = append(errs, errors.New("empty id"))
 	}
-	if !filepath.IsAbs(spec.RootFS) {
+	switch {
+	case spec.Image != "" && spec.RootFS != "":
+		errs = append(errs, errors.New("both rootfs and image set"))
+	case spec.Image != "":
+	case !filepath.IsAbs(spec.RootFS):
 		errs = append(errs, fmt.Errorf("rootfs %q is not an absolute path", spec.RootFS))
 	}
 	if len(spec.Args) == 0 {

@@ -40,6 +40,27 @@ type Config struct {
 	Cluster     Cluster     `yaml:"cluster"`
 	Backup      Backup      `yaml:"backup"`
 	Bundles     Bundles     `yaml:"bundles"`
+	// Registries configures image pulls per registry host ("quay.io",
+	// "127.0.0.1:5000"): mirrors, credentials, plain HTTP, a CA. Hosts not
+	// listed are reached over HTTPS, anonymously.
+	Registries map[string]Registry `yaml:"registries,omitempty"`
+}
+
+// Registry configures pulls from one registry host.
+type Registry struct {
+	// Mirrors are tried in order before the registry itself, each written
+	// host[:port][/path] without a scheme; a mirror's own entry under
+	// registries gives its scheme, credentials and CA.
+	Mirrors  []string `yaml:"mirrors,omitempty"`
+	Username string   `yaml:"username,omitempty"`
+	// Password, or PasswordFile (a file holding it; preferred, as `config
+	// print` shows Password).
+	Password     string `yaml:"password,omitempty"`
+	PasswordFile string `yaml:"passwordFile,omitempty"`
+	// InsecurePlainHTTP talks plain HTTP to this host; nothing else does.
+	InsecurePlainHTTP bool `yaml:"insecurePlainHTTP,omitempty"`
+	// CA is a PEM file trusted for this host in addition to the system roots.
+	CA string `yaml:"ca,omitempty"`
 }
 
 // Backup schedules snapshots of the cluster's brain (etcd, desired state,
@@ -116,6 +137,9 @@ type DBNode struct {
 	LogLevel                 string   `yaml:"logLevel"`
 	StopTimeout              Duration `yaml:"stopTimeout"`
 	NoFile                   uint64   `yaml:"noFile"` // RLIMIT_NOFILE
+	// Image runs m3dbnode from this image (like quay.io/m3db/m3dbnode:v1.5.0)
+	// instead of the release tarball's binary.
+	Image string `yaml:"image,omitempty"`
 }
 
 // Coordinator configures m3coordinator.
@@ -124,6 +148,9 @@ type Coordinator struct {
 	MetricsListenAddress string   `yaml:"metricsListenAddress"`
 	LogLevel             string   `yaml:"logLevel"`
 	StopTimeout          Duration `yaml:"stopTimeout"`
+	// Image runs m3coordinator from this image instead of the release
+	// tarball's binary.
+	Image string `yaml:"image,omitempty"`
 }
 
 // Cluster is the M3 topology m3sup seeds on first boot.

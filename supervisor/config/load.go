@@ -323,6 +323,23 @@ func (w *walker) walk(path string, v interface{}, t reflect.Type) {
 			}
 			w.walk(child, byKey[k], f)
 		}
+	case reflect.Map:
+		m, ok := v.(map[interface{}]interface{})
+		if !ok || t.Key().Kind() != reflect.String {
+			w.fail(path, "cannot use %s as a mapping", describe(v))
+			return
+		}
+		keys := make([]string, 0, len(m))
+		byKey := make(map[string]interface{}, len(m))
+		for k, e := range m {
+			ks := fmt.Sprint(k)
+			keys = append(keys, ks)
+			byKey[ks] = e
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			w.walk(joinPath(path, k), byKey[k], t.Elem())
+		}
 	case reflect.Slice:
 		l, ok := v.([]interface{})
 		if !ok {
@@ -408,9 +425,12 @@ func collectPaths(prefix string, t reflect.Type, fn func(path, name string)) {
 	for name, ft := range yamlFields(t) {
 		p := joinPath(prefix, name)
 		fn(p, name)
-		for ft.Kind() == reflect.Ptr || ft.Kind() == reflect.Slice {
-			if ft.Kind() == reflect.Slice {
+		for ft.Kind() == reflect.Ptr || ft.Kind() == reflect.Slice || ft.Kind() == reflect.Map {
+			switch ft.Kind() {
+			case reflect.Slice:
 				p += "[]"
+			case reflect.Map:
+				p += ".<key>"
 			}
 			ft = ft.Elem()
 		}

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 )
@@ -103,6 +104,9 @@ func (c *Config) validate() []*FieldError {
 	if c.Backup.Keep < 0 {
 		p.add("backup.keep", "must not be negative (0 keeps every backup)")
 	}
+	p.image("dbnode.image", d.Image)
+	p.image("coordinator.image", c.Coordinator.Image)
+	p.registries(c.Registries)
 	for i, k := range c.Bundles.TrustedKeys {
 		if !strings.HasPrefix(k, "/") {
 			p.add(fmt.Sprintf("bundles.trustedKeys[%d]", i), "%q must be an absolute path", k)
@@ -138,6 +142,54 @@ func (p *problems) release(r Release) {
 		}
 	default:
 		p.add("release.checksum", `%q must be "sha256:<64 hex digits>" or "file:<url>" (or set release.insecureSkipChecksum)`, r.Checksum)
+	}
+}
+
+// imageRefRE matches a fully qualified image reference: a registry host (a
+// dotted name, localhost or an IP, optional port), a lowercase repository
+// path, and a tag and/or a sha256 digest. (supervisor/spec checks the same.)
+var imageRefRE = regexp.MustCompile(`^(?:[a-zA-Z0-9-]+(?:\.[a-zA-Z0-9-]+)+|localhost|\[[0-9a-fA-F:]+\])(?::[0-9]{1,5})?` +
+	`(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)+` +
+	`(?:(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})(?:@sha256:[0-9a-f]{64})?|@sha256:[0-9a-f]{64})$`)
+
+// registryHostRE matches host[:port]; mirrors may add a /path.
+var registryHostRE = regexp.MustCompile(`^(?:[a-zA-Z0-9-]+(?:\.[a-zA-Z0-9-]+)*|\[[0-9a-fA-F:]+\])(?::[0-9]{1,5})?$`)
+
+func (p *problems) image(path, ref string) {
+	if ref != "" && !imageRefRE.MatchString(ref) {
+		p.add(path, "%q must be a full image reference with a registry host and a tag or digest, like quay.io/m3db/m3dbnode:v1.5.0", ref)
+	}
+}
+
+func (p *problems) registries(regs map[string]Registry) {
+	hosts := make([]string, 0, len(regs))
+	for h := range regs {
+		hosts = append(hosts, h)
+	}
+	sort.Strings(hosts)
+	for _, h := range hosts {
+		r, path := regs[h], "registries."+h
+		if !registryHostRE.MatchString(h) {
+			p.add(path, "%q must be a registry host[:port] with no scheme or path, like quay.io or 127.0.0.1:5000", h)
+		}
+		for i, m := range r.Mirrors {
+			host, _, _ := strings.Cut(m, "/")
+			if strings.Contains(m, "://") || !registryHostRE.MatchString(host) {
+				p.add(fmt.Sprintf("%s.mirrors[%d]", path, i), "%q must be host[:port][/path] with no scheme (mark a plain-HTTP mirror with insecurePlainHTTP under its own registries entry)", m)
+			}
+		}
+		if r.Password != "" && r.PasswordFile != "" {
+			p.add(path+".passwordFile", "set password or passwordFile, not both")
+		}
+		if r.PasswordFile != "" {
+			p.absPath(path+".passwordFile", r.PasswordFile)
+		}
+		if (r.Password != "" || r.PasswordFile != "") && r.Username == "" {
+			p.add(path+".username", "must be set with a password")
+		}
+		if r.CA != "" {
+			p.absPath(path+".ca", r.CA)
+		}
 	}
 }
 

@@ -49,9 +49,15 @@ type Namespace struct {
 	IndexEnabled bool     `json:"indexEnabled" yaml:"indexEnabled"`
 }
 
-// Component holds the settings of one M3 process that end up in its config.
+// Component holds the settings of one M3 process that end up in its config
+// or its container.
 type Component struct {
 	LogLevel string `json:"logLevel" yaml:"logLevel"`
+	// Image, when set, runs the component from this image reference (like
+	// quay.io/m3db/m3dbnode:v1.5.0) pulled through containerd, instead of
+	// the release tarball's binary (image mode). The image must hold
+	// /bin/<component>; m3sup passes the arguments.
+	Image string `json:"image,omitempty" yaml:"image,omitempty"`
 	// Config is deep-merged into the rendered M3 config (maps merge, other
 	// values replace), for M3 settings m3sup does not model.
 	Config map[string]any `json:"config,omitempty" yaml:"config,omitempty"`
@@ -114,6 +120,13 @@ var (
 	nameRE     = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
 	checksumRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
 	logLevels  = map[string]bool{"debug": true, "info": true, "warn": true, "error": true}
+
+	// ImageRefRE matches a fully qualified image reference: a registry host
+	// (a dotted name, localhost or an IP, with an optional port), a
+	// lowercase repository path, and a tag and/or a sha256 digest.
+	ImageRefRE = regexp.MustCompile(`^(?:[a-zA-Z0-9-]+(?:\.[a-zA-Z0-9-]+)+|localhost|\[[0-9a-fA-F:]+\])(?::[0-9]{1,5})?` +
+		`(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)+` +
+		`(?:(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})(?:@sha256:[0-9a-f]{64})?|@sha256:[0-9a-f]{64})$`)
 )
 
 // Validate reports every invalid field, each prefixed by its path.
@@ -186,6 +199,14 @@ func (c Cluster) Validate() error {
 	} {
 		if !logLevels[f.lvl] {
 			bad(f.path, "must be one of debug, info, warn, error; got %q", f.lvl)
+		}
+	}
+	for _, f := range []struct{ path, ref string }{
+		{"dbnode.image", c.DBNode.Image},
+		{"coordinator.image", c.Coordinator.Image},
+	} {
+		if f.ref != "" && !ImageRefRE.MatchString(f.ref) {
+			bad(f.path, "must be a full image reference with a registry host and a tag or digest, like quay.io/m3db/m3dbnode:v1.5.0; got %q", f.ref)
 		}
 	}
 	return errors.Join(errs...)
