@@ -40,7 +40,8 @@ vet:
 
 # Unit tests everywhere, plus the end-to-end tests that run real etcd,
 # containerd, runc and M3 binaries.
-test: prereqs m3-release vet
+test: m3-release vet
+	@scripts/prereqs.sh test
 	M3SUP_E2E_RELEASE=$(M3_TARBALL) $(GO) test -race -count=1 -timeout 40m $(TEST_FLAGS) ./...
 
 # bench/ starts m3sup and M3 for real (one start per iteration, hence 1x):
