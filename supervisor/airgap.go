@@ -42,6 +42,9 @@ func (s *Supervisor) importBundles(ctx context.Context, lay layout) (ctdBinary s
 				}
 			}
 		}
+		for _, img := range res.Images {
+			s.bundledImages = append(s.bundledImages, img.Path)
+		}
 		s.log.Info("imported air-gap bundle", zap.String("file", f), zap.Int("releases", len(res.Releases)),
 			zap.Int("images", len(res.Images)), zap.Int("binaries", len(res.Binaries)), zap.Bool("signed", res.Bundle.Signed))
 		if r, ok := res.Release(s.cfg.Release.Version); ok {
@@ -73,7 +76,33 @@ func (s *Supervisor) watchBundles(ctx context.Context, lay layout) error {
 			}
 			s.log.Info("imported air-gap bundle", zap.String("file", res.Path), zap.Strings("releases", versions),
 				zap.Int("images", len(res.Images)), zap.Int("written", res.Written))
+			for _, img := range res.Images {
+				s.importImage(ctx, img.Path)
+			}
 		})
+}
+
+// importImages hands the image archives of bundles imported at start to
+// containerd, once it runs.
+func (s *Supervisor) importImages(ctx context.Context) {
+	for _, p := range s.bundledImages {
+		s.importImage(ctx, p)
+	}
+}
+
+func (s *Supervisor) importImage(ctx context.Context, path string) {
+	s.mu.Lock()
+	rt := s.rt
+	s.mu.Unlock()
+	if rt == nil {
+		return
+	}
+	refs, err := rt.ImportArchive(ctx, path)
+	if err != nil {
+		s.log.Error("import bundled image archive into containerd", zap.String("archive", path), zap.Error(err))
+		return
+	}
+	s.log.Info("imported bundled images into containerd", zap.Strings("images", refs))
 }
 
 // Backup implements api.Backupper: one file with the etcd snapshot, the

@@ -87,6 +87,8 @@ type Supervisor struct {
 	nodes   []string // m3dbnode /health URLs
 	ready   bool
 	store   *store.Store
+	// bundledImages are image archives from --bundle files, for containerd.
+	bundledImages []string
 	// lastObserved is the last M3 observation status could make.
 	lastObserved m3.Progress
 	// releases remembers fetched releases by their spec, so a reconcile
@@ -288,6 +290,7 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	s.mu.Lock()
 	s.rt = rt
 	s.mu.Unlock()
+	s.importImages(ctx)
 	info := rt.Info()
 	s.log.Info("container runtime ready", zap.String("mode", string(info.Mode)), zap.String("address", info.Address), zap.String("version", info.Version))
 
