@@ -273,8 +273,12 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	}
 	// The watch reports the current state first, then every change.
 	watchCtx, stopWatch := context.WithCancel(ctx)
-	defer stopWatch()
 	changes := st.Watch(watchCtx, cfg.NodeName)
+	defer func() { // the watch ends, and is joined, before etcd closes
+		stopWatch()
+		for range changes {
+		}
+	}()
 	var first store.Change
 	select {
 	case first = <-changes:
