@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -71,6 +72,9 @@ does (go-getter, sha256 required) before it goes in.
 	f.StringVar(&from, "from", "", "release URL, file or directory (default: the GitHub release)")
 	f.StringVar(&checksum, "checksum", "", "release checksum: sha256:<hex> or file:<checksums URL>")
 	f.StringArrayVar(&images, "image-archive", nil, "image archive (OCI layout or docker-save tar) to carry (repeatable)")
+	var imageRefs, plainHTTP []string
+	f.StringArrayVar(&imageRefs, "image", nil, "image to pull and carry, e.g. quay.io/m3db/m3dbnode:v1.5.0 (repeatable)")
+	f.StringArrayVar(&plainHTTP, "plain-http-registry", nil, "registry host:port to pull --image from over plain HTTP (repeatable; loopback test registries)")
 	f.BoolVar(&withContainerd, "with-containerd", false, "carry this host's containerd, containerd-shim-runc-v2 and runc")
 	f.StringVar(&signKey, "sign", "", "sign with this ed25519 private key file (PEM, as m3sup bundle keygen writes)")
 	f.StringVarP(&output, "output", "o", "", "bundle file to write (required)")
@@ -108,6 +112,16 @@ does (go-getter, sha256 required) before it goes in.
 		cache, err := bundle.OpenCache(cacheDir, bundle.Options{Progress: progress})
 		if err != nil {
 			return err
+		}
+		for _, ref := range imageRefs {
+			dst := filepath.Join(cacheDir, fmt.Sprintf("image-%d.tar", len(images)))
+			host, _, _ := strings.Cut(ref, "/")
+			d, err := bundle.PullImageArchive(cmd.Context(), ref, dst, bundle.ImagePullOptions{PlainHTTP: slices.Contains(plainHTTP, host)})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "pulled %s (%s)\n", ref, d)
+			images = append(images, dst)
 		}
 		opts := bundle.CreateOptions{
 			Cache: cache, M3Version: m3Version, M3supVersion: version,
