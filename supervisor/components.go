@@ -154,7 +154,8 @@ func (s *Supervisor) component(lay layout, rel release, image, name string, conf
 		out.files[filepath.Join(dirs["config"], name+".yml")] = configYAML
 		sum := sha256.Sum256(configYAML)
 		sp := imageSpec(name, image, s.resolvedImage(image), dirs, hex.EncodeToString(sum[:]), withData)
-		return agent.Component{Name: name, Version: rel.Version, Spec: sp}, nil
+		// Status shows what runs: the image, not the release version.
+		return agent.Component{Name: name, Version: image, Spec: sp}, nil
 	}
 	bin, err := findBinary(rel.Dir, name)
 	if err != nil {
