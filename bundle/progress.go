@@ -2,6 +2,7 @@ package bundle
 
 import (
 	"fmt"
+	"github.com/dustin/go-humanize"
 	"io"
 	"os"
 	"strings"
@@ -215,20 +216,18 @@ func (r *progressReader) drawBarLocked(w io.Writer, final bool) {
 
 // sizePair is "13.5/30.0 MiB": both in the unit of the total.
 func sizePair(done, total int64) string {
-	t := humanBytes(total)
-	i := strings.LastIndexByte(t, ' ')
-	if i < 0 || total < 1024 {
+	if total < 1024 {
 		return fmt.Sprintf("%d/%d B", done, total)
 	}
-	unit := t[i+1:]
-	div := float64(1024)
-	for _, u := range []string{"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"} {
-		if u == unit {
+	div, unit := 1024.0, "KiB"
+	for _, u := range []string{"MiB", "GiB", "TiB", "PiB", "EiB"} {
+		if float64(total) < div*1024 {
 			break
 		}
 		div *= 1024
+		unit = u
 	}
-	return fmt.Sprintf("%.1f/%s", float64(done)/div, t)
+	return fmt.Sprintf("%.1f/%.1f %s", float64(done)/div, float64(total)/div, unit)
 }
 
 func formatRate(bps float64) string {
@@ -258,15 +257,5 @@ func percent(done, total int64) int {
 	return int(done * 100 / total)
 }
 
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 5; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+// humanBytes is n in binary units, like "28.7 MiB".
+func humanBytes(n int64) string { return humanize.IBytes(uint64(max(n, 0))) }

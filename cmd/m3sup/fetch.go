@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/dustin/go-humanize"
 	"io"
 	"net/url"
 	"os"
@@ -175,7 +176,7 @@ func printFetchResult(w io.Writer, r fetchResult) {
 	if r.Unpacked != "" {
 		row("UNPACKED", r.Unpacked)
 	}
-	row("BYTES", fmt.Sprintf("%d (%s)", r.Bytes, humanSize(r.Bytes)))
+	row("BYTES", fmt.Sprintf("%d (%s)", r.Bytes, humanize.IBytes(uint64(max(r.Bytes, 0)))))
 	hit := "no (downloaded and verified)"
 	if r.CacheHit {
 		hit = "yes (re-verified, nothing transferred)"
@@ -195,18 +196,4 @@ func redactURL(raw string) string {
 		return "(unparseable URL)"
 	}
 	return u.Redacted()
-}
-
-// humanSize is n in binary units: "28.7 MiB".
-func humanSize(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 5; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
