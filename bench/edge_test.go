@@ -122,8 +122,7 @@ func BenchmarkIdleCPU(b *testing.B) {
 		}
 		t0 := time.Now()
 		prev, prevT := first, t0
-		var perMin [][]float64 // per process, % of a core per minute
-		perMin = make([][]float64, len(procs))
+		perMin := make([][]float64, len(procs)) // per process, % of a core per minute
 		step := min(time.Minute, window)
 		for elapsed := time.Duration(0); elapsed < window; {
 			d := min(step, window-elapsed)

@@ -484,7 +484,7 @@ func (f *faults) applyCoordinatorOnly(t *testing.T) {
 	if got.LastReason != agent.ReasonSpec || got.Restarts != co.Restarts+1 {
 		t.Errorf("m3coordinator: reason %q restarts %d, want %q and %d", got.LastReason, got.Restarts, agent.ReasonSpec, co.Restarts+1)
 	}
-	_, took = f.waitComp(t, "m3coordinator", time.Minute, "m3coordinator healthy", func(c agent.Status) bool { return c.Healthy })
+	f.waitComp(t, "m3coordinator", time.Minute, "m3coordinator healthy", func(c agent.Status) bool { return c.Healthy })
 	t.Logf("m3coordinator healthy %s after apply", time.Since(applied).Round(time.Millisecond))
 	cfg, err := os.ReadFile(filepath.Join(f.n.dir, "components", "m3coordinator", "config", "m3coordinator.yml"))
 	if err != nil || !strings.Contains(string(cfg), level) {
@@ -692,7 +692,7 @@ func (f *faults) crashLoop(t *testing.T) {
 		return c.State == agent.StateRunning && c.PID != 0 && processAlive(c.PID, "m3dbnode")
 	})
 	t.Logf("m3dbnode running %s after the fix (pending backoff then was %q)", took.Round(time.Millisecond), pending.BackoffDelay)
-	got, took = f.waitComp(t, "m3dbnode", 3*time.Minute, "m3dbnode stays up and bootstraps on the fixed spec", func(c agent.Status) bool {
+	got, _ = f.waitComp(t, "m3dbnode", 3*time.Minute, "m3dbnode stays up and bootstraps on the fixed spec", func(c agent.Status) bool {
 		return c.State == agent.StateRunning && c.Healthy && c.PID == got.PID
 	})
 	t.Logf("m3dbnode healthy %s after the fix: %s", time.Since(fixed).Round(100*time.Millisecond), compLine(got))
