@@ -1,0 +1,152 @@
+package join
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/m3sup/m3sup/supervisor/pki"
+)
+
+// Join asks the cluster at joinURL (https://host:port of a member's join
+// endpoint) to admit this host. Before any request byte is sent, the TLS
+// handshake must show a chain holding the CA the token pins and a server
+// certificate that CA issued for joinURL's host; otherwise, and for
+// plain-HTTP URLs, Join fails with ErrRefused. The response's CA must be the
+// pinned one too.
+func Join(ctx context.Context, joinURL, token string, req Request) (Response, error) {
+	tok, err := ParseToken(token)
+	if err != nil {
+		return Response{}, fmt.Errorf("join: %w", err)
+	}
+	u, err := url.Parse(joinURL)
+	if err != nil {
+		return Response{}, fmt.Errorf("join: URL %q: %w", joinURL, err)
+	}
+	switch {
+	case u.Scheme == "http":
+		return Response{}, fmt.Errorf("join %s: plain-HTTP join refused; use https://: %w", joinURL, ErrRefused)
+	case u.Scheme != "https" || u.Host == "":
+		return Response{}, fmt.Errorf("join %q: want https://host:port: %w", joinURL, ErrRefused)
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		return Response{}, fmt.Errorf("join: %w", err)
+	}
+
+	pin := &pinner{fingerprint: tok.CAFingerprint(), host: u.Hostname()}
+	tr := &http.Transport{
+		Proxy: nil, // the pinned handshake is end to end; no proxies
+		TLSClientConfig: &tls.Config{
+			MinVersion: tls.VersionTLS12,
+			// Verification is not skipped: VerifyConnection checks the chain
+			// against the pinned CA, as the standard check would against
+			// system roots (which must not be trusted here).
+			InsecureSkipVerify: true,
+			VerifyConnection:   pin.verify,
+		},
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: time.Minute,
+	}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{
+		Transport: tr,
+		// A redirect could carry the token elsewhere, even to plain HTTP.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, u.JoinPath(Path).String(), bytes.NewReader(body))
+	if err != nil {
+		return Response{}, fmt.Errorf("join: %w", err)
+	}
+	hreq.Header.Set("Authorization", "Bearer "+tok.Encode())
+	hreq.Header.Set("Content-Type", "application/json")
+	hresp, err := hc.Do(hreq)
+	if err != nil {
+		if perr := pin.err(); perr != nil {
+			return Response{}, fmt.Errorf("join %s: %w", u.Host, perr)
+		}
+		return Response{}, fmt.Errorf("join %s: %w", u.Host, err)
+	}
+	defer hresp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(hresp.Body, maxResponseBytes))
+	if err != nil {
+		return Response{}, fmt.Errorf("join %s: read response: %w", u.Host, err)
+	}
+	switch hresp.StatusCode {
+	case http.StatusOK:
+	case http.StatusUnauthorized, http.StatusForbidden:
+		return Response{}, fmt.Errorf("join %s: %s: %w", u.Host, strings.TrimSpace(string(data)), ErrRefused)
+	default:
+		return Response{}, fmt.Errorf("join %s: %s: %s", u.Host, hresp.Status, strings.TrimSpace(string(data)))
+	}
+	var resp Response
+	if err := json.Unmarshal(data, &resp); err != nil {
+		return Response{}, fmt.Errorf("join %s: decode response: %w", u.Host, err)
+	}
+	if fp, err := pki.Fingerprint([]byte(resp.CACert)); err != nil || fp != pin.fingerprint {
+		return Response{}, fmt.Errorf("join %s: the response's CA is not the pinned one: %w", u.Host, ErrRefused)
+	}
+	return resp, nil
+}
+
+// pinner verifies a server's chain against the CA a token pins: the chain
+// must contain a CA certificate with the pinned fingerprint, and the leaf
+// must verify against that CA alone for host.
+type pinner struct {
+	fingerprint string
+	host        string
+	mu          sync.Mutex
+	last        error
+}
+
+func (p *pinner) verify(cs tls.ConnectionState) error {
+	err := p.check(cs.PeerCertificates)
+	p.mu.Lock()
+	p.last = err
+	p.mu.Unlock()
+	return err
+}
+
+func (p *pinner) err() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.last
+}
+
+func (p *pinner) check(chain []*x509.Certificate) error {
+	if len(chain) == 0 {
+		return fmt.Errorf("server presented no certificate: %w", ErrRefused)
+	}
+	roots := x509.NewCertPool()
+	inter := x509.NewCertPool()
+	found := false
+	for _, c := range chain[1:] {
+		if !found && c.IsCA && pki.FingerprintDER(c.Raw) == p.fingerprint {
+			roots.AddCert(c)
+			found = true
+			continue
+		}
+		inter.AddCert(c)
+	}
+	if !found {
+		return fmt.Errorf("server's chain does not hold the CA the token pins (%s); wrong token or a machine in the middle: %w", p.fingerprint, ErrRefused)
+	}
+	if _, err := chain[0].Verify(x509.VerifyOptions{
+		DNSName:       p.host,
+		Roots:         roots,
+		Intermediates: inter,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}); err != nil {
+		return fmt.Errorf("server certificate not issued by the pinned CA for %s: %w: %w", p.host, ErrRefused, err)
+	}
+	return nil
+}
