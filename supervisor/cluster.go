@@ -197,24 +197,30 @@ func (s *Supervisor) Status(ctx context.Context) api.Status {
 func (s *Supervisor) observeM3Status(ctx context.Context) (m3.Progress, string) {
 	s.mu.Lock()
 	client, nodes := s.m3, s.nodes
+	last, lastErr, failedAt := s.lastObserved, s.lastObserveErr, s.lastObserveFail
 	s.mu.Unlock()
 	if client == nil {
 		return m3.Progress{}, "not started"
+	}
+	// After a failed look, answer from the last observation for a second
+	// rather than make every status call wait on an unresponsive M3.
+	if !failedAt.IsZero() && time.Since(failedAt) < time.Second {
+		return last, "stale: " + lastErr
 	}
 	cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	p, err := client.Observe(cctx, nodes)
 	cancel()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	switch {
-	case err == nil:
-		s.lastObserved = p
+	if err == nil {
+		s.lastObserved, s.lastObserveFail = p, time.Time{}
 		return p, ""
-	case s.lastObserved.Phase != "":
-		return s.lastObserved, "stale: " + err.Error()
-	default:
-		return p, err.Error()
 	}
+	s.lastObserveErr, s.lastObserveFail = err.Error(), time.Now()
+	if s.lastObserved.Phase != "" {
+		return s.lastObserved, "stale: " + err.Error()
+	}
+	return p, err.Error()
 }
 
 // observeM3 is observeM3Status for metrics: ok when anything was observed.

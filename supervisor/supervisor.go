@@ -90,7 +90,9 @@ type Supervisor struct {
 	// bundledImages are image archives from --bundle files, for containerd.
 	bundledImages []string
 	// lastObserved is the last M3 observation status could make.
-	lastObserved m3.Progress
+	lastObserved    m3.Progress
+	lastObserveErr  string
+	lastObserveFail time.Time
 	// releases remembers fetched releases by their spec, so a reconcile
 	// that does not change the release does no I/O for it.
 	releases map[spec.Release]release
