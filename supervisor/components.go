@@ -57,6 +57,12 @@ func (s *Supervisor) render(lay layout, desired spec.Cluster, controls spec.Host
 	cfg := s.cfg
 	out := rendered{files: map[string][]byte{}}
 	etcdParams := m3.EtcdParams{Endpoints: []string{etcdHostPort}, Env: desired.M3.Env, Zone: desired.M3.Zone, Service: "m3db"}
+	s.mu.Lock()
+	mh := s.m3Etcd
+	s.mu.Unlock()
+	if mh != nil { // multi-host: every voter, over mutual TLS
+		etcdParams.Endpoints, etcdParams.TLS = mh.Endpoints, mh.TLS
+	}
 
 	dbYAML, err := m3.RenderDBNode(m3.DBNodeParams{
 		HostID:                   cfg.NodeName,
@@ -110,6 +116,9 @@ func (s *Supervisor) render(lay layout, desired spec.Cluster, controls spec.Host
 	co.Healthy = s.coordinatorHealthy
 
 	for _, c := range []*agent.Component{&db, &co} {
+		if mh != nil {
+			c.Spec.Mounts = append(c.Spec.Mounts, runtime.Mount{Source: lay.m3PKI(), Destination: containerPKI, ReadOnly: true})
+		}
 		c.Hash = specHash(c.Spec)
 		ctl := controls[c.Name]
 		c.Stopped, c.RestartGeneration = ctl.Stopped, ctl.RestartGeneration

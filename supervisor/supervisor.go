@@ -29,6 +29,7 @@ import (
 	"github.com/m3sup/m3sup/supervisor/backup"
 	"github.com/m3sup/m3sup/supervisor/config"
 	"github.com/m3sup/m3sup/supervisor/m3"
+	"github.com/m3sup/m3sup/supervisor/pki"
 	"github.com/m3sup/m3sup/supervisor/spec"
 	"github.com/m3sup/m3sup/supervisor/store"
 	"github.com/m3sup/m3sup/supervisor/systemd"
@@ -52,6 +53,9 @@ type Options struct {
 	// Notifier tells systemd about readiness, progress and liveness; nil
 	// (or one without NOTIFY_SOCKET) does nothing.
 	Notifier *systemd.Notifier
+	// Join, when its URL is set, joins the cluster of another host before
+	// anything starts (multi-host mode).
+	Join JoinOptions
 }
 
 // Phases of the daemon, reported in status.
@@ -87,6 +91,11 @@ type Supervisor struct {
 	nodes   []string // m3dbnode /health URLs
 	ready   bool
 	store   *store.Store
+	// ca is the cluster CA on the host that serves joins (multi-host mode).
+	ca *pki.CA
+	// m3Etcd is how M3 reaches etcd in multi-host mode (every voter, TLS);
+	// nil in single-node mode.
+	m3Etcd *m3.EtcdParams
 	// bundledImages are image archives from --bundle files, for containerd.
 	bundledImages []string
 	// lastObserved is the last M3 observation status could make.
@@ -122,6 +131,11 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
+	}
+	// A joining host talks to the cluster before it starts anything: a
+	// refused join leaves nothing running.
+	if err := s.joinCluster(ctx, layout{root: s.cfg.DataDir}); err != nil {
+		return err
 	}
 	ln, err := api.Listen(s.cfg.API.Socket)
 	if err != nil {
@@ -253,14 +267,7 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	}()
 
 	s.setPhase(PhaseStartingEtcd, cfg.Etcd.ClientURL)
-	etcd, err := store.StartEtcd(ctx, store.EtcdOptions{
-		Name:         cfg.Etcd.Name,
-		Dir:          lay.etcd(),
-		ClientURL:    cfg.Etcd.ClientURL,
-		PeerURL:      cfg.Etcd.PeerURL,
-		StartTimeout: cfg.Etcd.StartTimeout.D(),
-		Logger:       s.log,
-	})
+	etcd, err := s.startEtcd(ctx, lay)
 	if err != nil {
 		return err
 	}
@@ -324,6 +331,15 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 
 	clusterUpdates := make(chan spec.Cluster, 1)
 	var g run.Group
+	{ // the join endpoint (the host that holds the CA, multi-host mode)
+		execute, interrupt, err := s.joinServer(etcd)
+		if err != nil {
+			return err
+		}
+		if execute != nil {
+			g.Add(execute, interrupt)
+		}
+	}
 	{ // the embedded etcd: a fatal server error stops the daemon
 		stop := make(chan struct{})
 		g.Add(func() error {
@@ -377,7 +393,17 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	}
 	{ // cluster automation
 		ctx, cancel := context.WithCancel(ctx)
-		g.Add(func() error { return s.runCluster(ctx, client, desired, clusterUpdates) }, func(error) { cancel() })
+		g.Add(func() error {
+			if s.multiHost() {
+				// TODO(issue 6): the Registrar and the placement Controller
+				// are not wired yet; a single-host Bootstrap must not init a
+				// one-instance placement here.
+				s.log.Warn("multi-host mode: M3 placement automation across hosts is not wired yet")
+				<-ctx.Done()
+				return nil
+			}
+			return s.runCluster(ctx, client, desired, clusterUpdates)
+		}, func(error) { cancel() })
 	}
 	err = g.Run()
 	s.setPhase(PhaseStopping, "")

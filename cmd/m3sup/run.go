@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -90,6 +91,7 @@ func (cf *configFlags) load() (config.Config, error) {
 func newRunCmd() *cobra.Command {
 	var keepRunning, insecure bool
 	var bundles, trust []string
+	var joinURL, token, tokenFile string
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run the m3sup daemon in the foreground",
@@ -106,10 +108,32 @@ SIGINT or SIGTERM stops everything in order.`,
 	cmd.Flags().BoolVar(&insecure, "insecure-skip-checksum", false, "INSECURE: run a release without verifying its checksum")
 	cmd.Flags().StringArrayVar(&bundles, "bundle", nil, "air-gap bundle to import before starting (repeatable); no network is needed")
 	cmd.Flags().StringArrayVar(&trust, "trust", nil, "ed25519 public key (PEM) that must have signed bundles (repeatable; adds to bundles.trustedKeys)")
+	cmd.Flags().StringVar(&joinURL, "join", "", "join the cluster whose first host serves this https:// join endpoint (cluster.joinListen there)")
+	cmd.Flags().StringVar(&token, "token", "", "join token from `m3sup token create` on the first host")
+	cmd.Flags().StringVar(&tokenFile, "token-file", "", "file holding the join token (keeps it out of ps)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		cfg, err := cf.load()
 		if err != nil {
 			return err
+		}
+		if tokenFile != "" {
+			if token != "" {
+				return &exitError{code: 2, err: errors.New("--token and --token-file exclude each other")}
+			}
+			b, err := os.ReadFile(tokenFile)
+			if err != nil {
+				return &exitError{code: 2, err: fmt.Errorf("--token-file: %w", err)}
+			}
+			token = strings.TrimSpace(string(b))
+		}
+		if joinURL != "" && token == "" {
+			return &exitError{code: 2, err: errors.New("--join needs --token or --token-file")}
+		}
+		if joinURL == "" && token != "" {
+			return &exitError{code: 2, err: errors.New("--token needs --join")}
+		}
+		if joinURL != "" && cfg.Cluster.Advertise == "" {
+			return &exitError{code: 2, err: errors.New("--join needs cluster.advertise in the config (the address other hosts reach this host by)")}
 		}
 		if insecure {
 			cfg.Release.InsecureSkipChecksum = true
@@ -137,7 +161,7 @@ SIGINT or SIGTERM stops everything in order.`,
 		warnPreflight(ctx, log, cfg)
 		err = supervisor.New(supervisor.Options{
 			Config: cfg, Logger: log, Version: version, KeepRunning: keepRunning, Progress: progress, Notifier: notifier,
-			Bundles: bundles, TrustedKeys: keys,
+			Bundles: bundles, TrustedKeys: keys, Join: supervisor.JoinOptions{URL: joinURL, Token: token},
 		}).Run(ctx)
 		if err != nil && !errors.Is(err, context.Canceled) {
 			return err

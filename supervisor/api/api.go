@@ -112,6 +112,9 @@ func NewServer(p Provider, c Controller, gatherer prometheus.Gatherer, log *zap.
 	if c != nil {
 		s.controlRoutes(mux, c)
 	}
+	if t, ok := p.(Tokens); ok {
+		tokenRoutes(mux, t)
+	}
 	if b, ok := p.(Backupper); ok {
 		mux.Handle("GET /v1/backup", BackupHandler(b))
 	}

@@ -162,7 +162,21 @@ type Cluster struct {
 	IsolationGroup    string      `yaml:"isolationGroup"`
 	ReadyTimeout      Duration    `yaml:"readyTimeout"`
 	Namespaces        []Namespace `yaml:"namespaces"`
+	// Advertise is the address (IP or DNS name) other hosts reach this host
+	// by, in multi-host mode; etcd's URLs use it as their host.
+	Advertise string `yaml:"advertise,omitempty"`
+	// JoinListen (host:port) serves the TLS join endpoint other hosts
+	// `m3sup run --join` to. Set on the first host, it turns on multi-host
+	// mode: a CA under <dataDir>/pki and etcd over mutual TLS.
+	JoinListen string `yaml:"joinListen,omitempty"`
+	// MaxVoters is how many etcd voters the cluster grows to (odd; 3 or 5);
+	// later hosts use etcd as clients. Zero means 3.
+	MaxVoters int `yaml:"maxVoters,omitempty"`
 }
+
+// MultiHost reports whether this host is (or will be) part of a multi-host
+// cluster: it serves the join endpoint or joins another host.
+func (c Cluster) MultiHost(joinURL string) bool { return c.JoinListen != "" || joinURL != "" }
 
 // Namespace is one unaggregated M3 namespace. Zero BufferPast,
 // BufferFuture and a nil IndexEnabled take their defaults on Load.

@@ -210,6 +210,17 @@ func (p *problems) cluster(c Cluster) {
 		p.add("cluster.replicationFactor", "%d must be at least 1", c.ReplicationFactor)
 	}
 	p.positive("cluster.readyTimeout", c.ReadyTimeout)
+	if c.JoinListen != "" {
+		if _, _, err := net.SplitHostPort(c.JoinListen); err != nil {
+			p.add("cluster.joinListen", "%q must be host:port", c.JoinListen)
+		}
+		if c.Advertise == "" {
+			p.add("cluster.advertise", "must be set with cluster.joinListen (the address other hosts reach this host by)")
+		}
+	}
+	if c.MaxVoters < 0 || (c.MaxVoters > 0 && c.MaxVoters%2 == 0) {
+		p.add("cluster.maxVoters", "%d must be odd (3 or 5)", c.MaxVoters)
+	}
 	if len(c.Namespaces) == 0 {
 		p.add("cluster.namespaces", "must list at least one namespace")
 	}

@@ -26,6 +26,14 @@ type EtcdParams struct {
 	Env       string
 	Zone      string
 	Service   string
+	// TLS, when set, makes M3 talk to etcd over mutual TLS with these files
+	// (paths as the process sees them).
+	TLS *EtcdTLS
+}
+
+// EtcdTLS names the PEM files of M3's etcd client certificate and the CA.
+type EtcdTLS struct {
+	CertPath, KeyPath, CAPath string
 }
 
 func (e EtcdParams) withDefaults() EtcdParams {
@@ -277,8 +285,16 @@ type etcdServiceConfig struct {
 }
 
 type etcdClusterConfig struct {
-	Zone      string   `yaml:"zone"`
-	Endpoints []string `yaml:"endpoints"`
+	Zone      string         `yaml:"zone"`
+	Endpoints []string       `yaml:"endpoints"`
+	TLS       *etcdTLSConfig `yaml:"tls,omitempty"`
+}
+
+// etcdTLSConfig is M3's src/cluster/client/etcd TLSConfig.
+type etcdTLSConfig struct {
+	CrtPath   string `yaml:"crtPath"`
+	CACrtPath string `yaml:"caCrtPath"`
+	KeyPath   string `yaml:"keyPath"`
 }
 
 type coordinatorFile struct {
@@ -295,6 +311,10 @@ type clusterConfig struct {
 }
 
 func etcdService(e EtcdParams, cacheDir string) etcdServiceConfig {
+	var tlsCfg *etcdTLSConfig
+	if e.TLS != nil {
+		tlsCfg = &etcdTLSConfig{CrtPath: e.TLS.CertPath, CACrtPath: e.TLS.CAPath, KeyPath: e.TLS.KeyPath}
+	}
 	return etcdServiceConfig{
 		Env:      e.Env,
 		Zone:     e.Zone,
@@ -303,6 +323,7 @@ func etcdService(e EtcdParams, cacheDir string) etcdServiceConfig {
 		EtcdClusters: []etcdClusterConfig{{
 			Zone:      e.Zone,
 			Endpoints: append([]string(nil), e.Endpoints...),
+			TLS:       tlsCfg,
 		}},
 	}
 }

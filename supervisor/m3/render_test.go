@@ -187,3 +187,22 @@ func TestRenderInvalid(t *testing.T) {
 		t.Error("coordinator without cacheDir: no error")
 	}
 }
+
+func TestRenderEtcdTLS(t *testing.T) {
+	p := CoordinatorParams{Etcd: EtcdParams{Endpoints: []string{"127.0.0.2:2379", "127.0.0.3:2379"},
+		TLS: &EtcdTLS{CertPath: "/p/c.crt", KeyPath: "/p/c.key", CAPath: "/p/ca.crt"}}, CacheDir: "/kv"}
+	b, err := RenderCoordinator(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"crtPath: /p/c.crt", "keyPath: /p/c.key", "caCrtPath: /p/ca.crt", "127.0.0.3:2379"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("coordinator config lacks %q:\n%s", want, b)
+		}
+	}
+	p.Etcd.TLS = nil
+	b, _ = RenderCoordinator(p)
+	if strings.Contains(string(b), "tls:") {
+		t.Errorf("config without TLS has a tls section:\n%s", b)
+	}
+}

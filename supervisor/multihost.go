@@ -1,0 +1,410 @@
+package supervisor
+
+// Multi-host mode (issue 6): the first host (cluster.joinListen set) owns the
+// CA under <dataDir>/pki, runs etcd over mutual TLS and serves the join
+// endpoint; a joining host (`m3sup run --join URL --token T`) asks it for
+// certificates and an etcd seat before it starts anything, persists the
+// answer in <dataDir>/cluster.json, starts its etcd member as a learner and
+// promotes it once it has caught up.
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/m3sup/m3sup/supervisor/api"
+	"github.com/m3sup/m3sup/supervisor/join"
+	"github.com/m3sup/m3sup/supervisor/m3"
+	"github.com/m3sup/m3sup/supervisor/pki"
+	"github.com/m3sup/m3sup/supervisor/store"
+)
+
+// JoinOptions asks a host to join an existing cluster.
+type JoinOptions struct {
+	URL   string // https://host:port of the first host's join endpoint
+	Token string // K10<ca-hash>::<id>.<secret>
+}
+
+// PKI file names under <dataDir>/pki (the CA files are pki.CACertFile and
+// pki.CAKeyFile).
+const (
+	peerCertFile   = "etcd-peer.crt"
+	peerKeyFile    = "etcd-peer.key"
+	clientCertFile = "etcd-client.crt"
+	clientKeyFile  = "etcd-client.key"
+	// containerPKI is where M3's containers see the client certificate.
+	containerPKI = "/etc/m3sup-pki"
+)
+
+// clusterFile is what a joined host remembers of its join (<dataDir>/cluster.json),
+// so a restart starts its etcd member instead of joining again.
+type clusterFile struct {
+	JoinURL        string    `json:"joinURL"`
+	Role           join.Role `json:"role"`
+	MemberID       uint64    `json:"memberID,string"`
+	InitialCluster string    `json:"initialCluster,omitempty"`
+	Endpoints      []string  `json:"endpoints"`
+	Joined         time.Time `json:"joined"`
+}
+
+func (l layout) pki() string { return filepath.Join(l.root, "pki") }
+
+// m3PKI holds only what M3's containers may see: the CA certificate and the
+// etcd client certificate, never the CA key or the peer key.
+func (l layout) m3PKI() string       { return filepath.Join(l.root, "pki", "m3") }
+func (l layout) clusterFile() string { return filepath.Join(l.root, "cluster.json") }
+
+// multiHost reports whether this host runs in multi-host mode.
+func (s *Supervisor) multiHost() bool { return s.cfg.Cluster.MultiHost(s.opts.Join.URL) }
+
+// etcdURLOn returns u (a configured etcd URL) as https on host.
+func etcdURLOn(host, u string) (string, error) {
+	pu, err := url.Parse(u)
+	if err != nil {
+		return "", fmt.Errorf("etcd URL %q: %w", u, err)
+	}
+	_, port, err := net.SplitHostPort(pu.Host)
+	if err != nil {
+		return "", fmt.Errorf("etcd URL %q: %w", u, err)
+	}
+	return "https://" + net.JoinHostPort(host, port), nil
+}
+
+func (s *Supervisor) etcdURLs() (client, peer string, err error) {
+	adv := s.cfg.Cluster.Advertise
+	if adv == "" {
+		return "", "", errors.New("multi-host mode needs cluster.advertise (the address other hosts reach this host by)")
+	}
+	if client, err = etcdURLOn(adv, s.cfg.Etcd.ClientURL); err != nil {
+		return "", "", err
+	}
+	peer, err = etcdURLOn(adv, s.cfg.Etcd.PeerURL)
+	return client, peer, err
+}
+
+// joinCluster performs the join handshake once (before anything starts) and
+// persists its answer; a host that joined before reuses cluster.json.
+func (s *Supervisor) joinCluster(ctx context.Context, lay layout) error {
+	if s.opts.Join.URL == "" {
+		return nil
+	}
+	if _, err := os.Stat(lay.clusterFile()); err == nil {
+		s.log.Info("already joined; starting from " + lay.clusterFile())
+		return nil
+	}
+	clientURL, peerURL, err := s.etcdURLs()
+	if err != nil {
+		return err
+	}
+	if s.opts.Join.Token == "" {
+		return errors.New("--join needs --token or --token-file")
+	}
+	req := join.Request{NodeName: s.cfg.NodeName, Advertise: []string{s.cfg.Cluster.Advertise},
+		WantVoter: true, PeerURL: peerURL, ClientURL: clientURL}
+	jctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	resp, err := join.Join(jctx, s.opts.Join.URL, s.opts.Join.Token, req)
+	if err != nil {
+		return err
+	}
+	if resp.Role != join.RoleVoter {
+		// TODO(issue 6): client-only hosts (no etcd member) are not wired yet.
+		return fmt.Errorf("joined %s as an etcd client-only host, which this m3sup does not support yet (raise cluster.maxVoters on the first host)", s.opts.Join.URL)
+	}
+	files := map[string][]byte{
+		pki.CACertFile: []byte(resp.CACert),
+		peerCertFile:   []byte(resp.PeerCert), peerKeyFile: []byte(resp.PeerKey),
+		clientCertFile: []byte(resp.ClientCert), clientKeyFile: []byte(resp.ClientKey),
+	}
+	if err := os.MkdirAll(lay.pki(), 0o700); err != nil {
+		return err
+	}
+	for name, b := range files {
+		if err := pki.WriteFileAtomic(filepath.Join(lay.pki(), name), b, 0o600); err != nil {
+			return err
+		}
+	}
+	cf := clusterFile{JoinURL: s.opts.Join.URL, Role: resp.Role, MemberID: resp.MemberID,
+		InitialCluster: resp.InitialCluster, Endpoints: resp.Endpoints, Joined: time.Now().UTC()}
+	b, err := json.MarshalIndent(cf, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := pki.WriteFileAtomic(lay.clusterFile(), b, 0o600); err != nil {
+		return err
+	}
+	s.log.Info("joined the cluster", zap.String("join", s.opts.Join.URL), zap.String("role", string(resp.Role)),
+		zap.String("member", fmt.Sprintf("%x", resp.MemberID)), zap.Strings("endpoints", resp.Endpoints))
+	return nil
+}
+
+// firstHostPKI loads or creates the CA and (re)issues this host's etcd peer
+// and client certificates for its advertise address.
+func (s *Supervisor) firstHostPKI(lay layout) (*pki.CA, error) {
+	dir := lay.pki()
+	ca, err := pki.LoadCA(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		if ca, err = pki.NewCA("m3sup cluster CA", time.Now()); err != nil {
+			return nil, err
+		}
+		if err := ca.Save(dir); err != nil {
+			return nil, err
+		}
+		s.log.Info("created the cluster CA", zap.String("dir", dir), zap.String("fingerprint", ca.Fingerprint()))
+	} else if err != nil {
+		return nil, err
+	}
+	dns, ips := splitHosts([]string{s.cfg.NodeName, s.cfg.Cluster.Advertise})
+	peerCert, peerKey, err := ca.Issue(pki.IssueOptions{CommonName: pki.EtcdPeerCN, DNSNames: dns, IPs: ips, Usage: pki.UsagePeer})
+	if err != nil {
+		return nil, err
+	}
+	cliCert, cliKey, err := ca.Issue(pki.IssueOptions{CommonName: "m3sup-node:" + s.cfg.NodeName, Usage: pki.UsageClient})
+	if err != nil {
+		return nil, err
+	}
+	for name, b := range map[string][]byte{peerCertFile: peerCert, peerKeyFile: peerKey, clientCertFile: cliCert, clientKeyFile: cliKey} {
+		if err := pki.WriteFileAtomic(filepath.Join(dir, name), b, 0o600); err != nil {
+			return nil, err
+		}
+	}
+	return ca, nil
+}
+
+func splitHosts(hosts []string) (dns []string, ips []net.IP) {
+	for _, h := range hosts {
+		if h == "" {
+			continue
+		}
+		if ip := net.ParseIP(h); ip != nil {
+			ips = append(ips, ip)
+		} else {
+			dns = append(dns, h)
+		}
+	}
+	return dns, ips
+}
+
+// startEtcd starts this host's etcd member: plain and local in single-node
+// mode; over mutual TLS on the advertise address in multi-host mode, as the
+// first member (first host) or as a learner that is promoted (joined host).
+func (s *Supervisor) startEtcd(ctx context.Context, lay layout) (*store.Etcd, error) {
+	cfg := s.cfg
+	if !s.multiHost() {
+		return store.StartEtcd(ctx, store.EtcdOptions{
+			Name:         cfg.Etcd.Name,
+			Dir:          lay.etcd(),
+			ClientURL:    cfg.Etcd.ClientURL,
+			PeerURL:      cfg.Etcd.PeerURL,
+			StartTimeout: cfg.Etcd.StartTimeout.D(),
+			Logger:       s.log,
+		})
+	}
+	clientURL, peerURL, err := s.etcdURLs()
+	if err != nil {
+		return nil, err
+	}
+	dir := lay.pki()
+	o := store.ClusterOptions{
+		Name: cfg.Etcd.Name, Dir: lay.etcd(), ClientURL: clientURL, PeerURL: peerURL,
+		TLS: store.ClusterTLS{
+			CAFile:   filepath.Join(dir, pki.CACertFile),
+			CertFile: filepath.Join(dir, peerCertFile), KeyFile: filepath.Join(dir, peerKeyFile),
+			ClientCertFile: filepath.Join(dir, clientCertFile), ClientKeyFile: filepath.Join(dir, clientKeyFile),
+		},
+		AllowedPeerCN: pki.EtcdPeerCN,
+		StartTimeout:  cfg.Etcd.StartTimeout.D(),
+		Logger:        s.log,
+	}
+	var cf *clusterFile
+	if s.opts.Join.URL == "" {
+		ca, err := s.firstHostPKI(lay)
+		if err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		s.ca = ca
+		s.mu.Unlock()
+	} else {
+		b, err := os.ReadFile(lay.clusterFile())
+		if err != nil {
+			return nil, err
+		}
+		cf = &clusterFile{}
+		if err := json.Unmarshal(b, cf); err != nil {
+			return nil, fmt.Errorf("%s: %w", lay.clusterFile(), err)
+		}
+		o.State, o.InitialCluster = store.StateExisting, cf.InitialCluster
+		// A learner serves no clients: talk to the voters until promoted.
+		o.Endpoints = cf.Endpoints
+	}
+	e, err := store.StartClusterEtcd(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	if cf != nil {
+		s.setPhase(PhaseStartingEtcd, "learner catching up; promoting")
+		if err := store.PromoteWhenReady(ctx, e.Client(), cf.MemberID); err != nil {
+			e.Close()
+			return nil, err
+		}
+		s.log.Info("etcd member promoted to voter", zap.String("member", fmt.Sprintf("%x", cf.MemberID)))
+	}
+	if err := copyFiles(dir, lay.m3PKI(), pki.CACertFile, clientCertFile, clientKeyFile); err != nil {
+		e.Close()
+		return nil, err
+	}
+	// M3 talks to every voter.
+	mctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	members, err := store.Members(mctx, e.Client())
+	if err != nil {
+		e.Close()
+		return nil, err
+	}
+	var eps []string
+	for _, m := range members {
+		if m.IsLearner {
+			continue
+		}
+		for _, u := range m.ClientURLs {
+			if pu, err := url.Parse(u); err == nil {
+				eps = append(eps, pu.Host)
+			}
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.m3Etcd = &m3.EtcdParams{Endpoints: eps, TLS: &m3.EtcdTLS{
+		CertPath: containerPKI + "/" + clientCertFile, KeyPath: containerPKI + "/" + clientKeyFile, CAPath: containerPKI + "/" + pki.CACertFile}}
+	return e, nil
+}
+
+func copyFiles(from, to string, names ...string) error {
+	if err := os.MkdirAll(to, 0o700); err != nil {
+		return err
+	}
+	for _, n := range names {
+		b, err := os.ReadFile(filepath.Join(from, n))
+		if err != nil {
+			return err
+		}
+		if err := pki.WriteFileAtomic(filepath.Join(to, n), b, 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// membership adapts the etcd client to join.Membership.
+type membership struct{ cli *clientv3.Client }
+
+func (m membership) Members(ctx context.Context) ([]join.Member, error) {
+	ms, err := store.Members(ctx, m.cli)
+	return convMembers(ms), err
+}
+
+func (m membership) AddLearner(ctx context.Context, peerURL string) (uint64, []join.Member, error) {
+	id, ms, err := store.AddLearner(ctx, m.cli, peerURL)
+	return id, convMembers(ms), err
+}
+
+func convMembers(ms []store.Member) []join.Member {
+	out := make([]join.Member, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, join.Member(m))
+	}
+	return out
+}
+
+// tokens returns the join token store, or an error when this host cannot
+// issue tokens (it does not hold the CA).
+func (s *Supervisor) tokens() (*join.Tokens, error) {
+	s.mu.Lock()
+	ca, e := s.ca, s.etcd
+	s.mu.Unlock()
+	if ca == nil || e == nil {
+		return nil, fmt.Errorf("%w: join tokens are issued by the host that holds the cluster CA (cluster.joinListen), once its etcd is up", api.ErrConflict)
+	}
+	return &join.Tokens{KV: e.Client(), CAHash: strings.TrimPrefix(ca.Fingerprint(), "sha256:")}, nil
+}
+
+// CreateToken implements api.Tokens.
+func (s *Supervisor) CreateToken(ctx context.Context, ttl time.Duration, description string) (string, join.TokenInfo, error) {
+	ts, err := s.tokens()
+	if err != nil {
+		return "", join.TokenInfo{}, err
+	}
+	tok, info, err := ts.Create(ctx, ttl, description)
+	return tok.Encode(), info, err
+}
+
+// ListTokens implements api.Tokens.
+func (s *Supervisor) ListTokens(ctx context.Context) ([]join.TokenInfo, error) {
+	ts, err := s.tokens()
+	if err != nil {
+		return nil, err
+	}
+	return ts.List(ctx)
+}
+
+// RevokeToken implements api.Tokens.
+func (s *Supervisor) RevokeToken(ctx context.Context, id string) error {
+	ts, err := s.tokens()
+	if err != nil {
+		return err
+	}
+	return ts.Revoke(ctx, id)
+}
+
+// joinServer returns the join endpoint actor (first host only), or nil.
+func (s *Supervisor) joinServer(e *store.Etcd) (func() error, func(error), error) {
+	s.mu.Lock()
+	ca := s.ca
+	s.mu.Unlock()
+	if s.cfg.Cluster.JoinListen == "" || ca == nil {
+		return nil, nil, nil
+	}
+	ts, err := s.tokens()
+	if err != nil {
+		return nil, nil, err
+	}
+	h, err := join.Handler(join.ServerConfig{CA: ca, Tokens: ts, Members: membership{e.Client()},
+		MaxVoters: s.cfg.Cluster.MaxVoters, Logger: s.log.Named("join")})
+	if err != nil {
+		return nil, nil, err
+	}
+	tlsCfg, err := join.ServerTLS(ca, []string{s.cfg.Cluster.Advertise, s.cfg.NodeName}, time.Now())
+	if err != nil {
+		return nil, nil, err
+	}
+	ln, err := net.Listen("tcp", s.cfg.Cluster.JoinListen)
+	if err != nil {
+		return nil, nil, fmt.Errorf("join endpoint: %w", err)
+	}
+	srv := &http.Server{Handler: h, TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second}
+	s.log.Info("serving the join endpoint", zap.String("listen", "https://"+ln.Addr().String()))
+	return func() error {
+			err := srv.Serve(tls.NewListener(ln, tlsCfg))
+			if errors.Is(err, http.ErrServerClosed) {
+				return nil
+			}
+			return fmt.Errorf("join endpoint: %w", err)
+		}, func(error) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(ctx)
+		}, nil
+}
