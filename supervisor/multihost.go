@@ -377,10 +377,7 @@ func (s *Supervisor) joinServer(e *store.Etcd) (func() error, func(error), error
 	if s.cfg.Cluster.JoinListen == "" || ca == nil {
 		return nil, nil, nil
 	}
-	ts, err := s.tokens()
-	if err != nil {
-		return nil, nil, err
-	}
+	ts := &join.Tokens{KV: e.Client(), CAHash: strings.TrimPrefix(ca.Fingerprint(), "sha256:")}
 	h, err := join.Handler(join.ServerConfig{CA: ca, Tokens: ts, Members: membership{e.Client()},
 		MaxVoters: s.cfg.Cluster.MaxVoters, Logger: s.log.Named("join")})
 	if err != nil {

@@ -272,6 +272,16 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 		return err
 	}
 	defer etcd.Close()
+	// The join endpoint (the host that holds the CA, multi-host mode) serves
+	// as soon as etcd does, before M3 is fetched, and stops before etcd.
+	var joinDone chan error
+	if execute, interrupt, err := s.joinServer(etcd); err != nil {
+		return err
+	} else if execute != nil {
+		joinDone = make(chan error, 1)
+		go func() { joinDone <- execute() }()
+		defer interrupt(nil)
+	}
 	st := store.New(etcd.Client())
 	s.mu.Lock()
 	s.etcd, s.store = etcd, st
@@ -331,14 +341,16 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 
 	clusterUpdates := make(chan spec.Cluster, 1)
 	var g run.Group
-	{ // the join endpoint (the host that holds the CA, multi-host mode)
-		execute, interrupt, err := s.joinServer(etcd)
-		if err != nil {
-			return err
-		}
-		if execute != nil {
-			g.Add(execute, interrupt)
-		}
+	if joinDone != nil { // the join endpoint, serving since etcd came up
+		stop := make(chan struct{})
+		g.Add(func() error {
+			select {
+			case err := <-joinDone:
+				return err
+			case <-stop:
+				return nil
+			}
+		}, func(error) { close(stop) })
 	}
 	{ // the embedded etcd: a fatal server error stops the daemon
 		stop := make(chan struct{})
