@@ -74,6 +74,16 @@ func (s *Supervisor) m3Desired(desired spec.Cluster) (m3.Desired, error) {
 		ReplicationFactor: desired.M3.ReplicationFactor,
 		Instances:         []m3.Instance{inst},
 	}
+	if s.multiHost() {
+		// The cluster controller owns the placement (it exists before
+		// runCluster runs, so Bootstrap leaves it as is); the instances only
+		// satisfy Desired's validation.
+		d.Instances = make([]m3.Instance, d.ReplicationFactor)
+		for i := range d.Instances {
+			d.Instances[i] = inst
+			d.Instances[i].ID = fmt.Sprintf("%s-%d", inst.ID, i)
+		}
+	}
 	for _, ns := range desired.M3.Namespaces {
 		d.Namespaces = append(d.Namespaces, m3.Namespace{
 			Name:         ns.Name,

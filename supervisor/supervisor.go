@@ -407,12 +407,7 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 		ctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error {
 			if s.multiHost() {
-				// TODO(issue 6): the Registrar and the placement Controller
-				// are not wired yet; a single-host Bootstrap must not init a
-				// one-instance placement here.
-				s.log.Warn("multi-host mode: M3 placement automation across hosts is not wired yet")
-				<-ctx.Done()
-				return nil
+				return s.runMultiHost(ctx, etcd.Client(), client, desired, clusterUpdates)
 			}
 			return s.runCluster(ctx, client, desired, clusterUpdates)
 		}, func(error) { cancel() })

@@ -17,6 +17,7 @@ import (
 
 	"github.com/m3sup/m3sup/supervisor/api"
 	"github.com/m3sup/m3sup/supervisor/join"
+	"github.com/m3sup/m3sup/supervisor/m3"
 	"github.com/m3sup/m3sup/supervisor/pki"
 )
 
@@ -193,14 +194,15 @@ func waitVoters(t *testing.T, cli *clientv3.Client, want int, timeout time.Durat
 	t.Fatalf("etcd did not reach %d voters in %s; last: %s", want, timeout, last)
 }
 
-// TestE2EJoin: a first host with cluster.joinListen runs etcd over mutual
+// TestE2EThreeHosts: a first host with cluster.joinListen runs etcd over mutual
 // TLS and issues a token; two hosts join with --join/--token and become etcd
 // voters (learner, then promoted); their M3 configs name every voter over
 // TLS. A wrong token, a token pinning another CA and an http:// join URL
 // each make a further `m3sup run --join` exit non-zero with a clear message
-// before anything starts. (Placement automation across hosts is not wired
-// yet, so M3 itself is not expected to become ready here.)
-func TestE2EJoin(t *testing.T) {
+// before anything starts. Then the cluster controller inits the placement
+// (3 instances, RF 3) and every host becomes ready; a point written through
+// host 1's coordinator reads back through host 3's.
+func TestE2EThreeHosts(t *testing.T) {
 	env := needE2E(t)
 	rs := serveRelease(t, env.tarball)
 	sum := "sha256:" + env.digest
@@ -301,6 +303,31 @@ func TestE2EJoin(t *testing.T) {
 	if resp, err := cli.MemberList(ctx); err != nil || len(resp.Members) != 3 {
 		t.Fatalf("after refused joins: members %v, err %v (want 3, no stray learner)", resp, err)
 	}
+
+	// M3 across the three hosts: the controller leader inits the placement
+	// once three hosts registered; every host becomes ready.
+	for _, h := range []*hostNode{h1, h2, h3} {
+		st := h.waitReady(6 * time.Minute)
+		t.Logf("%s ready after %s: %d instances, shards %v", h.ip, time.Since(start).Round(100*time.Millisecond), st.M3.Instances, st.M3.Shards)
+	}
+	mc := &m3.Client{BaseURL: h1.coordURL}
+	pctx, pcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	p, exists, err := mc.Placement(pctx)
+	pcancel()
+	if err != nil || !exists {
+		t.Fatalf("placement: exists %t, err %v", exists, err)
+	}
+	if len(p.Instances) != 3 || !p.AllAvailable() || p.ReplicaFactor != 3 || p.NumShards != 16 {
+		t.Fatalf("placement: %d instances, RF %d, %d shards, states %v; want 3 instances, RF 3, 16 shards all AVAILABLE",
+			len(p.Instances), p.ReplicaFactor, p.NumShards, p.ShardStates())
+	}
+	for id, in := range p.Instances {
+		t.Logf("placement instance %s: endpoint %s, group %s, %d shards", id, in.Endpoint, in.IsolationGroup, len(in.Shards))
+	}
+	ts := time.Now().Add(-5 * time.Second).Truncate(time.Second)
+	writeAndRead(t, h1.coordURL, "m3sup_e2e_three_hosts", ts, 7)
+	readBack(t, h3.coordURL, "m3sup_e2e_three_hosts", ts, 7)
+	t.Logf("written through host1, read through host3 after %s", time.Since(start).Round(100*time.Millisecond))
 
 	hosts := []*hostNode{h3, h2, h1}
 	for _, h := range hosts {
