@@ -266,7 +266,13 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 		_ = rt.Close()
 	}()
 
-	s.setPhase(PhaseStartingEtcd, cfg.Etcd.ClientURL)
+	etcdURL := cfg.Etcd.ClientURL
+	if s.multiHost() {
+		if u, _, err := s.etcdURLs(); err == nil {
+			etcdURL = u
+		}
+	}
+	s.setPhase(PhaseStartingEtcd, etcdURL)
 	etcd, err := s.startEtcd(ctx, lay)
 	if err != nil {
 		return err

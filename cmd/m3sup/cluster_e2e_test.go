@@ -329,6 +329,26 @@ func TestE2EThreeHosts(t *testing.T) {
 	readBack(t, h3.coordURL, "m3sup_e2e_three_hosts", ts, 7)
 	t.Logf("written through host1, read through host3 after %s", time.Since(start).Round(100*time.Millisecond))
 
+	// A joined host restarts from cluster.json without joining again (the
+	// token is revoked first, so a second join would be refused).
+	rev := exec.Command(os.Args[0], "token", "revoke", parsed.ID, "--socket", h1.socket)
+	rev.Env = append(os.Environ(), "M3SUP_TEST_MAIN=1")
+	if out, err := rev.CombinedOutput(); err != nil {
+		t.Fatalf("token revoke: %v: %s", err, out)
+	}
+	if code := h3.stop(2 * time.Minute); code != 0 {
+		t.Fatalf("host3 exited %d; log:\n%s", code, h3.log())
+	}
+	restart := time.Now()
+	h3.start("--join", h1.joinURL, "--token-file", tokFile)
+	h3.waitReady(4 * time.Minute)
+	if !strings.Contains(h3.log(), "already joined") {
+		t.Fatalf("restarted host3 did not start from cluster.json; log:\n%s", h3.log())
+	}
+	waitVoters(t, cli, 3, time.Minute, h1, h2, h3)
+	readBack(t, h3.coordURL, "m3sup_e2e_three_hosts", ts, 7)
+	t.Logf("host3 restarted without a new join, ready again in %s", time.Since(restart).Round(100*time.Millisecond))
+
 	hosts := []*hostNode{h3, h2, h1}
 	for _, h := range hosts {
 		_ = h.cmd.Process.Signal(syscall.SIGTERM)
