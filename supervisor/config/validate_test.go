@@ -147,6 +147,17 @@ func TestValidate(t *testing.T) {
 			`cluster.namespaces: must list at least one namespace`,
 		},
 	}, {
+		name: "multi-host",
+		modify: func(c *Config) {
+			c.Cluster.JoinListen = "no-port"
+			c.Cluster.MaxVoters = 4
+		},
+		want: []string{
+			`cluster.joinListen: "no-port" must be host:port`,
+			`cluster.advertise: must be set with cluster.joinListen (the address other hosts reach this host by)`,
+			`cluster.maxVoters: 4 must be odd (3 or 5)`,
+		},
+	}, {
 		name: "namespaces",
 		modify: func(c *Config) {
 			ns := c.Cluster.Namespaces[0]
