@@ -397,7 +397,7 @@ func writeAndRead(t *testing.T, coordURL, metric string, ts time.Time, v float64
 func readBack(t *testing.T, coordURL, metric string, ts time.Time, v float64) {
 	t.Helper()
 	c := &m3.Client{BaseURL: coordURL}
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	var lastErr error
 	for time.Now().Before(deadline) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
