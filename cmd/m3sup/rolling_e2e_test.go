@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -47,6 +48,22 @@ func rollDBNodes(t *testing.T, cli *clientv3.Client, hosts ...*hostNode) {
 		if before[i].State != agent.StateRunning || !before[i].Healthy || before[i].PID == 0 {
 			t.Fatalf("%s: m3dbnode before the change: %s", h.ip, compLine(before[i]))
 		}
+	}
+
+	// Status shows the whole cluster from any host.
+	st := statusCLI(t, hosts[len(hosts)-1].socket)
+	if st.Cluster == nil || len(st.Cluster.Hosts) != len(hosts) || st.Cluster.ControllerLeader == "" || st.Cluster.PermitHeld {
+		t.Fatalf("cluster status from %s: %+v (want %d hosts, a controller leader, no permit holder)", hosts[len(hosts)-1].ip, st.Cluster, len(hosts))
+	}
+	for _, h := range st.Cluster.Hosts {
+		if h.EtcdRole != "voter" || len(h.Roles) != 2 || h.Endpoint == "" {
+			t.Errorf("cluster status host %+v: want an etcd voter with dbnode and coordinator and an endpoint", h)
+		}
+	}
+	out := hostCLI(t, hosts[len(hosts)-1], "status")
+	t.Logf("status on %s:\n%s", hosts[len(hosts)-1].ip, out)
+	if !strings.Contains(out, "HOST") || !strings.Contains(out, "permit: none") || !strings.Contains(out, "controller leader") {
+		t.Errorf("status lacks the hosts table or permit line:\n%s", out)
 	}
 
 	var doc api.ClusterDoc
@@ -102,11 +119,13 @@ func rollDBNodes(t *testing.T, cli *clientv3.Client, hosts ...*hostNode) {
 
 	// Poller: every host's dbnode and the permit holder.
 	var (
-		pmu        sync.Mutex
-		maxDown    int
-		downSeen   string
-		holders    = map[string]bool{}
-		pollErrors int
+		pmu      sync.Mutex
+		maxDown  int
+		downSeen string
+		holders  = map[string]bool{}
+		// statusHolders: the permit holders the hosts' status showed.
+		statusHolders = map[string]bool{}
+		pollErrors    int
 	)
 	wg.Add(1)
 	go func() {
@@ -129,6 +148,11 @@ func rollDBNodes(t *testing.T, cli *clientv3.Client, hosts ...*hostNode) {
 					pollErrors++
 					pmu.Unlock()
 					continue
+				}
+				if st.Cluster != nil && st.Cluster.PermitHeld {
+					pmu.Lock()
+					statusHolders[st.Cluster.PermitHolder] = true
+					pmu.Unlock()
 				}
 				db := compOf(st, "m3dbnode")
 				// A dbnode waiting for the permit still runs and serves.
@@ -153,7 +177,7 @@ func rollDBNodes(t *testing.T, cli *clientv3.Client, hosts ...*hostNode) {
 
 	time.Sleep(time.Second) // some writes before the change
 	start := time.Now()
-	out := hostCLI(t, h1, "apply", "-f", writeDoc(t, doc))
+	out = hostCLI(t, h1, "apply", "-f", writeDoc(t, doc))
 	t.Logf("apply dbnode.logLevel → %s:\n%s", level, out)
 
 	// Every dbnode restarts once for the spec change and is healthy again.
@@ -207,6 +231,19 @@ func rollDBNodes(t *testing.T, cli *clientv3.Client, hosts ...*hostNode) {
 	t.Logf("permit holders seen: %v; most dbnodes down at once: %d %s; status poll errors: %d", holders, maxDown, downSeen, pollErrors)
 	if maxDown > 1 {
 		t.Errorf("%d m3dbnodes down at once: %s", maxDown, downSeen)
+	}
+	t.Logf("permit holders shown by status: %v", statusHolders)
+	if len(statusHolders) == 0 {
+		t.Error("no host's status showed a permit holder during the rollout")
+	}
+	for i, h := range hosts {
+		st, err := apis[i].Status(context.Background())
+		if err != nil || st.Cluster == nil || st.Cluster.PermitHeld {
+			t.Errorf("%s: status after the rollout: err %v, cluster %+v (want a cluster section, permit free)", h.ip, err, st.Cluster)
+		}
+	}
+	if out := hostCLI(t, hosts[len(hosts)-1], "status"); !strings.Contains(out, "permit: none") {
+		t.Errorf("status after the rollout lacks permit: none:\n%s", out)
 	}
 	if len(holders) == 0 {
 		t.Error("no permit holder observed during the rollout")
