@@ -7,9 +7,11 @@ import (
 	"sort"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
 	"github.com/m3sup/m3sup/supervisor/api"
+	"github.com/m3sup/m3sup/supervisor/cluster"
 	"github.com/m3sup/m3sup/supervisor/m3"
 	"github.com/m3sup/m3sup/supervisor/spec"
 )
@@ -194,6 +196,9 @@ func (s *Supervisor) Status(ctx context.Context) api.Status {
 			st.M3.Phase = "ready"
 		}
 	}
+	if etcd != nil && s.multiHost() {
+		st.Cluster = clusterStatus(ctx, etcd.Client())
+	}
 	// Last: the components' state as of now, not as of before the M3 look.
 	if ag != nil {
 		st.Components = ag.Statuses()
@@ -286,4 +291,54 @@ func (s *Supervisor) Ready(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// clusterStatus reads the multi-host view from etcd: the registered hosts
+// with their etcd role, the controller leader and the permit holder.
+func clusterStatus(ctx context.Context, cli *clientv3.Client) *api.ClusterStatus {
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	out := &api.ClusterStatus{Hosts: []api.HostStatus{}}
+	var errs []error
+	members := map[string]string{} // member name → voter or learner
+	if ml, err := cli.MemberList(cctx); err == nil {
+		for _, m := range ml.Members {
+			role := "voter"
+			if m.IsLearner {
+				role = "learner"
+			}
+			members[m.Name] = role
+		}
+	} else {
+		errs = append(errs, err)
+	}
+	hosts, err := cluster.Hosts(cctx, cli)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, h := range hosts {
+		hs := api.HostStatus{Name: h.Name, Endpoint: h.Endpoint, Roles: []string{}, EtcdRole: "client"}
+		if r, ok := members[h.Name]; ok {
+			hs.EtcdRole = r
+		}
+		for _, r := range h.Roles {
+			hs.Roles = append(hs.Roles, string(r))
+		}
+		out.Hosts = append(out.Hosts, hs)
+	}
+	sort.Slice(out.Hosts, func(i, j int) bool { return out.Hosts[i].Name < out.Hosts[j].Name })
+	if leader, ok, err := cluster.ControllerLeader(cctx, cli); err != nil {
+		errs = append(errs, err)
+	} else if ok {
+		out.ControllerLeader = leader
+	}
+	if holder, held, err := cluster.PermitHolder(cctx, cli); err != nil {
+		errs = append(errs, err)
+	} else {
+		out.PermitHolder, out.PermitHeld = holder, held
+	}
+	if err := errors.Join(errs...); err != nil {
+		out.Error = err.Error()
+	}
+	return out
 }

@@ -104,6 +104,9 @@ func (s *Supervisor) render(lay layout, desired spec.Cluster, controls spec.Host
 	db.Spec.NoFile = s.noFileLimit(cfg.DBNode.NoFile)
 	db.Listen = []string{cfg.DBNode.ListenAddress, cfg.DBNode.HTTPNodeListenAddress, cfg.DBNode.HTTPClusterListenAddress, cfg.DBNode.DebugListenAddress}
 	db.Gate = s.everyShardAvailable
+	if mh != nil { // one host at a time, under the cluster-wide permit
+		db.Gate = s.dbnodePermitGate
+	}
 	db.Healthy = s.dbnodeBootstrapped
 
 	co, err := s.component(lay, rel, desired.Coordinator.Image, Coordinator, coordYAML, false, &out)

@@ -96,6 +96,9 @@ type Supervisor struct {
 	// m3Etcd is how M3 reaches etcd in multi-host mode (every voter, TLS);
 	// nil in single-node mode.
 	m3Etcd *m3.EtcdParams
+	// permitRelease gives back the cluster-wide m3dbnode restart permit
+	// while this host holds it (multi-host mode); nil otherwise.
+	permitRelease func(context.Context) error
 	// bundledImages are image archives from --bundle files, for containerd.
 	bundledImages []string
 	// lastObserved is the last M3 observation status could make.

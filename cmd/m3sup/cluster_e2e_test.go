@@ -349,6 +349,9 @@ func TestE2EThreeHosts(t *testing.T) {
 	readBack(t, h3.coordURL, "m3sup_e2e_three_hosts", ts, 7)
 	t.Logf("host3 restarted without a new join, ready again in %s", time.Since(restart).Round(100*time.Millisecond))
 
+	// Safe rolling change: a dbnode-only apply restarts one host at a time.
+	rollDBNodes(t, cli, h1, h2, h3)
+
 	hosts := []*hostNode{h3, h2, h1}
 	for _, h := range hosts {
 		_ = h.cmd.Process.Signal(syscall.SIGTERM)

@@ -93,6 +93,38 @@ func printStatus(w io.Writer, st api.Status, now time.Time) {
 	fmt.Fprintf(tw, "CONTAINERD\t%s\n", ctd)
 	tw.Flush()
 
+	if c := st.Cluster; c != nil {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "HOST\tETCD\tROLES\tENDPOINT\tNOTE")
+		for _, h := range c.Hosts {
+			var notes []string
+			if h.Name == c.ControllerLeader {
+				notes = append(notes, "controller leader")
+			}
+			if c.PermitHeld && h.Name == c.PermitHolder {
+				notes = append(notes, "holds the restart permit")
+			}
+			ep := h.Endpoint
+			if ep == "" {
+				ep = "-"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", h.Name, h.EtcdRole, strings.Join(h.Roles, ","), ep, strings.Join(notes, "; "))
+		}
+		tw.Flush()
+		permit := "none"
+		if c.PermitHeld {
+			permit = c.PermitHolder
+			if permit == "" {
+				permit = "(unnamed holder)"
+			}
+		}
+		fmt.Fprintf(w, "permit: %s\n", permit)
+		if c.Error != "" {
+			fmt.Fprintf(w, "cluster error: %s\n", c.Error)
+		}
+	}
+
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "COMPONENT\tSTATE\tHEALTHY\tPID\tUPTIME\tRESTARTS\tVERSION\tNOTE")

@@ -35,6 +35,32 @@ type Status struct {
 	Containerd ContainerdStatus `json:"containerd"`
 	Components []agent.Status   `json:"components"`
 	M3         M3Status         `json:"m3"`
+	// Cluster is the whole cluster as seen from this host; nil in
+	// single-node mode.
+	Cluster *ClusterStatus `json:"cluster,omitempty"`
+}
+
+// ClusterStatus is the multi-host view: the registered hosts, who leads
+// the placement controller and who holds the m3dbnode restart permit.
+// Shard states are in M3Status.
+type ClusterStatus struct {
+	Hosts []HostStatus `json:"hosts"`
+	// ControllerLeader is the host leading the placement controller.
+	ControllerLeader string `json:"controllerLeader,omitempty"`
+	// PermitHolder is the host holding the m3dbnode restart permit, empty
+	// when none does (PermitHeld tells a holder not yet named apart).
+	PermitHolder string `json:"permitHolder,omitempty"`
+	PermitHeld   bool   `json:"permitHeld"`
+	Error        string `json:"error,omitempty"`
+}
+
+// HostStatus is one registered host.
+type HostStatus struct {
+	Name     string   `json:"name"`
+	Endpoint string   `json:"endpoint,omitempty"`
+	Roles    []string `json:"roles"`
+	// EtcdRole is voter, learner or client (not an etcd member).
+	EtcdRole string `json:"etcdRole"`
 }
 
 // EtcdStatus describes the embedded etcd member.

@@ -133,3 +133,16 @@ func InPlacement(ctx context.Context, c *m3.Client, id string) (bool, error) {
 	_, ok := p.Instances[id]
 	return exists && ok, nil
 }
+
+// ControllerLeader returns the node leading the placement controller, if
+// any.
+func ControllerLeader(ctx context.Context, cli *clientv3.Client) (node string, ok bool, err error) {
+	resp, err := cli.Get(ctx, ElectionPrefix+"/", append(clientv3.WithFirstCreate(), clientv3.WithLimit(1))...)
+	if err != nil {
+		return "", false, fmt.Errorf("read controller leader: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return "", false, nil
+	}
+	return string(resp.Kvs[0].Value), true, nil
+}

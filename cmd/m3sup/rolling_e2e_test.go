@@ -1,0 +1,280 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/m3sup/m3sup/supervisor/agent"
+	"github.com/m3sup/m3sup/supervisor/api"
+	"github.com/m3sup/m3sup/supervisor/cluster"
+	"github.com/m3sup/m3sup/supervisor/m3"
+)
+
+// hostCLI runs this test binary as `m3sup ARGS --socket` h's socket.
+func hostCLI(t *testing.T, h *hostNode, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], append(args, "--socket", h.socket)...)
+	cmd.Env = append(os.Environ(), "M3SUP_TEST_MAIN=1")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("m3sup %v: %v:\n%s", args, err, out.String())
+	}
+	return out.String()
+}
+
+// rollDBNodes applies a dbnode-only change through hosts[0] while writing a
+// point every 200 ms through hosts[0]'s coordinator (majority writes) and
+// polling every host's status every 100 ms. Every m3dbnode restarts once
+// for the spec change, never two at a time, under the cluster permit; no
+// write fails and every point reads back.
+func rollDBNodes(t *testing.T, cli *clientv3.Client, hosts ...*hostNode) {
+	h1 := hosts[0]
+	apis := make([]*api.Client, len(hosts))
+	before := make([]agent.Status, len(hosts))
+	for i, h := range hosts {
+		apis[i] = api.NewClient(h.socket)
+		before[i] = compOf(h.waitReady(time.Minute), "m3dbnode")
+		if before[i].State != agent.StateRunning || !before[i].Healthy || before[i].PID == 0 {
+			t.Fatalf("%s: m3dbnode before the change: %s", h.ip, compLine(before[i]))
+		}
+	}
+
+	// Status shows the whole cluster from any host.
+	st := statusCLI(t, hosts[len(hosts)-1].socket)
+	if st.Cluster == nil || len(st.Cluster.Hosts) != len(hosts) || st.Cluster.ControllerLeader == "" || st.Cluster.PermitHeld {
+		t.Fatalf("cluster status from %s: %+v (want %d hosts, a controller leader, no permit holder)", hosts[len(hosts)-1].ip, st.Cluster, len(hosts))
+	}
+	for _, h := range st.Cluster.Hosts {
+		if h.EtcdRole != "voter" || len(h.Roles) != 2 || h.Endpoint == "" {
+			t.Errorf("cluster status host %+v: want an etcd voter with dbnode and coordinator and an endpoint", h)
+		}
+	}
+	out := hostCLI(t, hosts[len(hosts)-1], "status")
+	t.Logf("status on %s:\n%s", hosts[len(hosts)-1].ip, out)
+	if !strings.Contains(out, "HOST") || !strings.Contains(out, "permit: none") || !strings.Contains(out, "controller leader") {
+		t.Errorf("status lacks the hosts table or permit line:\n%s", out)
+	}
+
+	var doc api.ClusterDoc
+	if err := json.Unmarshal([]byte(hostCLI(t, h1, "get", "cluster", "-o", "json")), &doc); err != nil {
+		t.Fatal(err)
+	}
+	level := "warn"
+	if doc.Spec.DBNode.LogLevel == level {
+		level = "info"
+	}
+	doc.Spec.DBNode.LogLevel = level
+
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	var wg sync.WaitGroup
+
+	// Writer: one series per point, so every point is visible in a query.
+	const metric = "m3sup_e2e_rolling"
+	type point struct {
+		seq int
+		ts  time.Time
+	}
+	var (
+		wmu     sync.Mutex
+		written []point
+		failed  []string
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		mc := &m3.Client{BaseURL: h1.coordURL}
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for seq := 1; ; seq++ {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			ts := time.Now().Truncate(time.Millisecond)
+			wctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			err := mc.WriteJSON(wctx, metric, map[string]string{"host": "e2e", "seq": strconv.Itoa(seq)}, ts, float64(seq))
+			cancel()
+			wmu.Lock()
+			if err != nil {
+				failed = append(failed, err.Error())
+			} else {
+				written = append(written, point{seq, ts})
+			}
+			wmu.Unlock()
+		}
+	}()
+
+	// Poller: every host's dbnode and the permit holder.
+	var (
+		pmu      sync.Mutex
+		maxDown  int
+		downSeen string
+		holders  = map[string]bool{}
+		// statusHolders: the permit holders the hosts' status showed.
+		statusHolders = map[string]bool{}
+		pollErrors    int
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			down, line := 0, ""
+			for i, c := range apis {
+				sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				st, err := c.Status(sctx)
+				cancel()
+				if err != nil {
+					pmu.Lock()
+					pollErrors++
+					pmu.Unlock()
+					continue
+				}
+				if st.Cluster != nil && st.Cluster.PermitHeld {
+					pmu.Lock()
+					statusHolders[st.Cluster.PermitHolder] = true
+					pmu.Unlock()
+				}
+				db := compOf(st, "m3dbnode")
+				// A dbnode waiting for the permit still runs and serves.
+				if !db.Healthy || (db.State != agent.StateRunning && db.State != agent.StateWaiting) {
+					down++
+					line += hosts[i].ip + ": " + compLine(db) + "; "
+				}
+			}
+			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			holder, held, err := cluster.PermitHolder(pctx, cli)
+			cancel()
+			pmu.Lock()
+			if down > maxDown {
+				maxDown, downSeen = down, line
+			}
+			if err == nil && held {
+				holders[holder] = true
+			}
+			pmu.Unlock()
+		}
+	}()
+
+	time.Sleep(time.Second) // some writes before the change
+	start := time.Now()
+	out = hostCLI(t, h1, "apply", "-f", writeDoc(t, doc))
+	t.Logf("apply dbnode.logLevel → %s:\n%s", level, out)
+
+	// Every dbnode restarts once for the spec change and is healthy again.
+	deadline := time.Now().Add(10 * time.Minute)
+	for i, h := range hosts {
+		for {
+			st, err := apis[i].Status(context.Background())
+			if err == nil {
+				db := compOf(st, "m3dbnode")
+				if db.PID != 0 && db.PID != before[i].PID && db.State == agent.StateRunning && db.Healthy {
+					if db.LastReason != agent.ReasonSpec || db.Restarts != before[i].Restarts+1 {
+						t.Errorf("%s: m3dbnode reason %q restarts %d, want %q and %d", h.ip, db.LastReason, db.Restarts, agent.ReasonSpec, before[i].Restarts+1)
+					}
+					t.Logf("%s: m3dbnode restarted and healthy %s after apply: %s", h.ip, time.Since(start).Round(100*time.Millisecond), compLine(db))
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: m3dbnode not restarted and healthy 10 min after apply: %v %+v", h.ip, err, compOf(st, "m3dbnode"))
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+	}
+	// The last holder gives the permit back once every shard is AVAILABLE.
+	for {
+		pctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, held, err := cluster.PermitHolder(pctx, cli)
+		cancel()
+		if err == nil && !held {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("permit still held (err %v) 10 min after apply", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("rolling dbnode change done in %s (every dbnode restarted, permit released)", time.Since(start).Round(100*time.Millisecond))
+	time.Sleep(time.Second) // writes after the rollout
+	stop()
+	wg.Wait()
+
+	for i, h := range hosts {
+		st, err := apis[i].Status(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if db := compOf(st, "m3dbnode"); db.Restarts != before[i].Restarts+1 {
+			t.Errorf("%s: m3dbnode restarted %d times during the rollout, want once", h.ip, db.Restarts-before[i].Restarts)
+		}
+	}
+	t.Logf("permit holders seen: %v; most dbnodes down at once: %d %s; status poll errors: %d", holders, maxDown, downSeen, pollErrors)
+	if maxDown > 1 {
+		t.Errorf("%d m3dbnodes down at once: %s", maxDown, downSeen)
+	}
+	t.Logf("permit holders shown by status: %v", statusHolders)
+	if len(statusHolders) == 0 {
+		t.Error("no host's status showed a permit holder during the rollout")
+	}
+	for i, h := range hosts {
+		st, err := apis[i].Status(context.Background())
+		if err != nil || st.Cluster == nil || st.Cluster.PermitHeld {
+			t.Errorf("%s: status after the rollout: err %v, cluster %+v (want a cluster section, permit free)", h.ip, err, st.Cluster)
+		}
+	}
+	if out := hostCLI(t, hosts[len(hosts)-1], "status"); !strings.Contains(out, "permit: none") {
+		t.Errorf("status after the rollout lacks permit: none:\n%s", out)
+	}
+	if len(holders) == 0 {
+		t.Error("no permit holder observed during the rollout")
+	}
+	if len(failed) > 0 {
+		t.Errorf("%d of %d writes failed during the rollout, first: %s", len(failed), len(failed)+len(written), failed[0])
+	}
+
+	// Every point written reads back.
+	mc := &m3.Client{BaseURL: h1.coordURL}
+	first, last := written[0].ts, written[len(written)-1].ts
+	var missing []int
+	for attempt := 0; attempt < 20; attempt++ {
+		qctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		res, err := mc.QueryRange(qctx, metric, first.Add(-time.Minute), last.Add(time.Minute), 5*time.Second)
+		cancel()
+		missing = missing[:0]
+		if err == nil {
+			for _, p := range written {
+				if !hasValue(res, float64(p.seq)) {
+					missing = append(missing, p.seq)
+				}
+			}
+			if len(missing) == 0 {
+				break
+			}
+		}
+		time.Sleep(time.Second)
+	}
+	if len(missing) > 0 {
+		t.Errorf("%d of %d points not readable after the rollout, e.g. seq %v", len(missing), len(written), missing[:min(10, len(missing))])
+	}
+	t.Logf("%d writes during the rollout, %d failed, all readable: %t", len(written), len(failed), len(missing) == 0)
+}
