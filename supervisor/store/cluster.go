@@ -21,8 +21,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync/atomic"
-	"syscall"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -30,7 +28,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 )
 
 // Cluster states for ClusterOptions.State.
@@ -139,15 +136,8 @@ func StartClusterEtcd(ctx context.Context, o ClusterOptions) (*Etcd, error) {
 		return nil, fmt.Errorf("start etcd: create data dir: %w", err)
 	}
 
-	cfg := embed.NewConfig()
-	cfg.Name = o.Name
-	cfg.Dir = o.Dir
-	cfg.ListenClientUrls = []url.URL{*cu}
-	cfg.AdvertiseClientUrls = []url.URL{*cu}
-	cfg.ListenPeerUrls = []url.URL{*pu}
-	cfg.AdvertisePeerUrls = []url.URL{*pu}
+	cfg, closing := memberConfig(o.Name, o.Dir, cu, pu, o.Logger)
 	cfg.InitialCluster = o.InitialCluster
-	cfg.InitialClusterToken = "m3sup"
 	cfg.ClusterState = o.State
 	cfg.ClientTLSInfo = transport.TLSInfo{
 		CertFile:       o.TLS.CertFile,
@@ -168,43 +158,13 @@ func StartClusterEtcd(ctx context.Context, o ClusterOptions) (*Etcd, error) {
 	if o.AllowedPeerCN != "" {
 		cfg.PeerTLSInfo.AllowedCNs = []string{o.AllowedPeerCN}
 	}
-	cfg.ListenMetricsUrls = nil
-	cfg.Metrics = "basic"
-	etcdLog := o.Logger.Named("etcd")
-	if !o.Logger.Core().Enabled(zap.DebugLevel) {
-		etcdLog = etcdLog.WithOptions(zap.IncreaseLevel(zap.WarnLevel))
-	}
-	closing := &atomic.Bool{}
-	etcdLog = etcdLog.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core { return &quietOnClose{Core: c, closing: closing} }))
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(etcdLog)
-	cfg.WarningUnaryRequestDuration = embed.DefaultWarningUnaryRequestDuration
-	cfg.SnapshotCount = 10000
-	cfg.AutoCompactionMode = "periodic"
-	cfg.AutoCompactionRetention = "1h"
 	// Refuse configuration changes that would lose quorum (etcd's own guard,
 	// beneath RemoveMember's).
 	cfg.StrictReconfigCheck = true
 
-	srv, err := embed.StartEtcd(cfg)
-	if errors.Is(err, syscall.EADDRINUSE) {
-		return nil, fmt.Errorf("start etcd: a client or peer address (%s, %s) is already in use by another process: %w", cu.Host, pu.Host, err)
-	}
+	srv, err := startMember(ctx, cfg, cu, pu, o.StartTimeout)
 	if err != nil {
-		return nil, fmt.Errorf("start etcd in %s: %w", o.Dir, err)
-	}
-	timer := time.NewTimer(o.StartTimeout)
-	defer timer.Stop()
-	select {
-	case <-srv.Server.ReadyNotify():
-	case err := <-srv.Err():
-		srv.Close()
-		return nil, fmt.Errorf("start etcd: %w", err)
-	case <-timer.C:
-		srv.Close()
-		return nil, fmt.Errorf("start etcd: not ready after %s (data dir %s)", o.StartTimeout, o.Dir)
-	case <-ctx.Done():
-		srv.Close()
-		return nil, fmt.Errorf("start etcd: %w", ctx.Err())
+		return nil, err
 	}
 
 	tlsCfg, err := transport.TLSInfo{
