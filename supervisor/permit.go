@@ -36,27 +36,32 @@ func (s *Supervisor) dbnodePermitGate(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	since := time.Now()
 	s.mu.Lock()
 	s.permitRelease = release
 	s.mu.Unlock()
 	s.log.Info("took the restart permit", zap.String("node", s.cfg.NodeName))
-	go s.releasePermitWhenSettled(ctx, since)
+	go s.releasePermitWhenSettled(ctx)
 	return nil
 }
 
-// dbnodeSettled reports whether st is an m3dbnode started after since that
-// runs and is healthy (bootstrapped): the restart the permit was taken for
-// is done as far as this host goes.
-func dbnodeSettled(st agent.Status, since time.Time) bool {
-	return st.State == agent.StateRunning && st.Healthy && !st.StartedAt.Before(since)
+// dbnodeSettled reports whether m3dbnode runs the desired spec, healthy
+// (bootstrapped), with no planned restart pending: the restart the permit
+// was taken for is done as far as this host goes — or it was called off
+// because a newer desired state no longer asks for it (the agent then goes
+// back from waiting to running on the old, still desired, spec). While the
+// restart is pending or under way the agent reports waiting, stopping,
+// starting or an unhealthy running process, never a healthy running one.
+// An m3dbnode the operator stopped keeps the permit until it runs again:
+// its replicas are down, so no other host may restart its own.
+func dbnodeSettled(st agent.Status) bool {
+	return st.State == agent.StateRunning && st.Healthy && st.DesiredActive && st.SpecHash == st.DesiredHash
 }
 
 // releasePermitWhenSettled waits until the restarted m3dbnode is
 // bootstrapped and every shard is AVAILABLE, then releases the permit
 // once. If ctx ends first (the supervisor stops) it releases the permit
 // too; a host that dies instead loses it with its lease.
-func (s *Supervisor) releasePermitWhenSettled(ctx context.Context, since time.Time) {
+func (s *Supervisor) releasePermitWhenSettled(ctx context.Context) {
 	defer s.releasePermit(context.WithoutCancel(ctx))
 	tick := time.NewTicker(permitPoll)
 	defer tick.Stop()
@@ -73,7 +78,7 @@ func (s *Supervisor) releasePermitWhenSettled(ctx context.Context, since time.Ti
 			continue
 		}
 		st, ok := ag.Status(DBNode)
-		if !ok || !dbnodeSettled(st, since) {
+		if !ok || !dbnodeSettled(st) {
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)

@@ -396,20 +396,28 @@ func writeAndRead(t *testing.T, coordURL, metric string, ts time.Time, v float64
 
 func readBack(t *testing.T, coordURL, metric string, ts time.Time, v float64) {
 	t.Helper()
+	if err := tryReadBack(coordURL, metric, ts, v, 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// tryReadBack queries metric around ts until a sample equals v or wait
+// passes.
+func tryReadBack(coordURL, metric string, ts time.Time, v float64, wait time.Duration) error {
 	c := &m3.Client{BaseURL: coordURL}
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(wait)
 	var lastErr error
 	for time.Now().Before(deadline) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		res, err := c.QueryRange(ctx, metric, ts.Add(-time.Minute), ts.Add(time.Minute), 5*time.Second)
 		cancel()
 		if err == nil && hasValue(res, v) {
-			return
+			return nil
 		}
 		lastErr = fmt.Errorf("query %s: %v (result %+v)", metric, err, res)
 		time.Sleep(500 * time.Millisecond)
 	}
-	t.Fatalf("point %s=%v not readable: %v", metric, v, lastErr)
+	return fmt.Errorf("point %s=%v not readable: %w", metric, v, lastErr)
 }
 
 func statusCLI(t *testing.T, socket string) api.Status {

@@ -93,6 +93,30 @@ func TestFaults(t *testing.T) {
 
 // --- helpers ---------------------------------------------------------------
 
+// readBack reads the step-a point back; when it cannot, it shows what
+// m3dbnode logged about bootstrapping, snapshots and commit logs, which is
+// where a lost point would be explained.
+func (f *faults) readBack(t *testing.T, when string) {
+	t.Helper()
+	err := tryReadBack(f.n.coordURL, f.metric, f.ts, f.value, 60*time.Second)
+	if err == nil {
+		return
+	}
+	b, _ := os.ReadFile(filepath.Join(f.n.dir, "components", "m3dbnode", "logs", "m3dbnode.log"))
+	var keep []string
+	for _, l := range strings.Split(string(b), "\n") {
+		low := strings.ToLower(l)
+		for _, w := range []string{"bootstrap", "snapshot", "commit", "cleanup", "flush", "error", "shutdown", "closing"} {
+			if strings.Contains(low, w) {
+				keep = append(keep, l)
+				break
+			}
+		}
+	}
+	t.Logf("m3dbnode log lines about bootstrap, snapshots and commit logs (%d):\n%s", len(keep), strings.Join(keep, "\n"))
+	t.Fatalf("%s: %v", when, err)
+}
+
 // shimPIDs lists the containerd shims serving a containerd whose socket is
 // under dir (their command line names its -address).
 func shimPIDs(dir string) []int {
@@ -350,7 +374,7 @@ func (f *faults) sigkillDBNode(t *testing.T) {
 	})
 	t.Logf("m3dbnode bootstrapped %s after it ran again", took.Round(100*time.Millisecond))
 	n.waitReady(3 * time.Minute)
-	readBack(t, n.coordURL, f.metric, f.ts, f.value)
+	f.readBack(t, "after the m3dbnode SIGKILL")
 	if c := compOf(f.status(t), "m3coordinator"); c.PID != co.PID {
 		t.Errorf("m3coordinator changed with the m3dbnode crash: %s → %s", compLine(co), compLine(c))
 	}
@@ -700,7 +724,7 @@ func (f *faults) crashLoop(t *testing.T) {
 	if n.cmd.Process.Pid != m3supPID {
 		t.Errorf("m3sup restarted")
 	}
-	readBack(t, n.coordURL, f.metric, f.ts, f.value)
+	f.readBack(t, "after the crash loop was fixed")
 	writeAndRead(t, n.coordURL, "m3sup_faults_after_crashloop", time.Now().Add(-2*time.Second).Truncate(time.Second), 7)
 }
 
@@ -749,6 +773,7 @@ func (f *faults) controls(t *testing.T) {
 		return c.Healthy && c.PID == dbGot.PID
 	})
 	f.n.waitReady(3 * time.Minute)
+	f.readBack(t, "after the manual m3dbnode restart")
 }
 
 // h: SIGKILL m3sup; the next m3sup adopts both containers (same pids, no
@@ -818,7 +843,7 @@ func (f *faults) sigkillM3sup(t *testing.T) {
 			t.Errorf("containerd has %d %s, want 2: %v", len(ids), what, ids)
 		}
 	}
-	readBack(t, n.coordURL, f.metric, f.ts, f.value)
+	f.readBack(t, "after the adoption")
 }
 
 // i: SIGTERM stops everything and m3sup exits 0.

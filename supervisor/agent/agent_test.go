@@ -818,8 +818,15 @@ func TestGateSupersededByNewerUpdate(t *testing.T) {
 			close(g.release)
 
 			h.assertSettled(t, "m3dbnode", m, tt.wantCalls, tt.wantState)
-			if s := h.status("m3dbnode"); s.SpecHash != tt.wantHash {
+			s := h.status("m3dbnode")
+			if s.SpecHash != tt.wantHash {
 				t.Errorf("running hash %q, want %q", s.SpecHash, tt.wantHash)
+			}
+			// The restart permit's holder relies on this: once the
+			// loop has settled on a running process, the status says it
+			// runs the desired spec and is healthy again.
+			if tt.wantState == StateRunning && (!s.Healthy || s.SpecHash != s.DesiredHash || !s.DesiredActive) {
+				t.Errorf("settled running status is not healthy on the desired spec: %+v", s)
 			}
 		})
 	}
