@@ -317,7 +317,8 @@ func clusterStatus(ctx context.Context, cli *clientv3.Client) *api.ClusterStatus
 		errs = append(errs, err)
 	}
 	for _, h := range hosts {
-		hs := api.HostStatus{Name: h.Name, Endpoint: h.Endpoint, Roles: []string{}, EtcdRole: "client"}
+		hs := api.HostStatus{Name: h.Name, Endpoint: h.Endpoint, Roles: []string{}, EtcdRole: "client",
+			IsolationGroup: h.IsolationGroup, Weight: h.Weight}
 		if r, ok := members[h.Name]; ok {
 			hs.EtcdRole = r
 		}

@@ -410,8 +410,9 @@ func (s *Supervisor) joinServer(e *store.Etcd) (func() error, func(error), error
 }
 
 // registeredHost is this host as the cluster registry lists it: dbnode and
-// coordinator, its advertise address as the dbnode endpoint's host. In
-// multi-host mode every host is its own isolation group (its node name).
+// coordinator, its advertise address as the dbnode endpoint's host, its
+// isolation group and weight from cluster.isolationGroup and cluster.weight
+// (by default its node name and 100: one group per host).
 func (s *Supervisor) registeredHost() (cluster.Host, error) {
 	_, port, err := net.SplitHostPort(s.cfg.DBNode.ListenAddress)
 	if err != nil {
@@ -421,7 +422,8 @@ func (s *Supervisor) registeredHost() (cluster.Host, error) {
 	return cluster.Host{
 		Name:           s.cfg.NodeName,
 		Roles:          []cluster.Role{cluster.RoleDBNode, cluster.RoleCoordinator},
-		IsolationGroup: s.cfg.NodeName,
+		IsolationGroup: s.cfg.Cluster.IsolationGroup,
+		Weight:         s.cfg.Cluster.Weight,
 		Endpoint:       net.JoinHostPort(adv, port),
 		Hostname:       adv,
 	}, nil

@@ -429,7 +429,15 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 // loadOrSeedSpec returns the desired cluster spec from etcd. The config
 // file's cluster settings are written there on first boot and whenever the
 // file's settings change; otherwise the stored spec stays in force.
+//
+// A host that joined another one never seeds: the cluster's desired state
+// belongs to the cluster (the first host seeds it, `m3sup apply` changes
+// it), and a joiner's own file must not overwrite it. It waits for the spec
+// instead.
 func (s *Supervisor) loadOrSeedSpec(ctx context.Context, st *store.Store) (spec.Cluster, error) {
+	if s.opts.Join.URL != "" {
+		return s.waitSpec(ctx, st)
+	}
 	c := SpecFromConfig(s.cfg)
 	b, err := json.Marshal(c)
 	if err != nil {
@@ -446,6 +454,31 @@ func (s *Supervisor) loadOrSeedSpec(ctx context.Context, st *store.Store) (spec.
 		s.log.Info("using the cluster spec stored in etcd")
 	}
 	return cur, nil
+}
+
+// waitSpec reads the cluster spec the first host seeded, waiting for it
+// (up to etcd's start timeout) if this host joined before it was written.
+func (s *Supervisor) waitSpec(ctx context.Context, st *store.Store) (spec.Cluster, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Etcd.StartTimeout.D())
+	defer cancel()
+	for logged := false; ; logged = true {
+		c, _, found, err := st.Cluster(ctx)
+		if err == nil && found {
+			s.log.Info("using the cluster's desired state from etcd (a joined host never seeds it from its config)")
+			return c, nil
+		}
+		if err == nil && !logged {
+			s.log.Info("waiting for the first host to write the cluster's desired state")
+		}
+		select {
+		case <-ctx.Done():
+			if err == nil {
+				err = errors.New("not written by the first host")
+			}
+			return spec.Cluster{}, fmt.Errorf("read the cluster spec %s: %w", store.ClusterKey, err)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }
 
 // SpecFromConfig is the cluster spec a config file describes.

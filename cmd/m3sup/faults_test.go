@@ -27,7 +27,7 @@ import (
 type faults struct {
 	n   *node
 	api *api.Client
-	// point written before the m3dbnode SIGKILL; read back after every fault.
+	// the point readBack checks: the last one writePoint wrote.
 	metric string
 	ts     time.Time
 	value  float64
@@ -61,7 +61,7 @@ func TestFaults(t *testing.T) {
 	n.start()
 	n.waitReady(4 * time.Minute)
 	t.Logf("cluster ready in %s", time.Since(started).Round(100*time.Millisecond))
-	f := &faults{n: n, api: api.NewClient(n.socket), metric: "m3sup_faults_point", value: 4242}
+	f := &faults{n: n, api: api.NewClient(n.socket)}
 	f.status(t) // record the pids for cleanup
 
 	steps := []struct {
@@ -93,9 +93,25 @@ func TestFaults(t *testing.T) {
 
 // --- helpers ---------------------------------------------------------------
 
-// readBack reads the step-a point back; when it cannot, it shows what
-// m3dbnode logged about bootstrapping, snapshots and commit logs, which is
-// where a lost point would be explained.
+// writePoint writes a fresh point (5 s old) through the coordinator, reads
+// it back, and makes it the one readBack checks.
+//
+// Each step that restarts m3dbnode writes its own point first: what m3sup
+// owes is that a point acknowledged before a stop or a crash survives that
+// restart (SIGTERM with time to close the commit log; M3 flushes it every
+// second before a SIGKILL). A point that has gone through several restarts
+// is M3's business: M3 v1.5 was seen here to lose a point it had recovered
+// from the commit log after a crash once a later snapshot and commit-log
+// cleanup ran, before the next restart.
+func (f *faults) writePoint(t *testing.T, metric string, v float64) {
+	t.Helper()
+	f.metric, f.ts, f.value = metric, time.Now().Add(-5*time.Second).Truncate(time.Second), v
+	writeAndRead(t, f.n.coordURL, f.metric, f.ts, f.value)
+}
+
+// readBack reads the last written point back; when it cannot, it shows
+// what m3dbnode logged about bootstrapping, snapshots and commit logs,
+// which is where a lost point would be explained.
 func (f *faults) readBack(t *testing.T, when string) {
 	t.Helper()
 	err := tryReadBack(f.n.coordURL, f.metric, f.ts, f.value, 60*time.Second)
@@ -336,8 +352,7 @@ func (f *faults) unchanged(t *testing.T, why string, db, co agent.Status) {
 // again, and a point written ≥2 s before the kill is still there.
 func (f *faults) sigkillDBNode(t *testing.T) {
 	n := f.n
-	f.ts = time.Now().Add(-5 * time.Second).Truncate(time.Second)
-	writeAndRead(t, n.coordURL, f.metric, f.ts, f.value)
+	f.writePoint(t, "m3sup_faults_before_sigkill", 4242)
 	// Not an event we can observe: M3 flushes its commit log every second.
 	time.Sleep(2500 * time.Millisecond)
 
@@ -621,6 +636,7 @@ func (f *faults) applyRefused(t *testing.T) {
 func (f *faults) crashLoop(t *testing.T) {
 	n := f.n
 	m3supPID := n.cmd.Process.Pid
+	f.writePoint(t, "m3sup_faults_before_crash_loop", 4343)
 	doc := f.getCluster(t)
 	bad := doc
 	bad.Spec.DBNode.Config = map[string]any{"db": map[string]any{"noSuchKey": 1}}
@@ -760,6 +776,7 @@ func (f *faults) controls(t *testing.T) {
 		}
 	}
 
+	f.writePoint(t, "m3sup_faults_before_manual_restart", 4444)
 	out = f.mustCLI(t, "restart", "m3dbnode")
 	t.Logf("restart: %s", strings.TrimSpace(out))
 	dbGot, took := f.waitComp(t, "m3dbnode", 2*time.Minute, "m3dbnode restarted manually", func(c agent.Status) bool {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -96,7 +97,7 @@ func printStatus(w io.Writer, st api.Status, now time.Time) {
 	if c := st.Cluster; c != nil {
 		fmt.Fprintln(w)
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "HOST\tETCD\tROLES\tENDPOINT\tNOTE")
+		fmt.Fprintln(tw, "HOST\tETCD\tROLES\tGROUP\tWEIGHT\tENDPOINT\tNOTE")
 		for _, h := range c.Hosts {
 			var notes []string
 			if h.Name == c.ControllerLeader {
@@ -109,7 +110,14 @@ func printStatus(w io.Writer, st api.Status, now time.Time) {
 			if ep == "" {
 				ep = "-"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", h.Name, h.EtcdRole, strings.Join(h.Roles, ","), ep, strings.Join(notes, "; "))
+			group, weight := h.IsolationGroup, "-"
+			if group == "" {
+				group = "-"
+			}
+			if h.Weight > 0 {
+				weight = strconv.FormatUint(uint64(h.Weight), 10)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.Name, h.EtcdRole, strings.Join(h.Roles, ","), group, weight, ep, strings.Join(notes, "; "))
 		}
 		tw.Flush()
 		permit := "none"

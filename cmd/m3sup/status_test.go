@@ -12,7 +12,7 @@ import (
 func TestPrintStatusCluster(t *testing.T) {
 	st := api.Status{Node: "host1", Phase: "ready", Ready: true, Cluster: &api.ClusterStatus{
 		Hosts: []api.HostStatus{
-			{Name: "host1", Endpoint: "10.0.0.1:9000", Roles: []string{"dbnode", "coordinator"}, EtcdRole: "voter"},
+			{Name: "host1", Endpoint: "10.0.0.1:9000", Roles: []string{"dbnode", "coordinator"}, EtcdRole: "voter", IsolationGroup: "rack-a", Weight: 100},
 			{Name: "host2", Endpoint: "10.0.0.2:9000", Roles: []string{"dbnode"}, EtcdRole: "learner"},
 			{Name: "host3", Roles: []string{"coordinator"}, EtcdRole: "client"},
 		},
@@ -21,7 +21,7 @@ func TestPrintStatusCluster(t *testing.T) {
 	var b bytes.Buffer
 	printStatus(&b, st, time.Now())
 	out := b.String()
-	for _, want := range []string{"HOST", "host1  voter", "controller leader", "host2  learner", "holds the restart permit", "host3  client", "permit: host2"} {
+	for _, want := range []string{"HOST", "GROUP", "host1  voter", "rack-a  100", "controller leader", "host2  learner", "holds the restart permit", "host3  client", "permit: host2"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)
 		}

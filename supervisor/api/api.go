@@ -61,6 +61,9 @@ type HostStatus struct {
 	Roles    []string `json:"roles"`
 	// EtcdRole is voter, learner or client (not an etcd member).
 	EtcdRole string `json:"etcdRole"`
+	// IsolationGroup and Weight are the host's M3 placement topology.
+	IsolationGroup string `json:"isolationGroup,omitempty"`
+	Weight         uint32 `json:"weight,omitempty"`
 }
 
 // EtcdStatus describes the embedded etcd member.

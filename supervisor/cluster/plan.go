@@ -92,7 +92,7 @@ func wait(format string, args ...any) Action {
 // answer, no clock, no I/O.
 //
 //   - No placement: init with every registered db host once there are at
-//     least RF of them; wait before.
+//     least RF of them in at least RF isolation groups; wait before.
 //   - A placement whose shards are not all AVAILABLE: wait (a move is under
 //     way, or nodes are still bootstrapping).
 //   - Otherwise add the first registered db host missing from the
@@ -117,6 +117,13 @@ func Plan(desired Topology, observed Observed) Action {
 	if !observed.PlacementExists {
 		if len(db) < desired.RF {
 			return wait("%d of %d db hosts registered; placement init needs replication factor %d", len(db), desired.RF, desired.RF)
+		}
+		groups := map[string]bool{}
+		for _, h := range db {
+			groups[h.IsolationGroup] = true
+		}
+		if len(groups) < desired.RF {
+			return wait("%d db hosts registered in %d isolation groups; placement init needs replication factor %d groups (set cluster.isolationGroup per host)", len(db), len(groups), desired.RF)
 		}
 		instances := make([]m3.Instance, 0, len(db))
 		for _, h := range db {

@@ -70,6 +70,8 @@ func TestPlan(t *testing.T) {
 			want: KindWait, inReason: "2 of 3 db hosts"},
 		{name: "init with every db host, sorted", topo: Topology{RF: 3, Shards: 4, Hosts: []Host{h4, h2, coordHost("c1"), h1, h3}},
 			want: KindInit, ids: []string{"h1", "h2", "h3", "h4"}},
+		{name: "init waits for rf isolation groups", topo: Topology{RF: 3, Shards: 4, Hosts: []Host{h1, h2, h4}},
+			want: KindWait, inReason: "3 db hosts registered in 2 isolation groups"},
 		{name: "init refuses a host without endpoint", topo: Topology{RF: 1, Shards: 4, Hosts: []Host{{Name: "x", Roles: []Role{RoleDBNode}, IsolationGroup: "a"}}},
 			want: KindWait, inReason: "endpoint"},
 		{name: "init refuses a host without isolation group", topo: Topology{RF: 1, Shards: 4, Hosts: []Host{{Name: "x", Roles: []Role{RoleDBNode}, Endpoint: "x:9000"}}},

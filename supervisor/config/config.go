@@ -155,13 +155,19 @@ type Coordinator struct {
 
 // Cluster is the M3 topology m3sup seeds on first boot.
 type Cluster struct {
-	Env               string      `yaml:"env"`
-	Zone              string      `yaml:"zone"`
-	NumShards         int         `yaml:"numShards"`
-	ReplicationFactor int         `yaml:"replicationFactor"`
-	IsolationGroup    string      `yaml:"isolationGroup"`
-	ReadyTimeout      Duration    `yaml:"readyTimeout"`
-	Namespaces        []Namespace `yaml:"namespaces"`
+	Env               string `yaml:"env"`
+	Zone              string `yaml:"zone"`
+	NumShards         int    `yaml:"numShards"`
+	ReplicationFactor int    `yaml:"replicationFactor"`
+	// IsolationGroup is this host's M3 isolation group (M3 puts each
+	// replica of a shard in a different group). Empty means the node name:
+	// one group per host.
+	IsolationGroup string `yaml:"isolationGroup"`
+	// Weight is this host's M3 placement weight (its share of shards);
+	// zero means 100.
+	Weight       uint32      `yaml:"weight,omitempty"`
+	ReadyTimeout Duration    `yaml:"readyTimeout"`
+	Namespaces   []Namespace `yaml:"namespaces"`
 	// Advertise is the address (IP or DNS name) other hosts reach this host
 	// by, in multi-host mode; etcd's URLs use it as their host.
 	Advertise string `yaml:"advertise,omitempty"`
@@ -256,7 +262,6 @@ func base() Config {
 			Zone:              "embedded",
 			NumShards:         64,
 			ReplicationFactor: 1,
-			IsolationGroup:    "group1",
 			ReadyTimeout:      Duration(10 * time.Minute),
 			Namespaces: []Namespace{{
 				Name:      "default",
@@ -272,6 +277,12 @@ func base() Config {
 func (c *Config) fillDerived() {
 	if c.Etcd.Name == "" {
 		c.Etcd.Name = c.NodeName
+	}
+	if c.Cluster.IsolationGroup == "" {
+		c.Cluster.IsolationGroup = c.NodeName
+	}
+	if c.Cluster.Weight == 0 {
+		c.Cluster.Weight = 100
 	}
 	if c.Release.URL == "" && c.Release.Version != "" {
 		c.Release.URL = fmt.Sprintf(releaseURLFormat, c.Release.Version)

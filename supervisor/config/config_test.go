@@ -64,7 +64,8 @@ func TestDefault(t *testing.T) {
 		{"cluster.zone", c.Cluster.Zone, "embedded"},
 		{"cluster.numShards", c.Cluster.NumShards, 64},
 		{"cluster.replicationFactor", c.Cluster.ReplicationFactor, 1},
-		{"cluster.isolationGroup", c.Cluster.IsolationGroup, "group1"},
+		{"cluster.isolationGroup", c.Cluster.IsolationGroup, c.NodeName},
+		{"cluster.weight", c.Cluster.Weight, uint32(100)},
 		{"cluster.readyTimeout", c.Cluster.ReadyTimeout.D(), 10 * time.Minute},
 		{"len(cluster.namespaces)", len(c.Cluster.Namespaces), 1},
 	}

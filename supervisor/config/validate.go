@@ -203,6 +203,9 @@ func (p *problems) cluster(c Cluster) {
 			p.add(f.path, "%q must be letters, digits, '_', '.' or '-'", f.v)
 		}
 	}
+	if c.Weight > 10000 {
+		p.add("cluster.weight", "%d must be between 1 and 10000", c.Weight)
+	}
 	if c.NumShards < 1 || c.NumShards > 4096 {
 		p.add("cluster.numShards", "%d must be between 1 and 4096", c.NumShards)
 	}

@@ -1,0 +1,187 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/m3sup/m3sup/supervisor/cluster"
+	"github.com/m3sup/m3sup/supervisor/m3"
+)
+
+// pointWriter writes one point every 200 ms through a coordinator (whose
+// writes are at majority consistency), each point its own series so every
+// one is visible in a query, and records which writes failed.
+type pointWriter struct {
+	metric string
+	stop   context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	written []writtenPoint
+	failed  []string
+}
+
+type writtenPoint struct {
+	seq int
+	ts  time.Time
+}
+
+func startPointWriter(coordURL, metric string) *pointWriter {
+	ctx, stop := context.WithCancel(context.Background())
+	w := &pointWriter{metric: metric, stop: stop}
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		mc := &m3.Client{BaseURL: coordURL}
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for seq := 1; ; seq++ {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			ts := time.Now().Truncate(time.Millisecond)
+			wctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			err := mc.WriteJSON(wctx, metric, map[string]string{"host": "e2e", "seq": strconv.Itoa(seq)}, ts, float64(seq))
+			cancel()
+			w.mu.Lock()
+			if err != nil {
+				w.failed = append(w.failed, fmt.Sprintf("seq %d at %s: %v", seq, ts.Format(time.TimeOnly), err))
+			} else {
+				w.written = append(w.written, writtenPoint{seq, ts})
+			}
+			w.mu.Unlock()
+		}
+	}()
+	return w
+}
+
+// counts reports the writes so far: succeeded and failed.
+func (w *pointWriter) counts() (ok, failed int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.written), len(w.failed)
+}
+
+// finish stops the writer and waits for it.
+func (w *pointWriter) finish() {
+	w.stop()
+	w.wg.Wait()
+}
+
+// missing queries coordURL until every written point reads back (or two
+// minutes pass) and returns the sequence numbers it could not read.
+func (w *pointWriter) missing(coordURL string) []int {
+	w.mu.Lock()
+	written := slices.Clone(w.written)
+	w.mu.Unlock()
+	if len(written) == 0 {
+		return nil
+	}
+	mc := &m3.Client{BaseURL: coordURL}
+	first, last := written[0].ts, written[len(written)-1].ts
+	var missing []int
+	for deadline := time.Now().Add(2 * time.Minute); ; {
+		qctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		res, err := mc.QueryRange(qctx, w.metric, first.Add(-time.Minute), last.Add(time.Minute), 5*time.Second)
+		cancel()
+		missing = missing[:0]
+		for _, p := range written {
+			if err != nil || !hasValue(res, float64(p.seq)) {
+				missing = append(missing, p.seq)
+			}
+		}
+		if len(missing) == 0 || time.Now().After(deadline) {
+			return missing
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// loseHost simulates losing a host of a 3-host RF=3 cluster: its m3sup,
+// containerd, shims and M3 processes are all SIGKILLed, as in a power cut.
+// Writes through another host's coordinator (majority consistency) keep
+// succeeding, the survivors' registry drops the host, and etcd keeps its
+// quorum. Started again with the same arguments, the host comes back from
+// its data dir (cluster.json: no new join), replaces its dead containers,
+// is an etcd voter again, bootstraps, and every point written while it was
+// gone reads back through its own coordinator.
+func loseHost(t *testing.T, cli *clientv3.Client, lost, writeVia *hostNode, restartArgs ...string) {
+	t.Helper()
+	before := lost.waitReady(time.Minute)
+	var procs []int
+	for _, c := range before.Components {
+		if c.PID > 0 {
+			procs = append(procs, int(c.PID))
+		}
+	}
+	if before.Containerd.PID > 0 {
+		procs = append(procs, before.Containerd.PID)
+	}
+	shims := shimPIDs(filepath.Dir(lost.socket))
+	if len(procs) != 3 || len(shims) == 0 {
+		t.Fatalf("%s before the loss: processes %v (want m3dbnode, m3coordinator, containerd), shims %v", lost.ip, procs, shims)
+	}
+
+	w := startPointWriter(writeVia.coordURL, "m3sup_e2e_host_loss")
+	time.Sleep(time.Second) // some writes with every host up
+	lostAt := time.Now()
+	_ = lost.cmd.Process.Kill()
+	for _, pid := range append(procs, shims...) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	select {
+	case <-lost.done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s: m3sup did not die on SIGKILL", lost.ip)
+	}
+	t.Logf("%s lost: m3sup, containerd, %d shims and M3 SIGKILLed", lost.ip, len(shims))
+
+	// The survivors notice: the lost host's registry lease expires.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		hosts, err := cluster.Hosts(ctx, cli)
+		cancel()
+		gone := err == nil && !slices.ContainsFunc(hosts, func(h cluster.Host) bool { return h.Name == before.Node })
+		if gone {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still registered a minute after its loss (err %v)", before.Node, err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	ok, failed := w.counts()
+	t.Logf("%s unregistered %s after the loss; writes so far: %d ok, %d failed", before.Node, time.Since(lostAt).Round(100*time.Millisecond), ok, failed)
+	if st := writeVia.waitReady(time.Minute); st.Cluster == nil || len(st.Cluster.Hosts) != 2 {
+		t.Errorf("status on %s while %s is gone: %+v (want 2 hosts)", writeVia.ip, before.Node, st.Cluster)
+	}
+
+	back := time.Now()
+	lost.start(restartArgs...)
+	lost.waitReady(5 * time.Minute)
+	t.Logf("%s back and ready %s after its restart (%s after the loss)", lost.ip, time.Since(back).Round(100*time.Millisecond), time.Since(lostAt).Round(100*time.Millisecond))
+	waitVoters(t, cli, 3, 2*time.Minute)
+	time.Sleep(time.Second) // some writes with every host back
+	w.finish()
+
+	ok, failed = w.counts()
+	if failed > 0 {
+		t.Errorf("%d of %d majority writes failed while a host was lost, first: %s", failed, ok+failed, w.failed[0])
+	}
+	if missing := w.missing(lost.coordURL); len(missing) > 0 {
+		t.Errorf("%d of %d points not readable through %s after it came back, e.g. seq %v", len(missing), ok, lost.ip, missing[:min(10, len(missing))])
+	}
+	t.Logf("host loss: %d majority writes, %d failed; all read back through the returned host", ok, failed)
+}
