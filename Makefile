@@ -46,11 +46,15 @@ test: m3-release vet
 
 # bench/ starts m3sup and M3 for real (one start per iteration, hence 1x):
 # time to ready against a baseline in M3SUP_BENCH_ROUNDS alternating pairs
-# (default 5), idle RSS, binary size. Then the packages' micro-benchmarks.
+# (default 5), idle RSS, binary size. Then three hosts on 127.0.0.2-4 (time
+# to ready, rolling restart against three single restarts, failed writes),
+# then the packages' micro-benchmarks.
 BENCH_ROUNDS ?= 7
 bench: prereqs m3-release
 	M3SUP_E2E_RELEASE=$(M3_TARBALL) M3SUP_BENCH_ROUNDS=$(BENCH_ROUNDS) \
 	  $(GO) test ./bench/ -run '^$$' -bench . -benchtime 1x -timeout 60m
+	M3SUP_E2E_RELEASE=$(M3_TARBALL) \
+	  $(GO) test ./cmd/m3sup/ -run '^$$' -bench ThreeHosts -benchtime 1x -timeout 30m
 	$(GO) test ./bundle/ ./runtime/... -run '^$$' -bench . -benchtime 3x -timeout 30m
 
 clean:

@@ -28,7 +28,7 @@ type hostNode struct {
 }
 
 // freePortsOn returns n ports free on ip.
-func freePortsOn(t *testing.T, ip string, n int) []int {
+func freePortsOn(t testing.TB, ip string, n int) []int {
 	t.Helper()
 	var ls []net.Listener
 	var ports []int
@@ -48,7 +48,7 @@ func freePortsOn(t *testing.T, ip string, n int) []int {
 
 // newHostNode writes a multi-host config for a node on ip; first makes it
 // serve the join endpoint.
-func newHostNode(t *testing.T, name, ip string, first bool, releaseURL, checksum string) *hostNode {
+func newHostNode(t testing.TB, name, ip string, first bool, releaseURL, checksum string) *hostNode {
 	t.Helper()
 	base, err := os.MkdirTemp("", "m3sup-e2e-")
 	if err != nil {
@@ -116,7 +116,7 @@ cluster:
 }
 
 // tlsEtcd is an etcd client with the first host's client certificate.
-func (h *hostNode) tlsEtcd(t *testing.T) *clientv3.Client {
+func (h *hostNode) tlsEtcd(t testing.TB) *clientv3.Client {
 	t.Helper()
 	dir := filepath.Join(h.dir, "pki")
 	tc, err := transport.TLSInfo{CertFile: filepath.Join(dir, "etcd-client.crt"), KeyFile: filepath.Join(dir, "etcd-client.key"),
@@ -134,7 +134,7 @@ func (h *hostNode) tlsEtcd(t *testing.T) *clientv3.Client {
 
 // createToken runs `m3sup token create` against h's socket, retrying while
 // the daemon (or its etcd) is still starting.
-func (h *hostNode) createToken(t *testing.T, timeout time.Duration) string {
+func (h *hostNode) createToken(t testing.TB, timeout time.Duration) string {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -157,7 +157,7 @@ func (h *hostNode) createToken(t *testing.T, timeout time.Duration) string {
 }
 
 // waitVoters waits until etcd has want members, none of them a learner.
-func waitVoters(t *testing.T, cli *clientv3.Client, want int, timeout time.Duration, hosts ...*hostNode) {
+func waitVoters(t testing.TB, cli *clientv3.Client, want int, timeout time.Duration, hosts ...*hostNode) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	var last string

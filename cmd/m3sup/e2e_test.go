@@ -35,7 +35,7 @@ type e2eEnv struct {
 	digest  string
 }
 
-func needE2E(t *testing.T) e2eEnv {
+func needE2E(t testing.TB) e2eEnv {
 	t.Helper()
 	var missing []string
 	if os.Geteuid() != 0 {
@@ -71,7 +71,7 @@ type releaseServer struct {
 	url      string
 }
 
-func serveRelease(t *testing.T, tarball string) *releaseServer {
+func serveRelease(t testing.TB, tarball string) *releaseServer {
 	rs := &releaseServer{}
 	rs.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rs.requests.Add(1)
@@ -82,7 +82,7 @@ func serveRelease(t *testing.T, tarball string) *releaseServer {
 	return rs
 }
 
-func freePorts(t *testing.T, n int) []int {
+func freePorts(t testing.TB, n int) []int {
 	t.Helper()
 	var ls []net.Listener
 	var ports []int
@@ -102,7 +102,7 @@ func freePorts(t *testing.T, n int) []int {
 
 // node is one m3sup under test: its config, dirs and ports.
 type node struct {
-	t          *testing.T
+	t          testing.TB
 	dir        string // data dir
 	socket     string
 	configFile string
@@ -125,7 +125,7 @@ type notifySocket struct {
 	msgs []string
 }
 
-func listenNotify(t *testing.T, dir string) *notifySocket {
+func listenNotify(t testing.TB, dir string) *notifySocket {
 	t.Helper()
 	ns := &notifySocket{path: filepath.Join(dir, "notify.sock")}
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: ns.path, Net: "unixgram"})
@@ -171,7 +171,7 @@ type nodeOpts struct {
 	numShards            int
 }
 
-func newNode(t *testing.T, o nodeOpts) *node {
+func newNode(t testing.TB, o nodeOpts) *node {
 	t.Helper()
 	base, err := os.MkdirTemp("", "m3sup-e2e-")
 	if err != nil {
@@ -383,7 +383,7 @@ func (n *node) placementRevision() int64 {
 }
 
 // writeAndRead writes one point through the coordinator and reads it back.
-func writeAndRead(t *testing.T, coordURL, metric string, ts time.Time, v float64) {
+func writeAndRead(t testing.TB, coordURL, metric string, ts time.Time, v float64) {
 	t.Helper()
 	c := &m3.Client{BaseURL: coordURL}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -394,7 +394,7 @@ func writeAndRead(t *testing.T, coordURL, metric string, ts time.Time, v float64
 	readBack(t, coordURL, metric, ts, v)
 }
 
-func readBack(t *testing.T, coordURL, metric string, ts time.Time, v float64) {
+func readBack(t testing.TB, coordURL, metric string, ts time.Time, v float64) {
 	t.Helper()
 	if err := tryReadBack(coordURL, metric, ts, v, 60*time.Second); err != nil {
 		t.Fatal(err)
@@ -420,7 +420,7 @@ func tryReadBack(coordURL, metric string, ts time.Time, v float64, wait time.Dur
 	return fmt.Errorf("point %s=%v not readable: %w", metric, v, lastErr)
 }
 
-func statusCLI(t *testing.T, socket string) api.Status {
+func statusCLI(t testing.TB, socket string) api.Status {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "status", "-o", "json", "--socket", socket)
 	cmd.Env = append(os.Environ(), "M3SUP_TEST_MAIN=1")
@@ -586,7 +586,7 @@ func lastLine(s string) string {
 }
 
 // assertNothingRan checks that no component was prepared or started.
-func assertNothingRan(t *testing.T, n *node) {
+func assertNothingRan(t testing.TB, n *node) {
 	t.Helper()
 	for _, name := range []string{"m3dbnode", "m3coordinator"} {
 		if _, err := os.Stat(filepath.Join(n.dir, "components", name, "logs", name+".log")); err == nil {

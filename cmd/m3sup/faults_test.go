@@ -282,7 +282,7 @@ func (f *faults) getCluster(t *testing.T) api.ClusterDoc {
 }
 
 // writeDoc writes v as JSON to a fresh file for `apply -f`.
-func writeDoc(t *testing.T, v any) string {
+func writeDoc(t testing.TB, v any) string {
 	t.Helper()
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {

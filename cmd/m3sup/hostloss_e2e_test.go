@@ -116,7 +116,7 @@ func (w *pointWriter) missing(coordURL string) []int {
 // its data dir (cluster.json: no new join), replaces its dead containers,
 // is an etcd voter again, bootstraps, and every point written while it was
 // gone reads back through its own coordinator.
-func loseHost(t *testing.T, cli *clientv3.Client, lost, writeVia *hostNode, restartArgs ...string) {
+func loseHost(t testing.TB, cli *clientv3.Client, lost, writeVia *hostNode, restartArgs ...string) {
 	t.Helper()
 	before := lost.waitReady(time.Minute)
 	var procs []int

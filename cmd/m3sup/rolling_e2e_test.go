@@ -21,7 +21,7 @@ import (
 )
 
 // hostCLI runs this test binary as `m3sup ARGS --socket` h's socket.
-func hostCLI(t *testing.T, h *hostNode, args ...string) string {
+func hostCLI(t testing.TB, h *hostNode, args ...string) string {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], append(args, "--socket", h.socket)...)
 	cmd.Env = append(os.Environ(), "M3SUP_TEST_MAIN=1")
@@ -37,8 +37,9 @@ func hostCLI(t *testing.T, h *hostNode, args ...string) string {
 // point every 200 ms through hosts[0]'s coordinator (majority writes) and
 // polling every host's status every 100 ms. Every m3dbnode restarts once
 // for the spec change, never two at a time, under the cluster permit; no
-// write fails and every point reads back.
-func rollDBNodes(t *testing.T, cli *clientv3.Client, hosts ...*hostNode) {
+// write fails and every point reads back. It returns how long the rollout
+// took (apply to permit released) and how many writes it made.
+func rollDBNodes(t testing.TB, cli *clientv3.Client, hosts ...*hostNode) (took time.Duration, writes int) {
 	h1 := hosts[0]
 	apis := make([]*api.Client, len(hosts))
 	before := make([]agent.Status, len(hosts))
@@ -214,7 +215,8 @@ func rollDBNodes(t *testing.T, cli *clientv3.Client, hosts ...*hostNode) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	t.Logf("rolling dbnode change done in %s (every dbnode restarted, permit released)", time.Since(start).Round(100*time.Millisecond))
+	took = time.Since(start)
+	t.Logf("rolling dbnode change done in %s (every dbnode restarted, permit released)", took.Round(100*time.Millisecond))
 	time.Sleep(time.Second) // writes after the rollout
 	stop()
 	wg.Wait()
@@ -277,4 +279,5 @@ func rollDBNodes(t *testing.T, cli *clientv3.Client, hosts ...*hostNode) {
 		t.Errorf("%d of %d points not readable after the rollout, e.g. seq %v", len(missing), len(written), missing[:min(10, len(missing))])
 	}
 	t.Logf("%d writes during the rollout, %d failed, all readable: %t", len(written), len(failed), len(missing) == 0)
+	return took, len(written) + len(failed)
 }
