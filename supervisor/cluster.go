@@ -38,7 +38,8 @@ func (s *Supervisor) runCluster(ctx context.Context, c *m3.Client, desired spec.
 				s.ready = true
 				s.mu.Unlock()
 				s.metrics.ready.Set(1)
-				s.setPhase(PhaseReady, fmt.Sprintf("M3 accepts writes on %s (took %s)", c.BaseURL, time.Since(start).Round(100*time.Millisecond)))
+				base, _ := c.Base(ctx)
+				s.setPhase(PhaseReady, fmt.Sprintf("M3 accepts writes on %s (took %s)", base, time.Since(start).Round(100*time.Millisecond)))
 				first = false
 			} else {
 				s.setPhase(PhaseReady, "desired M3 topology applied")

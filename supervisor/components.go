@@ -15,6 +15,7 @@ import (
 	"github.com/m3sup/m3sup/runtime"
 	"github.com/m3sup/m3sup/runtime/containerd"
 	"github.com/m3sup/m3sup/supervisor/agent"
+	"github.com/m3sup/m3sup/supervisor/config"
 	"github.com/m3sup/m3sup/supervisor/m3"
 	"github.com/m3sup/m3sup/supervisor/spec"
 )
@@ -126,7 +127,15 @@ func (s *Supervisor) render(lay layout, desired spec.Cluster, controls spec.Host
 		ctl := controls[c.Name]
 		c.Stopped, c.RestartGeneration = ctl.Stopped, ctl.RestartGeneration
 	}
-	out.comps = []agent.Component{db, co}
+	// A host runs only the components of its roles (cluster.roles); the
+	// agent removes the container of a role the host no longer has.
+	out.comps = nil
+	if cfg.Cluster.HasRole(config.RoleDBNode) {
+		out.comps = append(out.comps, db)
+	}
+	if cfg.Cluster.HasRole(config.RoleCoordinator) {
+		out.comps = append(out.comps, co)
+	}
 	return out, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/m3sup/m3sup/supervisor/api"
+	"github.com/m3sup/m3sup/supervisor/config"
 	"github.com/m3sup/m3sup/supervisor/spec"
 	"github.com/m3sup/m3sup/supervisor/store"
 )
@@ -242,8 +243,8 @@ func flatten(v any) map[string]string {
 
 // Control implements api.Controller.
 func (s *Supervisor) Control(ctx context.Context, component, action string) (api.ControlResult, error) {
-	if component != DBNode && component != Coordinator {
-		return api.ControlResult{}, api.Errorf(api.ErrNotFound, "no component %q (have %s, %s)", component, DBNode, Coordinator)
+	if err := s.hasComponent(component); err != nil {
+		return api.ControlResult{}, err
 	}
 	st, err := s.storeReady()
 	if err != nil {
@@ -264,6 +265,18 @@ func (s *Supervisor) Control(ctx context.Context, component, action string) (api
 		return api.ControlResult{}, err
 	}
 	return api.ControlResult{Component: component, Control: c}, nil
+}
+
+// hasComponent reports whether this host runs component (by its roles).
+func (s *Supervisor) hasComponent(component string) error {
+	role := map[string]string{DBNode: config.RoleDBNode, Coordinator: config.RoleCoordinator}[component]
+	if role == "" {
+		return api.Errorf(api.ErrNotFound, "no component %q (have %s, %s)", component, DBNode, Coordinator)
+	}
+	if !s.cfg.Cluster.HasRole(role) {
+		return api.Errorf(api.ErrNotFound, "this host runs no %s (cluster.roles: %v)", component, s.cfg.Cluster.Roles)
+	}
+	return nil
 }
 
 // LogPath implements api.Controller.

@@ -27,6 +27,7 @@ import (
 
 	"github.com/m3sup/m3sup/supervisor/api"
 	"github.com/m3sup/m3sup/supervisor/cluster"
+	"github.com/m3sup/m3sup/supervisor/config"
 	"github.com/m3sup/m3sup/supervisor/join"
 	"github.com/m3sup/m3sup/supervisor/m3"
 	"github.com/m3sup/m3sup/supervisor/pki"
@@ -409,24 +410,31 @@ func (s *Supervisor) joinServer(e *store.Etcd) (func() error, func(error), error
 		}, nil
 }
 
-// registeredHost is this host as the cluster registry lists it: dbnode and
-// coordinator, its advertise address as the dbnode endpoint's host, its
-// isolation group and weight from cluster.isolationGroup and cluster.weight
-// (by default its node name and 100: one group per host).
+// registeredHost is this host as the cluster registry lists it: its roles
+// (cluster.roles), and on its advertise address its dbnode endpoint and
+// coordinator URL for the roles it has; its isolation group and weight from
+// cluster.isolationGroup and cluster.weight (by default its node name and
+// 100: one group per host).
 func (s *Supervisor) registeredHost() (cluster.Host, error) {
-	_, port, err := net.SplitHostPort(s.cfg.DBNode.ListenAddress)
-	if err != nil {
-		return cluster.Host{}, fmt.Errorf("dbnode listen address %q: %w", s.cfg.DBNode.ListenAddress, err)
+	adv, cc := s.cfg.Cluster.Advertise, s.cfg.Cluster
+	h := cluster.Host{Name: s.cfg.NodeName, IsolationGroup: cc.IsolationGroup, Weight: cc.Weight, Hostname: adv}
+	if cc.HasRole(config.RoleDBNode) {
+		_, port, err := net.SplitHostPort(s.cfg.DBNode.ListenAddress)
+		if err != nil {
+			return cluster.Host{}, fmt.Errorf("dbnode listen address %q: %w", s.cfg.DBNode.ListenAddress, err)
+		}
+		h.Roles = append(h.Roles, cluster.RoleDBNode)
+		h.Endpoint = net.JoinHostPort(adv, port)
 	}
-	adv := s.cfg.Cluster.Advertise
-	return cluster.Host{
-		Name:           s.cfg.NodeName,
-		Roles:          []cluster.Role{cluster.RoleDBNode, cluster.RoleCoordinator},
-		IsolationGroup: s.cfg.Cluster.IsolationGroup,
-		Weight:         s.cfg.Cluster.Weight,
-		Endpoint:       net.JoinHostPort(adv, port),
-		Hostname:       adv,
-	}, nil
+	if cc.HasRole(config.RoleCoordinator) {
+		_, port, err := net.SplitHostPort(s.cfg.Coordinator.ListenAddress)
+		if err != nil {
+			return cluster.Host{}, fmt.Errorf("coordinator listen address %q: %w", s.cfg.Coordinator.ListenAddress, err)
+		}
+		h.Roles = append(h.Roles, cluster.RoleCoordinator)
+		h.Coordinator = "http://" + net.JoinHostPort(adv, port)
+	}
+	return h, nil
 }
 
 // runMultiHost is the cluster automation of a multi-host host: it keeps the

@@ -132,6 +132,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	if os.Geteuid() != 0 {
 		return ErrNotRoot
 	}
+	if c := s.cfg.Cluster; !s.multiHost() && !(c.HasRole(config.RoleDBNode) && c.HasRole(config.RoleCoordinator)) {
+		return fmt.Errorf("cluster.roles %v: a single-node m3sup runs both dbnode and coordinator; a host with one role belongs to a multi-host cluster (cluster.joinListen on the first host, --join on the others)", c.Roles)
+	}
 	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
@@ -327,9 +330,17 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	s.log.Info("container runtime ready", zap.String("mode", string(info.Mode)), zap.String("address", info.Address), zap.String("version", info.Version))
 
 	client := &m3.Client{BaseURL: "http://" + dialAddr(cfg.Coordinator.ListenAddress), Env: desired.M3.Env, Zone: desired.M3.Zone}
+	if !cfg.Cluster.HasRole(config.RoleCoordinator) {
+		// No coordinator here: drive M3 through a registered peer's.
+		client.BaseURL, client.Endpoint = "", (&coordinatorPicker{cli: etcd.Client(), self: cfg.NodeName}).pick
+	}
+	var nodes []string // the local m3dbnode, if this host runs one
+	if cfg.Cluster.HasRole(config.RoleDBNode) {
+		nodes = []string{"http://" + dialAddr(cfg.DBNode.HTTPNodeListenAddress)}
+	}
 	s.mu.Lock()
 	s.m3 = client
-	s.nodes = []string{"http://" + dialAddr(cfg.DBNode.HTTPNodeListenAddress)}
+	s.nodes = nodes
 	s.mu.Unlock()
 
 	s.setPhase(PhaseFetching, desired.Release.URL)

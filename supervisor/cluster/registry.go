@@ -41,6 +41,9 @@ type Host struct {
 	Weight         uint32 `json:"weight,omitempty"`   // zero means 100
 	Endpoint       string `json:"endpoint,omitempty"` // dbnode host:port (tchannel, :9000)
 	Hostname       string `json:"hostname,omitempty"`
+	// Coordinator is the base URL of the host's m3coordinator API (a
+	// coordinator host's), for hosts that run none.
+	Coordinator string `json:"coordinator,omitempty"`
 }
 
 // Has reports whether h runs role r.

@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -165,7 +166,12 @@ type Cluster struct {
 	IsolationGroup string `yaml:"isolationGroup"`
 	// Weight is this host's M3 placement weight (its share of shards);
 	// zero means 100.
-	Weight       uint32      `yaml:"weight,omitempty"`
+	Weight uint32 `yaml:"weight,omitempty"`
+	// Roles is what this host runs: dbnode, coordinator or both (the
+	// default). Only a multi-host cluster has hosts with one role: a
+	// coordinator-only host joins no placement, a dbnode-only host drives
+	// M3 through a peer's coordinator.
+	Roles        []string    `yaml:"roles,omitempty"`
 	ReadyTimeout Duration    `yaml:"readyTimeout"`
 	Namespaces   []Namespace `yaml:"namespaces"`
 	// Advertise is the address (IP or DNS name) other hosts reach this host
@@ -179,6 +185,15 @@ type Cluster struct {
 	// later hosts use etcd as clients. Zero means 3.
 	MaxVoters int `yaml:"maxVoters,omitempty"`
 }
+
+// Host roles (cluster.roles).
+const (
+	RoleDBNode      = "dbnode"
+	RoleCoordinator = "coordinator"
+)
+
+// HasRole reports whether this host runs role r.
+func (c Cluster) HasRole(r string) bool { return slices.Contains(c.Roles, r) }
 
 // MultiHost reports whether this host is (or will be) part of a multi-host
 // cluster: it serves the join endpoint or joins another host.
@@ -283,6 +298,9 @@ func (c *Config) fillDerived() {
 	}
 	if c.Cluster.Weight == 0 {
 		c.Cluster.Weight = 100
+	}
+	if len(c.Cluster.Roles) == 0 {
+		c.Cluster.Roles = []string{RoleDBNode, RoleCoordinator}
 	}
 	if c.Release.URL == "" && c.Release.Version != "" {
 		c.Release.URL = fmt.Sprintf(releaseURLFormat, c.Release.Version)

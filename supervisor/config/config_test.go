@@ -66,6 +66,7 @@ func TestDefault(t *testing.T) {
 		{"cluster.replicationFactor", c.Cluster.ReplicationFactor, 1},
 		{"cluster.isolationGroup", c.Cluster.IsolationGroup, c.NodeName},
 		{"cluster.weight", c.Cluster.Weight, uint32(100)},
+		{"cluster.roles", c.Cluster.Roles, []string{"dbnode", "coordinator"}},
 		{"cluster.readyTimeout", c.Cluster.ReadyTimeout.D(), 10 * time.Minute},
 		{"len(cluster.namespaces)", len(c.Cluster.Namespaces), 1},
 	}

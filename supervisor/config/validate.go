@@ -203,6 +203,17 @@ func (p *problems) cluster(c Cluster) {
 			p.add(f.path, "%q must be letters, digits, '_', '.' or '-'", f.v)
 		}
 	}
+	seenRole := map[string]bool{}
+	for i, r := range c.Roles {
+		path := fmt.Sprintf("cluster.roles[%d]", i)
+		switch {
+		case r != RoleDBNode && r != RoleCoordinator:
+			p.add(path, "%q is not a role (want %q or %q)", r, RoleDBNode, RoleCoordinator)
+		case seenRole[r]:
+			p.add(path, "%q is listed twice", r)
+		}
+		seenRole[r] = true
+	}
 	if c.Weight > 10000 {
 		p.add("cluster.weight", "%d must be between 1 and 10000", c.Weight)
 	}

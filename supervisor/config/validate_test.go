@@ -136,11 +136,16 @@ func TestValidate(t *testing.T) {
 			c.Cluster.IsolationGroup = "g/1"
 			c.Cluster.ReadyTimeout = 0
 			c.Cluster.Namespaces = nil
+			c.Cluster.Roles = []string{"dbnode", "query", "dbnode"}
+			c.Cluster.Weight = 20000
 		},
 		want: []string{
 			`cluster.env: "" must be letters, digits, '_', '.' or '-'`,
 			`cluster.zone: "a zone" must be letters, digits, '_', '.' or '-'`,
 			`cluster.isolationGroup: "g/1" must be letters, digits, '_', '.' or '-'`,
+			`cluster.roles[1]: "query" is not a role (want "dbnode" or "coordinator")`,
+			`cluster.roles[2]: "dbnode" is listed twice`,
+			`cluster.weight: 20000 must be between 1 and 10000`,
 			`cluster.numShards: 5000 must be between 1 and 4096`,
 			`cluster.replicationFactor: 0 must be at least 1`,
 			`cluster.readyTimeout: must be a positive duration like 30s, got 0s`,

@@ -88,10 +88,9 @@ type Progress struct {
 }
 
 // NodesBootstrapped reports whether every observed node is bootstrapped.
+// With no node to observe (a host that runs no m3dbnode) it is true: only
+// the placement's shard states count then.
 func (p Progress) NodesBootstrapped() bool {
-	if len(p.Nodes) == 0 {
-		return false
-	}
 	for _, ok := range p.Nodes {
 		if !ok {
 			return false

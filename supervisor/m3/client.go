@@ -46,6 +46,22 @@ type Client struct {
 	Env     string
 	Zone    string
 	HTTP    *http.Client
+	// Endpoint, when set, names the coordinator's base URL before every
+	// request and BaseURL is not used: a host that runs no coordinator
+	// talks to a peer's, whichever is registered now.
+	Endpoint func(ctx context.Context) (string, error)
+}
+
+// Base is the coordinator base URL the next request goes to.
+func (c *Client) Base(ctx context.Context) (string, error) {
+	if c.Endpoint == nil {
+		return c.BaseURL, nil
+	}
+	u, err := c.Endpoint(ctx)
+	if err != nil {
+		return "", fmt.Errorf("find a coordinator: %w", err)
+	}
+	return u, nil
 }
 
 // APIError is a non-2xx answer from M3. Its text is
@@ -119,7 +135,11 @@ func (c *Client) do(ctx context.Context, method, path string, query string, in, 
 		}
 		body = bytes.NewReader(b)
 	}
-	url := strings.TrimRight(c.BaseURL, "/") + path
+	base, err := c.Base(ctx)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	url := strings.TrimRight(base, "/") + path
 	if query != "" {
 		url += "?" + query
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"sort"
 )
 
@@ -178,4 +179,27 @@ func (c *Client) InitPlacement(ctx context.Context, numShards, rf int, instances
 	}
 	req := placementInitRequest{NumShards: numShards, ReplicationFactor: rf, Instances: wi}
 	return c.do(ctx, http.MethodPost, pathPlacementInit, "", req, nil, true)
+}
+
+// AddInstance adds one instance to the placement (M3's placement add). M3
+// refuses it, 400, unless every shard is AVAILABLE; its shards then
+// initialize on the new instance.
+func (c *Client) AddInstance(ctx context.Context, in Instance) error {
+	wi, err := c.wireInstances([]Instance{in})
+	if err != nil {
+		return fmt.Errorf("add instance: %w", err)
+	}
+	req := struct {
+		Instances []wireInstance `json:"instances"`
+	}{wi}
+	return c.do(ctx, http.MethodPost, pathPlacement, "", req, nil, true)
+}
+
+// RemoveInstance removes one instance from the placement; its shards move
+// to the others. M3 answers 404 (ErrNotFound) when it is not there.
+func (c *Client) RemoveInstance(ctx context.Context, id string) error {
+	if id == "" {
+		return errors.New("remove instance: empty id")
+	}
+	return c.do(ctx, http.MethodDelete, pathPlacement+"/"+url.PathEscape(id), "", nil, nil, true)
 }

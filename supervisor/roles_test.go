@@ -1,0 +1,111 @@
+package supervisor
+
+import (
+	"errors"
+	"reflect"
+	"testing"
+
+	"github.com/m3sup/m3sup/supervisor/api"
+	"github.com/m3sup/m3sup/supervisor/cluster"
+	"github.com/m3sup/m3sup/supervisor/config"
+)
+
+func TestChooseCoordinator(t *testing.T) {
+	coord := func(name string) cluster.Host {
+		return cluster.Host{Name: name, Roles: []cluster.Role{cluster.RoleCoordinator}, Coordinator: "http://" + name + ":7201"}
+	}
+	db := cluster.Host{Name: "a-db", Roles: []cluster.Role{cluster.RoleDBNode}, Endpoint: "a-db:9000", IsolationGroup: "a"}
+	noURL := cluster.Host{Name: "a-nourl", Roles: []cluster.Role{cluster.RoleCoordinator}}
+	for _, tc := range []struct {
+		name    string
+		hosts   []cluster.Host
+		current string
+		want    string
+		ok      bool
+	}{
+		{"none registered", nil, "", "", false},
+		{"only dbnode hosts and one without a URL", []cluster.Host{db, noURL}, "", "", false},
+		{"first by name", []cluster.Host{coord("c3"), db, coord("c1"), coord("c2")}, "", "c1", true},
+		{"keeps the current one while registered", []cluster.Host{coord("c1"), coord("c2")}, "c2", "c2", true},
+		{"moves on when the current one is gone", []cluster.Host{coord("c1"), coord("c3")}, "c2", "c1", true},
+	} {
+		name, url, ok := chooseCoordinator(tc.hosts, tc.current)
+		if ok != tc.ok || name != tc.want || (ok && url != "http://"+tc.want+":7201") {
+			t.Errorf("%s: got %q %q %t, want %q %t", tc.name, name, url, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestRegisteredHostRoles(t *testing.T) {
+	cfg := config.Default()
+	cfg.NodeName = "edge7"
+	cfg.Cluster.Advertise = "10.0.0.7"
+	cfg.Cluster.IsolationGroup = "rack-b"
+	cfg.Cluster.Weight = 50
+	for _, tc := range []struct {
+		roles     []string
+		want      []cluster.Role
+		endpoint  string
+		coordURL  string
+		component string // one this host refuses to control
+	}{
+		{[]string{"dbnode", "coordinator"}, []cluster.Role{cluster.RoleDBNode, cluster.RoleCoordinator}, "10.0.0.7:9000", "http://10.0.0.7:7201", ""},
+		{[]string{"coordinator"}, []cluster.Role{cluster.RoleCoordinator}, "", "http://10.0.0.7:7201", DBNode},
+		{[]string{"dbnode"}, []cluster.Role{cluster.RoleDBNode}, "10.0.0.7:9000", "", Coordinator},
+	} {
+		cfg.Cluster.Roles = tc.roles
+		s := &Supervisor{cfg: cfg}
+		h, err := s.registeredHost()
+		if err != nil {
+			t.Fatalf("%v: %v", tc.roles, err)
+		}
+		if !reflect.DeepEqual(h.Roles, tc.want) || h.Endpoint != tc.endpoint || h.Coordinator != tc.coordURL ||
+			h.IsolationGroup != "rack-b" || h.Weight != 50 || h.Name != "edge7" {
+			t.Errorf("%v: registered %+v", tc.roles, h)
+		}
+		if err := h.Validate(); err != nil {
+			t.Errorf("%v: registered host does not validate: %v", tc.roles, err)
+		}
+		for _, c := range []string{DBNode, Coordinator} {
+			err := s.hasComponent(c)
+			if c == tc.component {
+				if !errors.Is(err, api.ErrNotFound) {
+					t.Errorf("%v: control of %s: %v, want not found", tc.roles, c, err)
+				}
+			} else if err != nil {
+				t.Errorf("%v: control of %s: %v", tc.roles, c, err)
+			}
+		}
+	}
+}
+
+// TestRenderRoles: a host renders only the components of its roles.
+func TestRenderRoles(t *testing.T) {
+	for _, tc := range []struct {
+		roles []string
+		want  []string
+	}{
+		{[]string{"dbnode", "coordinator"}, []string{DBNode, Coordinator}},
+		{[]string{"coordinator"}, []string{Coordinator}},
+		{[]string{"dbnode"}, []string{DBNode}},
+	} {
+		cfg := config.Default()
+		cfg.DataDir = t.TempDir()
+		cfg.Cluster.Roles = tc.roles
+		s := New(Options{Config: cfg})
+		rel := release{Version: "1.5.0", Dir: t.TempDir()}
+		writeExecutable(t, rel.Dir+"/m3dbnode")
+		writeExecutable(t, rel.Dir+"/m3coordinator")
+		r, err := s.render(layout{root: cfg.DataDir}, SpecFromConfig(cfg), nil, rel, "127.0.0.1:2379")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, c := range r.comps {
+			got = append(got, c.Name)
+		}
+		if !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("roles %v render %v, want %v", tc.roles, got, tc.want)
+		}
+	}
+}
