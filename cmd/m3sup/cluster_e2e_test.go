@@ -50,6 +50,25 @@ func freePortsOn(t testing.TB, ip string, n int) []int {
 // serve the join endpoint.
 func newHostNode(t testing.TB, name, ip string, first bool, releaseURL, checksum string) *hostNode {
 	t.Helper()
+	return newHostNodeWith(t, name, ip, first, releaseURL, checksum, hostOpts{})
+}
+
+// hostOpts are the per-host settings a test may change: the replication
+// factor (zero: 3) and the host's roles (nil: both).
+type hostOpts struct {
+	rf    int
+	roles []string
+}
+
+func newHostNodeWith(t testing.TB, name, ip string, first bool, releaseURL, checksum string, o hostOpts) *hostNode {
+	t.Helper()
+	if o.rf == 0 {
+		o.rf = 3
+	}
+	var roles string
+	if len(o.roles) > 0 {
+		roles = "  roles: [" + strings.Join(o.roles, ", ") + "]\n"
+	}
 	base, err := os.MkdirTemp("", "m3sup-e2e-")
 	if err != nil {
 		t.Fatal(err)
@@ -99,15 +118,15 @@ coordinator:
   metricsListenAddress: %s:%d
 cluster:
   numShards: 16
-  replicationFactor: 3
+  replicationFactor: %d
   readyTimeout: 4m
   advertise: %s
-%s  namespaces:
+%s%s  namespaces:
     - name: default
       retention: 48h
       blockSize: 2h
 `, n.dir, name, n.socket, ip, p[0], ip, p[1], strings.TrimPrefix(filepath.Base(base), "m3sup-e2e-"), releaseURL, checksum,
-		ip, p[2], ip, p[3], ip, p[4], ip, p[5], ip, p[6], ip, p[7], ip, p[8], ip, joinListen)
+		ip, p[2], ip, p[3], ip, p[4], ip, p[5], ip, p[6], ip, p[7], ip, p[8], o.rf, ip, joinListen, roles)
 	if err := os.WriteFile(n.configFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
