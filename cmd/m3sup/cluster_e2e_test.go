@@ -343,10 +343,18 @@ func TestE2EThreeHosts(t *testing.T) {
 	for id, in := range p.Instances {
 		t.Logf("placement instance %s: endpoint %s, group %s, %d shards", id, in.Endpoint, in.IsolationGroup, len(in.Shards))
 	}
+	// A write through each host's coordinator reads back through every
+	// coordinator.
 	ts := time.Now().Add(-5 * time.Second).Truncate(time.Second)
-	writeAndRead(t, h1.coordURL, "m3sup_e2e_three_hosts", ts, 7)
-	readBack(t, h3.coordURL, "m3sup_e2e_three_hosts", ts, 7)
-	t.Logf("written through host1, read through host3 after %s", time.Since(start).Round(100*time.Millisecond))
+	all := []*hostNode{h1, h2, h3}
+	for i, w := range all {
+		metric := fmt.Sprintf("m3sup_e2e_three_hosts_via_host%d", i+1)
+		writeAndRead(t, w.coordURL, metric, ts, float64(7+i))
+		for _, r := range all {
+			readBack(t, r.coordURL, metric, ts, float64(7+i))
+		}
+	}
+	t.Logf("a write through each host's coordinator read back through every one after %s", time.Since(start).Round(100*time.Millisecond))
 
 	// A joined host restarts from cluster.json without joining again (the
 	// token is revoked first, so a second join would be refused).
@@ -365,7 +373,7 @@ func TestE2EThreeHosts(t *testing.T) {
 		t.Fatalf("restarted host3 did not start from cluster.json; log:\n%s", h3.log())
 	}
 	waitVoters(t, cli, 3, time.Minute, h1, h2, h3)
-	readBack(t, h3.coordURL, "m3sup_e2e_three_hosts", ts, 7)
+	readBack(t, h3.coordURL, "m3sup_e2e_three_hosts_via_host1", ts, 7)
 	t.Logf("host3 restarted without a new join, ready again in %s", time.Since(restart).Round(100*time.Millisecond))
 
 	// Losing a host (power cut) loses no majority write; it comes back.
