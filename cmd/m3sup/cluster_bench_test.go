@@ -78,9 +78,7 @@ func BenchmarkThreeHosts(b *testing.B) {
 		b.ReportMetric(ratio, "rollout/3x-single")
 		b.ReportMetric(float64(singleFailed), "write-failures")
 
-		for _, h := range []*hostNode{h3, h2, h1} {
-			h.stop(2 * time.Minute)
-		}
+		stopHosts(b, h3, h2, h1)
 	}
 }
 

@@ -134,6 +134,20 @@ cluster:
 	return h
 }
 
+// stopHosts sends SIGTERM to every host at once, then expects each m3sup
+// to exit 0 within two minutes (its containers stopped).
+func stopHosts(t testing.TB, hosts ...*hostNode) {
+	t.Helper()
+	for _, h := range hosts {
+		_ = h.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	for _, h := range hosts {
+		if code := h.waitExit(2 * time.Minute); code != 0 {
+			t.Fatalf("%s exited %d; log:\n%s", h.ip, code, h.log())
+		}
+	}
+}
+
 // tlsEtcd is an etcd client with the first host's client certificate.
 func (h *hostNode) tlsEtcd(t testing.TB) *clientv3.Client {
 	t.Helper()
@@ -382,14 +396,6 @@ func TestE2EThreeHosts(t *testing.T) {
 	// Safe rolling change: a dbnode-only apply restarts one host at a time.
 	rollDBNodes(t, cli, h1, h2, h3)
 
-	hosts := []*hostNode{h3, h2, h1}
-	for _, h := range hosts {
-		_ = h.cmd.Process.Signal(syscall.SIGTERM)
-	}
-	for _, h := range hosts {
-		if code := h.waitExit(2 * time.Minute); code != 0 {
-			t.Fatalf("%s exited %d; log:\n%s", h.ip, code, h.log())
-		}
-	}
+	stopHosts(t, h3, h2, h1)
 	t.Logf("total %s", time.Since(start).Round(100*time.Millisecond))
 }

@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -109,14 +108,6 @@ func TestE2EHostRoles(t *testing.T) {
 		t.Error("the dbnode-only host accepted a stop of m3coordinator")
 	}
 
-	hosts := []*hostNode{h3, h2, h1}
-	for _, h := range hosts {
-		_ = h.cmd.Process.Signal(syscall.SIGTERM)
-	}
-	for _, h := range hosts {
-		if code := h.waitExit(2 * time.Minute); code != 0 {
-			t.Fatalf("%s exited %d; log:\n%s", h.ip, code, h.log())
-		}
-	}
+	stopHosts(t, h3, h2, h1)
 	t.Logf("total %s", time.Since(start).Round(100*time.Millisecond))
 }
