@@ -122,14 +122,18 @@ func (s *Supervisor) joinCluster(ctx context.Context, lay layout) error {
 	if err != nil {
 		return err
 	}
-	if resp.Role != join.RoleVoter {
-		// TODO(issue 6): client-only hosts (no etcd member) are not wired yet.
-		return fmt.Errorf("joined %s as an etcd client-only host, which this m3sup does not support yet (raise cluster.maxVoters on the first host)", s.opts.Join.URL)
-	}
+	// A voter gets a member (peer) certificate; a client-only host (the
+	// cluster has cluster.maxVoters voters already) only the client one.
 	files := map[string][]byte{
 		pki.CACertFile: []byte(resp.CACert),
-		peerCertFile:   []byte(resp.PeerCert), peerKeyFile: []byte(resp.PeerKey),
 		clientCertFile: []byte(resp.ClientCert), clientKeyFile: []byte(resp.ClientKey),
+	}
+	switch resp.Role {
+	case join.RoleVoter:
+		files[peerCertFile], files[peerKeyFile] = []byte(resp.PeerCert), []byte(resp.PeerKey)
+	case join.RoleClient:
+	default:
+		return fmt.Errorf("join %s: unknown etcd role %q in the answer", s.opts.Join.URL, resp.Role)
 	}
 	if err := os.MkdirAll(lay.pki(), 0o700); err != nil {
 		return err
@@ -200,9 +204,12 @@ func splitHosts(hosts []string) (dns []string, ips []net.IP) {
 	return dns, ips
 }
 
-// startEtcd starts this host's etcd member: plain and local in single-node
-// mode; over mutual TLS on the advertise address in multi-host mode, as the
-// first member (first host) or as a learner that is promoted (joined host).
+// startEtcd starts this host's etcd: a plain local member in single-node
+// mode; in multi-host mode a member over mutual TLS on the advertise
+// address (first host, or a joined voter that starts as a learner and is
+// promoted), or, on an etcd client-only host, no member at all but a client
+// of the voters. Whatever it is, the rest of m3sup uses the returned Etcd's
+// client; M3 is configured with every voter either way.
 func (s *Supervisor) startEtcd(ctx context.Context, lay layout) (*store.Etcd, error) {
 	cfg := s.cfg
 	if !s.multiHost() {
@@ -215,22 +222,6 @@ func (s *Supervisor) startEtcd(ctx context.Context, lay layout) (*store.Etcd, er
 			Logger:       s.log,
 		})
 	}
-	clientURL, peerURL, err := s.etcdURLs()
-	if err != nil {
-		return nil, err
-	}
-	dir := lay.pki()
-	o := store.ClusterOptions{
-		Name: cfg.Etcd.Name, Dir: lay.etcd(), ClientURL: clientURL, PeerURL: peerURL,
-		TLS: store.ClusterTLS{
-			CAFile:   filepath.Join(dir, pki.CACertFile),
-			CertFile: filepath.Join(dir, peerCertFile), KeyFile: filepath.Join(dir, peerKeyFile),
-			ClientCertFile: filepath.Join(dir, clientCertFile), ClientKeyFile: filepath.Join(dir, clientKeyFile),
-		},
-		AllowedPeerCN: pki.EtcdPeerCN,
-		StartTimeout:  cfg.Etcd.StartTimeout.D(),
-		Logger:        s.log,
-	}
 	var cf *clusterFile
 	if s.opts.Join.URL == "" {
 		ca, err := s.firstHostPKI(lay)
@@ -241,29 +232,28 @@ func (s *Supervisor) startEtcd(ctx context.Context, lay layout) (*store.Etcd, er
 		s.ca = ca
 		s.mu.Unlock()
 	} else {
-		b, err := os.ReadFile(lay.clusterFile())
+		var err error
+		if cf, err = readClusterFile(lay); err != nil {
+			return nil, err
+		}
+	}
+	dir := lay.pki()
+	var e *store.Etcd
+	var err error
+	if cf != nil && cf.Role == join.RoleClient {
+		e, err = store.ConnectCluster(ctx, store.ClientOptions{
+			Endpoints: cf.Endpoints,
+			CAFile:    filepath.Join(dir, pki.CACertFile),
+			CertFile:  filepath.Join(dir, clientCertFile), KeyFile: filepath.Join(dir, clientKeyFile),
+			StartTimeout: cfg.Etcd.StartTimeout.D(),
+			Logger:       s.log,
+		})
 		if err != nil {
 			return nil, err
 		}
-		cf = &clusterFile{}
-		if err := json.Unmarshal(b, cf); err != nil {
-			return nil, fmt.Errorf("%s: %w", lay.clusterFile(), err)
-		}
-		o.State, o.InitialCluster = store.StateExisting, cf.InitialCluster
-		// A learner serves no clients: talk to the voters until promoted.
-		o.Endpoints = cf.Endpoints
-	}
-	e, err := store.StartClusterEtcd(ctx, o)
-	if err != nil {
+		s.log.Info("etcd client-only host: no local member; using the cluster's voters", zap.Strings("endpoints", e.Client().Endpoints()))
+	} else if e, err = s.startMember(ctx, lay, cf); err != nil {
 		return nil, err
-	}
-	if cf != nil {
-		s.setPhase(PhaseStartingEtcd, "learner catching up; promoting")
-		if err := store.PromoteWhenReady(ctx, e.Client(), cf.MemberID); err != nil {
-			e.Close()
-			return nil, err
-		}
-		s.log.Info("etcd member promoted to voter", zap.String("member", fmt.Sprintf("%x", cf.MemberID)))
 	}
 	if err := copyFiles(dir, lay.m3PKI(), pki.CACertFile, clientCertFile, clientKeyFile); err != nil {
 		e.Close()
@@ -292,6 +282,59 @@ func (s *Supervisor) startEtcd(ctx context.Context, lay layout) (*store.Etcd, er
 	defer s.mu.Unlock()
 	s.m3Etcd = &m3.EtcdParams{Endpoints: eps, TLS: &m3.EtcdTLS{
 		CertPath: containerPKI + "/" + clientCertFile, KeyPath: containerPKI + "/" + clientKeyFile, CAPath: containerPKI + "/" + pki.CACertFile}}
+	return e, nil
+}
+
+func readClusterFile(lay layout) (*clusterFile, error) {
+	b, err := os.ReadFile(lay.clusterFile())
+	if err != nil {
+		return nil, err
+	}
+	cf := &clusterFile{}
+	if err := json.Unmarshal(b, cf); err != nil {
+		return nil, fmt.Errorf("%s: %w", lay.clusterFile(), err)
+	}
+	return cf, nil
+}
+
+// startMember starts this host's etcd member over mutual TLS: the first
+// member of a new cluster (cf nil, the first host) or a joined voter (from
+// cluster.json), which starts as a learner and is promoted here.
+func (s *Supervisor) startMember(ctx context.Context, lay layout, cf *clusterFile) (*store.Etcd, error) {
+	cfg := s.cfg
+	clientURL, peerURL, err := s.etcdURLs()
+	if err != nil {
+		return nil, err
+	}
+	dir := lay.pki()
+	o := store.ClusterOptions{
+		Name: cfg.Etcd.Name, Dir: lay.etcd(), ClientURL: clientURL, PeerURL: peerURL,
+		TLS: store.ClusterTLS{
+			CAFile:   filepath.Join(dir, pki.CACertFile),
+			CertFile: filepath.Join(dir, peerCertFile), KeyFile: filepath.Join(dir, peerKeyFile),
+			ClientCertFile: filepath.Join(dir, clientCertFile), ClientKeyFile: filepath.Join(dir, clientKeyFile),
+		},
+		AllowedPeerCN: pki.EtcdPeerCN,
+		StartTimeout:  cfg.Etcd.StartTimeout.D(),
+		Logger:        s.log,
+	}
+	if cf != nil {
+		o.State, o.InitialCluster = store.StateExisting, cf.InitialCluster
+		// A learner serves no clients: talk to the voters until promoted.
+		o.Endpoints = cf.Endpoints
+	}
+	e, err := store.StartClusterEtcd(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	if cf != nil {
+		s.setPhase(PhaseStartingEtcd, "learner catching up; promoting")
+		if err := store.PromoteWhenReady(ctx, e.Client(), cf.MemberID); err != nil {
+			e.Close()
+			return nil, err
+		}
+		s.log.Info("etcd member promoted to voter", zap.String("member", fmt.Sprintf("%x", cf.MemberID)))
+	}
 	return e, nil
 }
 
