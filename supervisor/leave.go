@@ -115,16 +115,16 @@ func checkNotLeft(lay layout) error {
 func (s *Supervisor) Leave(ctx context.Context) (api.LeaveResult, error) {
 	name := s.cfg.NodeName
 	if !s.multiHost() {
-		return api.LeaveResult{}, api.Errorf(api.ErrConflict, "leave: this m3sup runs a single-node cluster (no cluster.joinListen, not joined with --join): there is no cluster to leave; stop m3sup instead")
+		return api.LeaveResult{}, api.Errorf(api.ErrConflict, "cannot leave: this m3sup runs a single-node cluster (no cluster.joinListen, not joined with --join): there is no cluster to leave; stop m3sup instead")
 	}
 	s.mu.Lock()
 	e, c, ca := s.etcd, s.m3, s.ca
 	s.mu.Unlock()
 	if ca != nil || s.cfg.Cluster.JoinListen != "" {
-		return api.LeaveResult{}, api.Errorf(api.ErrConflict, "leave: %s holds the cluster CA and serves the join endpoint (cluster.joinListen); it cannot leave, or no host could join the cluster again", name)
+		return api.LeaveResult{}, api.Errorf(api.ErrConflict, "cannot leave: %s holds the cluster CA and serves the join endpoint (cluster.joinListen); it cannot leave, or no host could join the cluster again", name)
 	}
 	if e == nil || c == nil {
-		return api.LeaveResult{}, api.Errorf(api.ErrConflict, "leave: m3sup is still starting (etcd or M3 not connected yet); retry in a moment")
+		return api.LeaveResult{}, api.Errorf(api.ErrConflict, "cannot leave yet: m3sup is still starting (etcd or M3 not connected yet); retry in a moment")
 	}
 	cli := e.Client()
 	res := api.LeaveResult{Node: name, EtcdRole: "client", State: api.LeaveStateLeaving}
@@ -148,12 +148,12 @@ func (s *Supervisor) Leave(ctx context.Context) (api.LeaveResult, error) {
 	if exists {
 		delete(lv, name)
 		if err := cluster.CheckLeave(p, p.ReplicaFactor, name, slices.Sorted(maps.Keys(lv))); err != nil {
-			return api.LeaveResult{}, fmt.Errorf("%w: leave refused, nothing changed: %w", api.ErrConflict, err)
+			return api.LeaveResult{}, fmt.Errorf("%w: %w (nothing changed)", api.ErrConflict, err)
 		}
 	}
 	if e.Member() {
 		if err := store.CheckRemoval(ctx, cli, e.MemberID()); err != nil {
-			return api.LeaveResult{}, fmt.Errorf("%w: leave refused, nothing changed: removing this host's etcd member now would risk the cluster's quorum: %w", api.ErrConflict, err)
+			return api.LeaveResult{}, fmt.Errorf("%w: cannot leave: removing this host's etcd member now would risk the cluster's quorum (nothing changed): %w", api.ErrConflict, err)
 		}
 	}
 	if err := cluster.MarkLeaving(ctx, cli, name, time.Now()); err != nil {

@@ -18,6 +18,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -145,11 +146,7 @@ func (s *Supervisor) joinCluster(ctx context.Context, lay layout) error {
 	}
 	cf := clusterFile{JoinURL: s.opts.Join.URL, Role: resp.Role, MemberID: resp.MemberID,
 		InitialCluster: resp.InitialCluster, Endpoints: resp.Endpoints, Joined: time.Now().UTC()}
-	b, err := json.MarshalIndent(cf, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := pki.WriteFileAtomic(lay.clusterFile(), b, 0o600); err != nil {
+	if err := writeClusterFile(lay, cf); err != nil {
 		return err
 	}
 	s.log.Info("joined the cluster", zap.String("join", s.opts.Join.URL), zap.String("role", string(resp.Role)),
@@ -267,7 +264,7 @@ func (s *Supervisor) startEtcd(ctx context.Context, lay layout) (*store.Etcd, er
 		e.Close()
 		return nil, err
 	}
-	var eps []string
+	var eps, urls []string
 	for _, m := range members {
 		if m.IsLearner {
 			continue
@@ -275,7 +272,16 @@ func (s *Supervisor) startEtcd(ctx context.Context, lay layout) (*store.Etcd, er
 		for _, u := range m.ClientURLs {
 			if pu, err := url.Parse(u); err == nil {
 				eps = append(eps, pu.Host)
+				urls = append(urls, u)
 			}
+		}
+	}
+	// A joined host starts its next time from the voters of now, not of
+	// its join (voters may have left since).
+	if cf != nil && len(urls) > 0 && !slices.Equal(cf.Endpoints, urls) {
+		cf.Endpoints = urls
+		if err := writeClusterFile(lay, *cf); err != nil {
+			s.log.Warn("cannot record the current etcd voters in cluster.json", zap.Error(err))
 		}
 	}
 	s.mu.Lock()
@@ -295,6 +301,14 @@ func readClusterFile(lay layout) (*clusterFile, error) {
 		return nil, fmt.Errorf("%s: %w", lay.clusterFile(), err)
 	}
 	return cf, nil
+}
+
+func writeClusterFile(lay layout, cf clusterFile) error {
+	b, err := json.MarshalIndent(cf, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", lay.clusterFile(), err)
+	}
+	return pki.WriteFileAtomic(lay.clusterFile(), b, 0o600)
 }
 
 // startMember starts this host's etcd member over mutual TLS: the first

@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,6 +29,7 @@ import (
 	"github.com/m3sup/m3sup/supervisor/api"
 	"github.com/m3sup/m3sup/supervisor/backup"
 	"github.com/m3sup/m3sup/supervisor/config"
+	"github.com/m3sup/m3sup/supervisor/join"
 	"github.com/m3sup/m3sup/supervisor/m3"
 	"github.com/m3sup/m3sup/supervisor/pki"
 	"github.com/m3sup/m3sup/supervisor/spec"
@@ -279,6 +281,9 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	if s.multiHost() {
 		if u, _, err := s.etcdURLs(); err == nil {
 			etcdURL = u
+		}
+		if cf, err := readClusterFile(lay); err == nil && cf.Role == join.RoleClient {
+			etcdURL = "client-only host; voters " + strings.Join(cf.Endpoints, ", ")
 		}
 	}
 	s.setPhase(PhaseStartingEtcd, etcdURL)

@@ -40,7 +40,7 @@ A later 'm3sup run' on this data dir refuses; rejoin with a new data dir.`,
 		}
 		res, err := api.NewClient(*socket).Leave(cmd.Context(), !*noWait)
 		if err != nil {
-			return apiError(fmt.Errorf("leave: %w", err))
+			return apiError(err)
 		}
 		if *out == "json" {
 			enc := json.NewEncoder(os.Stdout)

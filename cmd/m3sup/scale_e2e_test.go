@@ -21,6 +21,7 @@ import (
 
 	"github.com/m3sup/m3sup/supervisor/api"
 	"github.com/m3sup/m3sup/supervisor/cluster"
+	"github.com/m3sup/m3sup/supervisor/join"
 	"github.com/m3sup/m3sup/supervisor/m3"
 )
 
@@ -74,6 +75,27 @@ func TestE2EScaleOut(t *testing.T) {
 	writeAndRead(t, h4.coordURL, "m3sup_e2e_scale_out", ts, 11)
 	readBack(t, h1.coordURL, "m3sup_e2e_scale_out", ts, 11)
 	t.Logf("written through host4 (client-only), read through host1 after %s", since())
+
+	// The client-only host restarts from cluster.json without a new join:
+	// a wrong token would be refused if it tried.
+	parsed, err := join.ParseToken(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrong := join.Token{CAHash: parsed.CAHash, ID: parsed.ID, Secret: strings.Repeat("b", len(parsed.Secret))}.Encode()
+	if code := h4.stop(2 * time.Minute); code != 0 {
+		t.Fatalf("host4 exited %d; log:\n%s", code, h4.log())
+	}
+	restart := time.Now()
+	h4.start("--join", h1.joinURL, "--token", wrong)
+	h4.waitReady(5 * time.Minute)
+	if !strings.Contains(h4.log(), "already joined") {
+		t.Fatalf("restarted host4 did not start from cluster.json; log:\n%s", h4.log())
+	}
+	checkClientOnly(t, cli, h4, 3)
+	readBack(t, h4.coordURL, "m3sup_e2e_scale_out", ts, 11)
+	waitPlacement(t, h1.coordURL, 4, 5*time.Minute, "host1", "host2", "host3", "host4")
+	t.Logf("host4 restarted from cluster.json (no join), ready again in %s", time.Since(restart).Round(100*time.Millisecond))
 
 	// The CA holder cannot leave; nothing changes.
 	out, code := leaveCLI(t, h1)

@@ -40,9 +40,9 @@ func TestLeave(t *testing.T) {
 	defer cancel()
 
 	// Refused: the daemon's reason, as a conflict, nothing else.
-	f := &fakeLeaver{leaveErr: api.Errorf(api.ErrConflict, "leave refused, nothing changed: would leave 2 instance(s)"), done: make(chan error, 1)}
+	f := &fakeLeaver{leaveErr: api.Errorf(api.ErrConflict, "cannot leave: removing h4 would leave 2 instance(s) (nothing changed)"), done: make(chan error, 1)}
 	c := api.NewClient(serve(t, f, prometheus.NewRegistry()))
-	if _, err := c.Leave(ctx, true); !errors.Is(err, api.ErrConflict) || err.Error() != "leave refused, nothing changed: would leave 2 instance(s)" {
+	if _, err := c.Leave(ctx, true); !errors.Is(err, api.ErrConflict) || err.Error() != "cannot leave: removing h4 would leave 2 instance(s) (nothing changed)" {
 		t.Fatalf("refused leave: %v, want the conflict with the daemon's reason", err)
 	}
 
