@@ -131,7 +131,7 @@ func (s *Supervisor) Leave(ctx context.Context) (api.LeaveResult, error) {
 	if e.Member() {
 		res.EtcdRole = "voter"
 	}
-	lv, err := cluster.LeavingHosts(ctx, cli)
+	lv, seen, err := cluster.LeavingHostsAt(ctx, cli)
 	if err != nil {
 		return api.LeaveResult{}, fmt.Errorf("leave: %w", err)
 	}
@@ -156,7 +156,9 @@ func (s *Supervisor) Leave(ctx context.Context) (api.LeaveResult, error) {
 			return api.LeaveResult{}, fmt.Errorf("%w: cannot leave: removing this host's etcd member now would risk the cluster's quorum (nothing changed): %w", api.ErrConflict, err)
 		}
 	}
-	if err := cluster.MarkLeaving(ctx, cli, name, time.Now()); err != nil {
+	if err := cluster.MarkLeaving(ctx, cli, name, time.Now(), seen); errors.Is(err, cluster.ErrLeaveRace) {
+		return api.LeaveResult{}, fmt.Errorf("%w: cannot leave now (nothing changed; retry): %w", api.ErrConflict, err)
+	} else if err != nil {
 		return api.LeaveResult{}, fmt.Errorf("leave: %w", err)
 	}
 	s.log.Info("leaving the cluster", zap.Bool("in_placement", res.InPlacement), zap.String("etcd_role", res.EtcdRole))

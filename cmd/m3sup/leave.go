@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -34,11 +35,18 @@ A later 'm3sup run' on this data dir refuses; rejoin with a new data dir.`,
 	socket := socketFlag(cmd)
 	out := outputFlag(cmd, "table", "json")
 	noWait := cmd.Flags().Bool("no-wait", false, "return once the leave is accepted instead of when the host has left")
+	timeout := cmd.Flags().Duration("timeout", 0, "give up waiting after this long (0: wait as long as M3 needs; the leave goes on)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if err := checkOutput(*out, "table", "json"); err != nil {
 			return err
 		}
-		res, err := api.NewClient(*socket).Leave(cmd.Context(), !*noWait)
+		ctx := cmd.Context()
+		if *timeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, *timeout)
+			defer cancel()
+		}
+		res, err := api.NewClient(*socket).Leave(ctx, !*noWait)
 		if err != nil {
 			return apiError(err)
 		}

@@ -40,17 +40,32 @@ type Leaving struct {
 	Since time.Time `json:"since"`
 }
 
-// MarkLeaving records that host name is leaving. It is idempotent: a host
-// already marked keeps its first record.
-func MarkLeaving(ctx context.Context, cli *clientv3.Client, name string, now time.Time) error {
+// ErrLeaveRace means another host was marked leaving between the reading
+// of the leaving hosts and MarkLeaving: decide again.
+var ErrLeaveRace = errors.New("another host started leaving at the same time")
+
+// MarkLeaving records that host name is leaving, atomically with the
+// decision that allowed it: only if no leaving record was created or
+// changed after revision seen (LeavingHostsAt's), so two hosts that each
+// checked CheckLeave against the other's absence cannot both be marked
+// (ErrLeaveRace). Zero seen skips that condition. A host already marked
+// keeps its first record.
+func MarkLeaving(ctx context.Context, cli *clientv3.Client, name string, now time.Time, seen int64) error {
 	b, err := json.Marshal(Leaving{Name: name, Since: now.UTC()})
 	if err != nil {
 		return fmt.Errorf("mark %s leaving: %w", name, err)
 	}
 	key := LeavingPrefix + name
-	_, err = cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).Then(clientv3.OpPut(key, string(b))).Commit()
+	conds := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}
+	if seen > 0 {
+		conds = append(conds, clientv3.Compare(clientv3.ModRevision(LeavingPrefix), "<", seen+1).WithPrefix())
+	}
+	resp, err := cli.Txn(ctx).If(conds...).Then(clientv3.OpPut(key, string(b))).Else(clientv3.OpGet(key)).Commit()
 	if err != nil {
 		return fmt.Errorf("mark %s leaving: %w", name, err)
+	}
+	if !resp.Succeeded && len(resp.Responses) > 0 && len(resp.Responses[0].GetResponseRange().Kvs) == 0 {
+		return fmt.Errorf("mark %s leaving: %w", name, ErrLeaveRace)
 	}
 	return nil
 }
@@ -74,9 +89,16 @@ func Deregister(ctx context.Context, cli *clientv3.Client, name string) error {
 
 // LeavingHosts returns every leaving host's record by name.
 func LeavingHosts(ctx context.Context, cli *clientv3.Client) (map[string]Leaving, error) {
+	out, _, err := LeavingHostsAt(ctx, cli)
+	return out, err
+}
+
+// LeavingHostsAt is LeavingHosts and the etcd revision it read at, for
+// MarkLeaving.
+func LeavingHostsAt(ctx context.Context, cli *clientv3.Client) (map[string]Leaving, int64, error) {
 	resp, err := cli.Get(ctx, LeavingPrefix, clientv3.WithPrefix())
 	if err != nil {
-		return nil, fmt.Errorf("read leaving hosts: %w", err)
+		return nil, 0, fmt.Errorf("read leaving hosts: %w", err)
 	}
 	out := make(map[string]Leaving, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
@@ -86,7 +108,7 @@ func LeavingHosts(ctx context.Context, cli *clientv3.Client) (map[string]Leaving
 		l.Name = name
 		out[name] = l
 	}
-	return out, nil
+	return out, resp.Header.Revision, nil
 }
 
 // CheckLeave decides, purely, whether host id may leave a placement with
