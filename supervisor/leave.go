@@ -121,7 +121,7 @@ func (s *Supervisor) Leave(ctx context.Context) (api.LeaveResult, error) {
 	e, c, ca := s.etcd, s.m3, s.ca
 	s.mu.Unlock()
 	if ca != nil || s.cfg.Cluster.JoinListen != "" {
-		return api.LeaveResult{}, api.Errorf(api.ErrConflict, "cannot leave: %s holds the cluster CA and serves the join endpoint (cluster.joinListen); it cannot leave, or no host could join the cluster again", name)
+		return api.LeaveResult{}, api.Errorf(api.ErrConflict, "cannot leave: %s holds the cluster CA and serves the join endpoint (cluster.joinListen), without which no host could join the cluster", name)
 	}
 	if e == nil || c == nil {
 		return api.LeaveResult{}, api.Errorf(api.ErrConflict, "cannot leave yet: m3sup is still starting (etcd or M3 not connected yet); retry in a moment")
