@@ -171,6 +171,12 @@ func (s *Supervisor) Status(ctx context.Context) api.Status {
 		st.Etcd.State = "running"
 		st.Etcd.Endpoint = etcd.Endpoint()
 		st.Etcd.Leader = etcd.IsLeader()
+		if s.multiHost() {
+			st.Etcd.Role = "voter"
+			if !etcd.Member() {
+				st.Etcd.Role = "client" // no member here; Endpoint is a voter's
+			}
+		}
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		if ml, err := etcd.Client().MemberList(cctx); err == nil {
 			st.Etcd.Members = len(ml.Members)
@@ -317,9 +323,14 @@ func clusterStatus(ctx context.Context, cli *clientv3.Client) *api.ClusterStatus
 	if err != nil {
 		errs = append(errs, err)
 	}
+	leaving, err := cluster.LeavingHosts(cctx, cli)
+	if err != nil {
+		errs = append(errs, err)
+	}
 	for _, h := range hosts {
+		_, isLeaving := leaving[h.Name]
 		hs := api.HostStatus{Name: h.Name, Endpoint: h.Endpoint, Roles: []string{}, EtcdRole: "client",
-			IsolationGroup: h.IsolationGroup, Weight: h.Weight}
+			IsolationGroup: h.IsolationGroup, Weight: h.Weight, Leaving: isLeaving}
 		if r, ok := members[h.Name]; ok {
 			hs.EtcdRole = r
 		}

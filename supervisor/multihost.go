@@ -18,6 +18,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -123,14 +124,18 @@ func (s *Supervisor) joinCluster(ctx context.Context, lay layout) error {
 	if err != nil {
 		return err
 	}
-	if resp.Role != join.RoleVoter {
-		// TODO(issue 6): client-only hosts (no etcd member) are not wired yet.
-		return fmt.Errorf("joined %s as an etcd client-only host, which this m3sup does not support yet (raise cluster.maxVoters on the first host)", s.opts.Join.URL)
-	}
+	// A voter gets a member (peer) certificate; a client-only host (the
+	// cluster has cluster.maxVoters voters already) only the client one.
 	files := map[string][]byte{
 		pki.CACertFile: []byte(resp.CACert),
-		peerCertFile:   []byte(resp.PeerCert), peerKeyFile: []byte(resp.PeerKey),
 		clientCertFile: []byte(resp.ClientCert), clientKeyFile: []byte(resp.ClientKey),
+	}
+	switch resp.Role {
+	case join.RoleVoter:
+		files[peerCertFile], files[peerKeyFile] = []byte(resp.PeerCert), []byte(resp.PeerKey)
+	case join.RoleClient:
+	default:
+		return fmt.Errorf("join %s: unknown etcd role %q in the answer", s.opts.Join.URL, resp.Role)
 	}
 	if err := os.MkdirAll(lay.pki(), 0o700); err != nil {
 		return err
@@ -142,11 +147,7 @@ func (s *Supervisor) joinCluster(ctx context.Context, lay layout) error {
 	}
 	cf := clusterFile{JoinURL: s.opts.Join.URL, Role: resp.Role, MemberID: resp.MemberID,
 		InitialCluster: resp.InitialCluster, Endpoints: resp.Endpoints, Joined: time.Now().UTC()}
-	b, err := json.MarshalIndent(cf, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := pki.WriteFileAtomic(lay.clusterFile(), b, 0o600); err != nil {
+	if err := writeClusterFile(lay, cf); err != nil {
 		return err
 	}
 	s.log.Info("joined the cluster", zap.String("join", s.opts.Join.URL), zap.String("role", string(resp.Role)),
@@ -201,9 +202,12 @@ func splitHosts(hosts []string) (dns []string, ips []net.IP) {
 	return dns, ips
 }
 
-// startEtcd starts this host's etcd member: plain and local in single-node
-// mode; over mutual TLS on the advertise address in multi-host mode, as the
-// first member (first host) or as a learner that is promoted (joined host).
+// startEtcd starts this host's etcd: a plain local member in single-node
+// mode; in multi-host mode a member over mutual TLS on the advertise
+// address (first host, or a joined voter that starts as a learner and is
+// promoted), or, on an etcd client-only host, no member at all but a client
+// of the voters. Whatever it is, the rest of m3sup uses the returned Etcd's
+// client; M3 is configured with every voter either way.
 func (s *Supervisor) startEtcd(ctx context.Context, lay layout) (*store.Etcd, error) {
 	cfg := s.cfg
 	if !s.multiHost() {
@@ -216,6 +220,103 @@ func (s *Supervisor) startEtcd(ctx context.Context, lay layout) (*store.Etcd, er
 			Logger:       s.log,
 		})
 	}
+	var cf *clusterFile
+	if s.opts.Join.URL == "" {
+		ca, err := s.firstHostPKI(lay)
+		if err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		s.ca = ca
+		s.mu.Unlock()
+	} else {
+		var err error
+		if cf, err = readClusterFile(lay); err != nil {
+			return nil, err
+		}
+	}
+	dir := lay.pki()
+	var e *store.Etcd
+	var err error
+	if cf != nil && cf.Role == join.RoleClient {
+		e, err = store.ConnectCluster(ctx, store.ClientOptions{
+			Endpoints: cf.Endpoints,
+			CAFile:    filepath.Join(dir, pki.CACertFile),
+			CertFile:  filepath.Join(dir, clientCertFile), KeyFile: filepath.Join(dir, clientKeyFile),
+			StartTimeout: cfg.Etcd.StartTimeout.D(),
+			Logger:       s.log,
+		})
+		if err != nil {
+			return nil, err
+		}
+		s.log.Info("etcd client-only host: no local member; using the cluster's voters", zap.Strings("endpoints", e.Client().Endpoints()))
+	} else if e, err = s.startMember(ctx, lay, cf); err != nil {
+		return nil, err
+	}
+	if err := copyFiles(dir, lay.m3PKI(), pki.CACertFile, clientCertFile, clientKeyFile); err != nil {
+		e.Close()
+		return nil, err
+	}
+	// M3 talks to every voter.
+	mctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	members, err := store.Members(mctx, e.Client())
+	if err != nil {
+		e.Close()
+		return nil, err
+	}
+	var eps, urls []string
+	for _, m := range members {
+		if m.IsLearner {
+			continue
+		}
+		for _, u := range m.ClientURLs {
+			if pu, err := url.Parse(u); err == nil {
+				eps = append(eps, pu.Host)
+				urls = append(urls, u)
+			}
+		}
+	}
+	// A joined host starts its next time from the voters of now, not of
+	// its join (voters may have left since).
+	if cf != nil && len(urls) > 0 && !slices.Equal(cf.Endpoints, urls) {
+		cf.Endpoints = urls
+		if err := writeClusterFile(lay, *cf); err != nil {
+			s.log.Warn("cannot record the current etcd voters in cluster.json", zap.Error(err))
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.m3Etcd = &m3.EtcdParams{Endpoints: eps, TLS: &m3.EtcdTLS{
+		CertPath: containerPKI + "/" + clientCertFile, KeyPath: containerPKI + "/" + clientKeyFile, CAPath: containerPKI + "/" + pki.CACertFile}}
+	return e, nil
+}
+
+func readClusterFile(lay layout) (*clusterFile, error) {
+	b, err := os.ReadFile(lay.clusterFile())
+	if err != nil {
+		return nil, err
+	}
+	cf := &clusterFile{}
+	if err := json.Unmarshal(b, cf); err != nil {
+		return nil, fmt.Errorf("%s: %w", lay.clusterFile(), err)
+	}
+	return cf, nil
+}
+
+func writeClusterFile(lay layout, cf clusterFile) error {
+	b, err := json.MarshalIndent(cf, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", lay.clusterFile(), err)
+	}
+	return pki.WriteFileAtomic(lay.clusterFile(), b, 0o600)
+}
+
+// startMember starts this host's etcd member over mutual TLS: the first
+// member of a new cluster (cf nil, the first host) or a joined voter (from
+// cluster.json), which starts as a learner and is promoted here.
+func (s *Supervisor) startMember(ctx context.Context, lay layout, cf *clusterFile) (*store.Etcd, error) {
+	cfg := s.cfg
 	clientURL, peerURL, err := s.etcdURLs()
 	if err != nil {
 		return nil, err
@@ -232,24 +333,7 @@ func (s *Supervisor) startEtcd(ctx context.Context, lay layout) (*store.Etcd, er
 		StartTimeout:  cfg.Etcd.StartTimeout.D(),
 		Logger:        s.log,
 	}
-	var cf *clusterFile
-	if s.opts.Join.URL == "" {
-		ca, err := s.firstHostPKI(lay)
-		if err != nil {
-			return nil, err
-		}
-		s.mu.Lock()
-		s.ca = ca
-		s.mu.Unlock()
-	} else {
-		b, err := os.ReadFile(lay.clusterFile())
-		if err != nil {
-			return nil, err
-		}
-		cf = &clusterFile{}
-		if err := json.Unmarshal(b, cf); err != nil {
-			return nil, fmt.Errorf("%s: %w", lay.clusterFile(), err)
-		}
+	if cf != nil {
 		o.State, o.InitialCluster = store.StateExisting, cf.InitialCluster
 		// A learner serves no clients: talk to the voters until promoted.
 		o.Endpoints = cf.Endpoints
@@ -266,33 +350,6 @@ func (s *Supervisor) startEtcd(ctx context.Context, lay layout) (*store.Etcd, er
 		}
 		s.log.Info("etcd member promoted to voter", zap.String("member", fmt.Sprintf("%x", cf.MemberID)))
 	}
-	if err := copyFiles(dir, lay.m3PKI(), pki.CACertFile, clientCertFile, clientKeyFile); err != nil {
-		e.Close()
-		return nil, err
-	}
-	// M3 talks to every voter.
-	mctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	members, err := store.Members(mctx, e.Client())
-	if err != nil {
-		e.Close()
-		return nil, err
-	}
-	var eps []string
-	for _, m := range members {
-		if m.IsLearner {
-			continue
-		}
-		for _, u := range m.ClientURLs {
-			if pu, err := url.Parse(u); err == nil {
-				eps = append(eps, pu.Host)
-			}
-		}
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.m3Etcd = &m3.EtcdParams{Endpoints: eps, TLS: &m3.EtcdTLS{
-		CertPath: containerPKI + "/" + clientCertFile, KeyPath: containerPKI + "/" + clientKeyFile, CAPath: containerPKI + "/" + pki.CACertFile}}
 	return e, nil
 }
 

@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,6 +29,7 @@ import (
 	"github.com/m3sup/m3sup/supervisor/api"
 	"github.com/m3sup/m3sup/supervisor/backup"
 	"github.com/m3sup/m3sup/supervisor/config"
+	"github.com/m3sup/m3sup/supervisor/join"
 	"github.com/m3sup/m3sup/supervisor/m3"
 	"github.com/m3sup/m3sup/supervisor/pki"
 	"github.com/m3sup/m3sup/supervisor/spec"
@@ -96,6 +98,8 @@ type Supervisor struct {
 	// m3Etcd is how M3 reaches etcd in multi-host mode (every voter, TLS);
 	// nil in single-node mode.
 	m3Etcd *m3.EtcdParams
+	// leave is this host's `m3sup leave` (multi-host mode).
+	leave *leaveState
 	// permitRelease gives back the cluster-wide m3dbnode restart permit
 	// while this host holds it (multi-host mode); nil otherwise.
 	permitRelease func(context.Context) error
@@ -118,7 +122,7 @@ func New(opts Options) *Supervisor {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
-	s := &Supervisor{opts: opts, cfg: opts.Config, log: opts.Logger}
+	s := &Supervisor{opts: opts, cfg: opts.Config, log: opts.Logger, leave: newLeaveState()}
 	s.metrics = newMetrics(s)
 	return s
 }
@@ -137,6 +141,10 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
+	}
+	// A host that left the cluster never starts again on the same data.
+	if err := checkNotLeft(layout{root: s.cfg.DataDir}); err != nil {
+		return err
 	}
 	// A joining host talks to the cluster before it starts anything: a
 	// refused join leaves nothing running.
@@ -276,6 +284,9 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	if s.multiHost() {
 		if u, _, err := s.etcdURLs(); err == nil {
 			etcdURL = u
+		}
+		if cf, err := readClusterFile(lay); err == nil && cf.Role == join.RoleClient {
+			etcdURL = "client-only host; voters " + strings.Join(cf.Endpoints, ", ")
 		}
 	}
 	s.setPhase(PhaseStartingEtcd, etcdURL)
@@ -432,7 +443,19 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 			return s.runCluster(ctx, client, desired, clusterUpdates)
 		}, func(error) { cancel() })
 	}
+	if s.multiHost() { // `m3sup leave`: returns errLeft once M3 let this host go
+		ctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { return s.runLeave(ctx, etcd.Client(), client) }, func(error) { cancel() })
+	}
 	err = g.Run()
+	if errors.Is(err, errLeft) {
+		err = s.finishLeave(ctx, lay, rt, etcd)
+		s.leave.finish(err)
+		return err
+	}
+	if s.leave.isRequested() {
+		s.leave.finish(fmt.Errorf("m3sup stopped before the leave finished (%v); it resumes when m3sup starts again", err))
+	}
 	s.setPhase(PhaseStopping, "")
 	return err
 }

@@ -78,6 +78,9 @@ func printStatus(w io.Writer, st api.Status, now time.Time) {
 	if st.Etcd.Leader {
 		role = "leader"
 	}
+	if st.Etcd.Role == "client" {
+		role = "client only (no local member)"
+	}
 	etcdLine := fmt.Sprintf("%s\t%s, %s, %d member(s)", st.Etcd.State, st.Etcd.Endpoint, role, st.Etcd.Members)
 	if st.Etcd.Error != "" {
 		etcdLine += ", error: " + st.Etcd.Error
@@ -105,6 +108,9 @@ func printStatus(w io.Writer, st api.Status, now time.Time) {
 			}
 			if c.PermitHeld && h.Name == c.PermitHolder {
 				notes = append(notes, "holds the restart permit")
+			}
+			if h.Leaving {
+				notes = append(notes, "leaving")
 			}
 			ep := h.Endpoint
 			if ep == "" {

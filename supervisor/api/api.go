@@ -64,11 +64,16 @@ type HostStatus struct {
 	// IsolationGroup and Weight are the host's M3 placement topology.
 	IsolationGroup string `json:"isolationGroup,omitempty"`
 	Weight         uint32 `json:"weight,omitempty"`
+	// Leaving: `m3sup leave` runs on the host; it is being decommissioned.
+	Leaving bool `json:"leaving,omitempty"`
 }
 
 // EtcdStatus describes the embedded etcd member.
 type EtcdStatus struct {
-	State    string `json:"state"`
+	State string `json:"state"`
+	// Role, in multi-host mode: voter (an etcd member runs here) or client
+	// (none does; Endpoint is a voter's).
+	Role     string `json:"role,omitempty"`
 	Endpoint string `json:"endpoint,omitempty"`
 	Leader   bool   `json:"leader"`
 	Members  int    `json:"members,omitempty"`
@@ -143,6 +148,9 @@ func NewServer(p Provider, c Controller, gatherer prometheus.Gatherer, log *zap.
 	}
 	if t, ok := p.(Tokens); ok {
 		tokenRoutes(mux, t)
+	}
+	if l, ok := p.(Leaver); ok {
+		leaveRoutes(mux, l)
 	}
 	if b, ok := p.(Backupper); ok {
 		mux.Handle("GET /v1/backup", BackupHandler(b))

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -169,6 +171,7 @@ func (c *Controller) lead(ctx context.Context, e *concurrency.Election) error {
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
 	watch := c.Cli.Watch(ctx, RegistryPrefix, clientv3.WithPrefix())
+	leaving := c.Cli.Watch(ctx, LeavingPrefix, clientv3.WithPrefix())
 	seen := sightings{}
 	last := ""
 	for {
@@ -197,9 +200,16 @@ func (c *Controller) lead(ctx context.Context, e *concurrency.Election) error {
 			if watch == nil {
 				watch = c.Cli.Watch(ctx, RegistryPrefix, clientv3.WithPrefix())
 			}
+			if leaving == nil {
+				leaving = c.Cli.Watch(ctx, LeavingPrefix, clientv3.WithPrefix())
+			}
 		case _, ok := <-watch:
 			if !ok {
 				watch = nil // re-watch on the next tick, not in a tight loop
+			}
+		case _, ok := <-leaving:
+			if !ok {
+				leaving = nil
 			}
 		}
 	}
@@ -210,6 +220,10 @@ func (c *Controller) step(ctx context.Context, e *concurrency.Election, seen sig
 	hosts, err := Hosts(ctx, c.Cli)
 	if err != nil {
 		return Action{Kind: KindWait, Reason: "registry unreadable"}, err
+	}
+	lv, err := LeavingHosts(ctx, c.Cli)
+	if err != nil {
+		return Action{Kind: KindWait, Reason: "leaving hosts unreadable"}, err
 	}
 	p, exists, err := c.M3.Placement(ctx)
 	if err != nil {
@@ -225,7 +239,7 @@ func (c *Controller) step(ctx context.Context, e *concurrency.Election, seen sig
 		removeAfter = DefaultRemoveAfter
 	}
 	a := Plan(
-		Topology{RF: c.RF, Shards: c.Shards, Hosts: hosts, RemoveAfter: removeAfter},
+		Topology{RF: c.RF, Shards: c.Shards, Hosts: hosts, RemoveAfter: removeAfter, Leaving: slices.Sorted(maps.Keys(lv))},
 		Observed{PlacementExists: exists, Placement: p, LastSeen: seen, Now: now},
 	)
 	if !a.Mutates() {

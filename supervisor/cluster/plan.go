@@ -26,6 +26,10 @@ type Topology struct {
 	// least this long is removed. Zero removes on the first sighting of
 	// its absence.
 	RemoveAfter time.Duration
+	// Leaving are hosts being decommissioned (`m3sup leave`): their
+	// instances are removed at once (no RemoveAfter), one at a time, and
+	// never added again.
+	Leaving []string
 }
 
 // Observed is what the controller read: the placement, the clock, and when
@@ -96,9 +100,10 @@ func wait(format string, args ...any) Action {
 //   - A placement whose shards are not all AVAILABLE: wait (a move is under
 //     way, or nodes are still bootstrapping).
 //   - Otherwise add the first registered db host missing from the
-//     placement; else remove the first instance whose host has been gone
-//     for RemoveAfter, unless that would leave fewer than RF instances or
-//     isolation groups; else wait for pending removals; else none.
+//     placement that is not leaving; else remove the first instance whose
+//     host is leaving; else the first whose host has been gone for
+//     RemoveAfter — either unless that would leave fewer than RF instances
+//     or isolation groups; else wait for pending removals; else none.
 //
 // Changes go one at a time: after an add or remove the shards move, and the
 // next Plan waits until they are AVAILABLE again.
@@ -147,7 +152,7 @@ func Plan(desired Topology, observed Observed) Action {
 	registered := make(map[string]bool, len(db))
 	for _, h := range db {
 		registered[h.Name] = true
-		if _, ok := p.Instances[h.Name]; ok {
+		if _, ok := p.Instances[h.Name]; ok || slices.Contains(desired.Leaving, h.Name) {
 			continue
 		}
 		in, err := instance(h)
@@ -155,6 +160,16 @@ func Plan(desired Topology, observed Observed) Action {
 			return wait("%v", err)
 		}
 		return Action{Kind: KindAdd, Instances: []m3.Instance{in}, Reason: "registered db host is not in the placement"}
+	}
+
+	for _, id := range p.InstanceIDs() {
+		if !slices.Contains(desired.Leaving, id) {
+			continue
+		}
+		if a, ok := removable(p, id, desired.RF); !ok {
+			return a
+		}
+		return Action{Kind: KindRemove, ID: id, Reason: "host is leaving"}
 	}
 
 	var pending []string
@@ -167,11 +182,8 @@ func Plan(desired Topology, observed Observed) Action {
 			pending = append(pending, id)
 			continue
 		}
-		if left := len(p.Instances) - 1; left < desired.RF {
-			return wait("%s is gone, but removing it would leave %d instances for replication factor %d", id, left, desired.RF)
-		}
-		if groups := isolationGroupsWithout(p, id); groups < desired.RF {
-			return wait("%s is gone, but removing it would leave %d isolation groups for replication factor %d", id, groups, desired.RF)
+		if a, ok := removable(p, id, desired.RF); !ok {
+			return a
 		}
 		return Action{Kind: KindRemove, ID: id, Reason: fmt.Sprintf("unregistered since %s", seen.UTC().Format(time.RFC3339))}
 	}
@@ -179,6 +191,18 @@ func Plan(desired Topology, observed Observed) Action {
 		return wait("unregistered %s: removal after %s", strings.Join(pending, ", "), desired.RemoveAfter)
 	}
 	return Action{Kind: KindNone}
+}
+
+// removable reports whether instance id may go without leaving fewer than
+// rf instances or isolation groups; when not, the wait that says why.
+func removable(p m3.Placement, id string, rf int) (Action, bool) {
+	if left := len(p.Instances) - 1; left < rf {
+		return wait("%s is gone or leaving, but removing it would leave %d instances for replication factor %d", id, left, rf), false
+	}
+	if groups := isolationGroupsWithout(p, id); groups < rf {
+		return wait("%s is gone or leaving, but removing it would leave %d isolation groups for replication factor %d", id, groups, rf), false
+	}
+	return Action{}, true
 }
 
 // instance is the placement instance for db host h; its ID is the host name.

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"errors"
 	"reflect"
 	"strings"
 	"testing"
@@ -112,6 +113,32 @@ func TestPlan(t *testing.T) {
 		{name: "never below rf isolation groups", topo: Topology{RF: 3, Shards: 4, Hosts: []Host{h1, h2, h4}, RemoveAfter: grace},
 			obs:  Observed{PlacementExists: true, Placement: four, LastSeen: seenAt(time.Hour, "h3"), Now: t0},
 			want: KindWait, inReason: "leave 2 isolation groups"},
+		// Leaving hosts (`m3sup leave`): removed at once, never added.
+		{name: "leaving registered host is removed at once", topo: Topology{RF: 3, Shards: 4, Hosts: []Host{h1, h2, h3, h4}, RemoveAfter: grace, Leaving: []string{"h4"}},
+			obs:  Observed{PlacementExists: true, Placement: four, LastSeen: seenAt(0, "h1", "h2", "h3", "h4"), Now: t0},
+			want: KindRemove, id: "h4", inReason: "leaving"},
+		{name: "leaving host is removed before the grace of a gone one", topo: Topology{RF: 2, Shards: 4, Hosts: []Host{h1, h2, h4}, RemoveAfter: grace, Leaving: []string{"h4"}},
+			obs:  Observed{PlacementExists: true, Placement: four, LastSeen: seenAt(time.Minute, "h3"), Now: t0},
+			want: KindRemove, id: "h4"},
+		{name: "leaving waits while shards move", topo: Topology{RF: 3, Shards: 4, Hosts: []Host{h1, h2, h3, h4}, Leaving: []string{"h4"}},
+			obs:  Observed{PlacementExists: true, Placement: withShard(placed(m3.ShardAvailable, 4, "h1/a", "h2/b", "h3/c", "h4/a"), "h1", m3.ShardInitializing), Now: t0},
+			want: KindWait, inReason: "INITIALIZING"},
+		{name: "leaving host is not added", topo: Topology{RF: 3, Shards: 4, Hosts: []Host{h1, h2, h3, h4}, Leaving: []string{"h4"}},
+			obs: Observed{PlacementExists: true, Placement: three, Now: t0}, want: KindNone},
+		{name: "leaving never below rf instances", topo: Topology{RF: 3, Shards: 4, Hosts: []Host{h1, h2, h3}, Leaving: []string{"h3"}},
+			obs:  Observed{PlacementExists: true, Placement: three, Now: t0},
+			want: KindWait, inReason: "h3 is gone or leaving, but removing it would leave 2 instances for replication factor 3"},
+		{name: "leaving never below rf isolation groups", topo: Topology{RF: 3, Shards: 4, Hosts: []Host{h1, h2, h3, h4}, Leaving: []string{"h3"}},
+			obs:  Observed{PlacementExists: true, Placement: four, Now: t0},
+			want: KindWait, inReason: "leave 2 isolation groups"},
+		{name: "leaving hosts go one at a time", topo: Topology{RF: 2, Shards: 4, Hosts: []Host{h1, h2, h3, h4}, Leaving: []string{"h4", "h3"}},
+			obs:  Observed{PlacementExists: true, Placement: four, Now: t0},
+			want: KindRemove, id: "h3"},
+		{name: "add before a leaving removal", topo: Topology{RF: 3, Shards: 4, Hosts: []Host{h1, h2, h3, dbHost("h5", "d")}, Leaving: []string{"h3"}},
+			obs:  Observed{PlacementExists: true, Placement: three, Now: t0},
+			want: KindAdd, ids: []string{"h5"}},
+		{name: "leaving host not in the placement: none", topo: Topology{RF: 3, Shards: 4, Hosts: []Host{h1, h2, h3}, Leaving: []string{"h9"}},
+			obs: Observed{PlacementExists: true, Placement: three, Now: t0}, want: KindNone},
 		{name: "converged", topo: Topology{RF: 3, Shards: 4, Hosts: []Host{h1, h2, h3, coordHost("c1")}},
 			obs: Observed{PlacementExists: true, Placement: three}, want: KindNone},
 	}
@@ -138,6 +165,44 @@ func TestPlan(t *testing.T) {
 				t.Errorf("Mutates() = %v for %s", a.Mutates(), a.Kind)
 			}
 			_ = a.String()
+		})
+	}
+}
+
+func TestCheckLeave(t *testing.T) {
+	four := placed(m3.ShardAvailable, 4, "h1/a", "h2/b", "h3/c", "h4/d")
+	tests := []struct {
+		name    string
+		p       m3.Placement
+		rf      int
+		id      string
+		leaving []string
+		wantErr string // empty: allowed
+	}{
+		{name: "four to three, rf 3", p: four, rf: 3, id: "h4"},
+		{name: "not in the placement", p: four, rf: 3, id: "h9"},
+		{name: "three to two, rf 3", p: placed(m3.ShardAvailable, 4, "h1/a", "h2/b", "h3/c"), rf: 3, id: "h3",
+			wantErr: "removing h3 from the placement would leave 2 instance(s) for replication factor 3; add a host first"},
+		{name: "another host leaving counts", p: four, rf: 3, id: "h3", leaving: []string{"h4"},
+			wantErr: "(with 1 other host(s) leaving) would leave 2 instance(s)"},
+		{name: "isolation groups", p: placed(m3.ShardAvailable, 4, "h1/a", "h2/b", "h3/c", "h4/a"), rf: 3, id: "h3",
+			wantErr: "would leave 2 isolation group(s) for replication factor 3"},
+		{name: "same group twice may go", p: placed(m3.ShardAvailable, 4, "h1/a", "h2/b", "h3/c", "h4/a"), rf: 3, id: "h4"},
+		{name: "rf 1 single instance", p: placed(m3.ShardAvailable, 4, "h1/a"), rf: 1, id: "h1",
+			wantErr: "would leave 0 instance(s)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := CheckLeave(tt.p, tt.rf, tt.id, tt.leaving)
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("CheckLeave refused: %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrCannotLeave) || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("CheckLeave = %v, want ErrCannotLeave with %q", err, tt.wantErr)
+			}
 		})
 	}
 }

@@ -189,8 +189,95 @@ func StartClusterEtcd(ctx context.Context, o ClusterOptions) (*Etcd, error) {
 	return &Etcd{srv: srv, client: client, clientURL: cu.String(), closing: closing}, nil
 }
 
-// MemberID returns this member's ID.
-func (e *Etcd) MemberID() uint64 { return uint64(e.srv.Server.MemberID()) }
+// MemberID returns this member's ID; zero on a client-only host.
+func (e *Etcd) MemberID() uint64 {
+	if e.srv == nil {
+		return 0
+	}
+	return uint64(e.srv.Server.MemberID())
+}
+
+// ClientOptions configures ConnectCluster.
+type ClientOptions struct {
+	// Endpoints are the voters' https client URLs (the join answer's);
+	// the client follows later membership changes by itself.
+	Endpoints []string
+	// CAFile, CertFile, KeyFile: the m3sup CA and this host's client
+	// certificate (pki.UsageClient).
+	CAFile, CertFile, KeyFile string
+	Logger                    *zap.Logger
+	StartTimeout              time.Duration // how long to wait for a voter to answer; zero means a minute
+}
+
+// ConnectCluster is an etcd client-only host's Etcd: no member runs here,
+// the returned client talks to the cluster's voters over mutual TLS. It
+// returns once a voter answers a member list, the timeout passes or ctx
+// ends.
+func ConnectCluster(ctx context.Context, o ClientOptions) (*Etcd, error) {
+	if len(o.Endpoints) == 0 {
+		return nil, errors.New("connect to etcd: no voter endpoints")
+	}
+	for _, ep := range o.Endpoints {
+		if _, err := httpsURL("client", ep); err != nil {
+			return nil, fmt.Errorf("connect to etcd: %w", err)
+		}
+	}
+	if o.CAFile == "" || o.CertFile == "" || o.KeyFile == "" {
+		return nil, errors.New("connect to etcd: a CA and a client certificate are required")
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.StartTimeout <= 0 {
+		o.StartTimeout = time.Minute
+	}
+	tlsCfg, err := transport.TLSInfo{CertFile: o.CertFile, KeyFile: o.KeyFile, TrustedCAFile: o.CAFile}.ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("etcd client TLS: %w", err)
+	}
+	client, err := clientv3.New(clientv3.Config{
+		Endpoints:   o.Endpoints,
+		DialTimeout: 5 * time.Second,
+		TLS:         tlsCfg,
+		// Follow voters that join or leave after this host joined.
+		AutoSyncInterval: 30 * time.Second,
+		Logger:           o.Logger.Named("etcd-client").WithOptions(zap.IncreaseLevel(zap.WarnLevel)),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connect to etcd at %v: %w", o.Endpoints, err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, o.StartTimeout)
+	defer cancel()
+	err = retry(cctx, func() (bool, error) {
+		lctx, lcancel := context.WithTimeout(cctx, 5*time.Second)
+		defer lcancel()
+		_, err := client.MemberList(lctx)
+		return true, err
+	})
+	if err != nil {
+		_ = client.Close()
+		return nil, fmt.Errorf("connect to etcd at %v: no voter answered within %s: %w", o.Endpoints, o.StartTimeout, err)
+	}
+	return &Etcd{client: client, clientURL: o.Endpoints[0]}, nil
+}
+
+// CheckRemoval is RemoveMember's quorum guard on its own: nil when voter
+// id may be removed now, ErrQuorumAtRisk (wrapped) when not, ErrNotMember
+// when id is no member. Removing a learner is always allowed.
+func CheckRemoval(ctx context.Context, cli *clientv3.Client, id uint64) error {
+	members, err := Members(ctx, cli)
+	if err != nil {
+		return err
+	}
+	i := slices.IndexFunc(members, func(m Member) bool { return m.ID == id })
+	if i < 0 {
+		return fmt.Errorf("etcd member %x: %w", id, ErrNotMember)
+	}
+	if members[i].IsLearner {
+		return nil
+	}
+	return checkRemoval(ctx, cli, members, id)
+}
 
 // Member is one etcd cluster member. Name is empty until an added member
 // has started.

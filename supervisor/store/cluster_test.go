@@ -328,3 +328,66 @@ func TestQuorumAfterRemoval(t *testing.T) {
 		}
 	}
 }
+
+// TestConnectCluster: an etcd client-only host's Etcd runs no member and
+// reaches the voters over mutual TLS; without a CA-issued client
+// certificate, or with no voter answering, it fails within its timeout.
+func TestConnectCluster(t *testing.T) {
+	ca, err := pki.NewCA("test", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m1 := newClusterMember(t, ca, "node-1", "127.0.0.2")
+	m1.start(t)
+	ctx := testCtx(t)
+	tlsFiles := m1.opts.TLS
+	o := store.ClientOptions{Endpoints: []string{m1.opts.ClientURL}, CAFile: tlsFiles.CAFile,
+		CertFile: tlsFiles.ClientCertFile, KeyFile: tlsFiles.ClientKeyFile, StartTimeout: 10 * time.Second}
+	e, err := store.ConnectCluster(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if e.Member() || e.IsLeader() || e.MemberID() != 0 || e.Err() != nil || e.StoppingNotify() != nil {
+		t.Fatalf("client-only Etcd claims a member: member %t leader %t id %x", e.Member(), e.IsLeader(), e.MemberID())
+	}
+	if e.Endpoint() != m1.opts.ClientURL {
+		t.Fatalf("Endpoint() = %q, want the voter's %q", e.Endpoint(), m1.opts.ClientURL)
+	}
+	if _, err := e.Client().Put(ctx, "/m3sup/v1/x", "v"); err != nil {
+		t.Fatalf("put through the client-only Etcd: %v", err)
+	}
+	if ms, err := store.Members(ctx, e.Client()); err != nil || len(ms) != 1 {
+		t.Fatalf("members through the client-only Etcd: %v, %v", ms, err)
+	}
+	if err := store.CheckRemoval(ctx, e.Client(), m1.id); !errors.Is(err, store.ErrQuorumAtRisk) {
+		t.Fatalf("CheckRemoval of the last voter = %v, want ErrQuorumAtRisk", err)
+	}
+	e.Close()
+	e.Close() // idempotent
+
+	other, err := pki.NewCA("other", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreignCert, foreignKey, err := other.Issue(pki.IssueOptions{CommonName: "intruder", Usage: pki.UsageClient})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	bad := o
+	bad.CertFile, bad.KeyFile = writeFile(t, filepath.Join(dir, "c.crt"), foreignCert), writeFile(t, filepath.Join(dir, "c.key"), foreignKey)
+	bad.StartTimeout = 2 * time.Second
+	if e, err := store.ConnectCluster(ctx, bad); err == nil {
+		e.Close()
+		t.Fatal("a client certificate from another CA connected")
+	}
+	for name, eps := range map[string][]string{"none": nil, "plain http": {"http://127.0.0.2:2379"}} {
+		bad := o
+		bad.Endpoints = eps
+		if e, err := store.ConnectCluster(ctx, bad); err == nil {
+			e.Close()
+			t.Fatalf("%s endpoints accepted", name)
+		}
+	}
+}

@@ -31,7 +31,11 @@ type EtcdOptions struct {
 	Logger       *zap.Logger
 }
 
-// Etcd is a running embedded etcd member plus a client connected to it.
+// Etcd is the etcd this host uses: a running embedded etcd member plus a
+// client connected to it (StartEtcd, StartClusterEtcd), or, on an etcd
+// client-only host, just a client of the cluster's voters (ConnectCluster).
+// Everything that only needs the etcd API takes Client(); the member's own
+// facts (Err, IsLeader, MemberID) answer "none" on a client-only host.
 //
 // Lifecycle: StartEtcd returns once the member serves requests (or fails);
 // Err reports a fatal server error; Close stops the client, then the member.
@@ -90,11 +94,24 @@ func StartEtcd(ctx context.Context, o EtcdOptions) (*Etcd, error) {
 	return &Etcd{srv: srv, client: client, clientURL: cu.String(), closing: closing}, nil
 }
 
-// Client returns the client connected to this member.
+// Client returns the client connected to this member (or, on a client-only
+// host, to the cluster's voters).
 func (e *Etcd) Client() *clientv3.Client { return e.client }
 
-// Endpoint returns the client URL.
-func (e *Etcd) Endpoint() string { return e.clientURL }
+// Member reports whether this host runs an etcd member; false on an etcd
+// client-only host.
+func (e *Etcd) Member() bool { return e.srv != nil }
+
+// Endpoint returns the member's client URL; on a client-only host, the
+// first voter endpoint the client knows.
+func (e *Etcd) Endpoint() string {
+	if e.srv == nil {
+		if eps := e.client.Endpoints(); len(eps) > 0 {
+			return eps[0]
+		}
+	}
+	return e.clientURL
+}
 
 // HostPort returns the client URL's host:port (what M3's config wants).
 func (e *Etcd) HostPort() string {
@@ -102,21 +119,39 @@ func (e *Etcd) HostPort() string {
 	return u.Host
 }
 
-// Err reports fatal server errors.
-func (e *Etcd) Err() <-chan error { return e.srv.Err() }
+// Err reports fatal server errors; never, without a member (a nil channel).
+func (e *Etcd) Err() <-chan error {
+	if e.srv == nil {
+		return nil
+	}
+	return e.srv.Err()
+}
 
-// StoppingNotify is closed when the server begins to stop.
-func (e *Etcd) StoppingNotify() <-chan struct{} { return e.srv.Server.StoppingNotify() }
+// StoppingNotify is closed when the server begins to stop; never without a
+// member.
+func (e *Etcd) StoppingNotify() <-chan struct{} {
+	if e.srv == nil {
+		return nil
+	}
+	return e.srv.Server.StoppingNotify()
+}
 
-// IsLeader reports whether this member leads the raft group.
-func (e *Etcd) IsLeader() bool { return e.srv.Server.Leader() == e.srv.Server.MemberID() }
+// IsLeader reports whether this member leads the raft group; false without
+// a member.
+func (e *Etcd) IsLeader() bool {
+	return e.srv != nil && e.srv.Server.Leader() == e.srv.Server.MemberID()
+}
 
 // Close stops, in order, the client and the member. It is idempotent.
 func (e *Etcd) Close() {
 	e.closeOnce.Do(func() {
-		e.closing.Store(true)
+		if e.closing != nil {
+			e.closing.Store(true)
+		}
 		_ = e.client.Close()
-		e.srv.Close()
+		if e.srv != nil {
+			e.srv.Close()
+		}
 	})
 }
 
