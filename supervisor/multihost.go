@@ -99,6 +99,30 @@ func (s *Supervisor) etcdURLs() (client, peer string, err error) {
 	return client, peer, err
 }
 
+// resumeJoin makes a host that joined before a joined host again when it
+// starts without --join (a unit file that only names the config): the join
+// URL comes from cluster.json, so it never starts as a lone single node on
+// a data dir that belongs to a cluster.
+func (s *Supervisor) resumeJoin(lay layout) error {
+	if s.opts.Join.URL != "" {
+		return nil
+	}
+	b, err := os.ReadFile(lay.clusterFile())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read %s: %w", lay.clusterFile(), err)
+	}
+	var cf clusterFile
+	if err := json.Unmarshal(b, &cf); err != nil || cf.JoinURL == "" {
+		return fmt.Errorf("%s: no join URL in it (%v); start with --join to repair it", lay.clusterFile(), err)
+	}
+	s.opts.Join.URL = cf.JoinURL
+	s.log.Info("joined host: starting from "+lay.clusterFile(), zap.String("join", cf.JoinURL))
+	return nil
+}
+
 // joinCluster performs the join handshake once (before anything starts) and
 // persists its answer; a host that joined before reuses cluster.json.
 func (s *Supervisor) joinCluster(ctx context.Context, lay layout) error {

@@ -136,6 +136,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	if os.Geteuid() != 0 {
 		return ErrNotRoot
 	}
+	if err := s.resumeJoin(layout{root: s.cfg.DataDir}); err != nil {
+		return err
+	}
 	if c := s.cfg.Cluster; !s.multiHost() && !(c.HasRole(config.RoleDBNode) && c.HasRole(config.RoleCoordinator)) {
 		return fmt.Errorf("cluster.roles %v: a single-node m3sup runs both dbnode and coordinator; a host with one role belongs to a multi-host cluster (cluster.joinListen on the first host, --join on the others)", c.Roles)
 	}
