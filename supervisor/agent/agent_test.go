@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -1000,5 +1001,33 @@ func TestUpdateUnknownComponent(t *testing.T) {
 	}
 	if _, ok := h.ag.Status("m3query"); ok {
 		t.Error("the unknown component got a status")
+	}
+}
+
+// A gate that refuses (the rollout was halted elsewhere) and a desired
+// state that meanwhile goes back to what runs: the component is running
+// again, never left showing waiting, and nothing restarted.
+func TestGateRefusedThenReverted(t *testing.T) {
+	const id = "m3sup-m3dbnode"
+	h := newHarness(t, nil)
+	var refused atomic.Int32
+	db := comp("m3dbnode", "h1")
+	db.Gate = func(context.Context) error {
+		refused.Add(1)
+		h.sig.poke()
+		return errors.New("rollout halted")
+	}
+	h.start(db)
+	h.waitState("m3dbnode", StateRunning)
+
+	m := h.rt.mark()
+	next := db
+	next.Hash = "h2"
+	h.update(next)
+	h.waitFor("the gate to refuse", func() bool { return refused.Load() > 0 })
+	h.update(db)
+	h.assertSettled(t, "m3dbnode", m, nil, StateRunning)
+	if s := h.status("m3dbnode"); s.SpecHash != "h1" || s.DesiredHash != "h1" || s.Message != "" {
+		t.Errorf("after the revert: %+v", s)
 	}
 }

@@ -66,6 +66,7 @@ func TestDefault(t *testing.T) {
 		{"cluster.replicationFactor", c.Cluster.ReplicationFactor, 1},
 		{"cluster.isolationGroup", c.Cluster.IsolationGroup, "group1"},
 		{"cluster.readyTimeout", c.Cluster.ReadyTimeout.D(), 10 * time.Minute},
+		{"cluster.rolloutDeadline", c.Cluster.RolloutDeadline.D(), 5 * time.Minute},
 		{"len(cluster.namespaces)", len(c.Cluster.Namespaces), 1},
 	}
 	for _, ch := range checks {
