@@ -374,8 +374,10 @@ func (s *Supervisor) rolloutStep(ctx context.Context, lay layout, ag *agent.Agen
 		}
 	}
 
+	// Shards matter only while something rolls (or a first last good
+	// revision is to be recorded): otherwise no placement read.
 	shardsOK := false
-	if dbnodeSettled(db) || (lgRev != "" && want.Revision != lgRev) || holding {
+	if holding || (want.Revision != "" && want.Revision != lgRev) {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		shardsOK = cluster.ShardsAvailable(c)(cctx) == nil
 		cancel()

@@ -517,6 +517,7 @@ func (l *loop) start(ctx context.Context) {
 	l.log.Info("started", zap.Uint32("pid", st.PID))
 	l.a.update(d.Name, func(s *Status) {
 		s.State, s.PID, s.StartedAt, s.SpecHash, s.Healthy, s.Message = StateRunning, st.PID, now, d.Hash, d.Healthy == nil, ""
+		s.Version = d.Version // what runs now, e.g. after an upgrade
 		if reason != "" {
 			s.Restarts++
 			s.LastReason = reason

@@ -616,6 +616,7 @@ func TestPlannedRestart(t *testing.T) {
 			m := h.rt.mark()
 			next := db
 			tt.change(&next)
+			next.Version = "v-next"
 			h.update(next, coord)
 
 			s := h.waitState("m3dbnode", StateWaiting)
@@ -638,7 +639,7 @@ func TestPlannedRestart(t *testing.T) {
 			if run := h.rt.since(m, id)[1]; run.Labels[runtime.LabelSpecHash] != next.Hash {
 				t.Errorf("ran hash %q, want %q", run.Labels[runtime.LabelSpecHash], next.Hash)
 			}
-			if s.State != StateRunning || s.PID == old.PID || s.SpecHash != next.Hash || s.Restarts != 1 ||
+			if s.State != StateRunning || s.PID == old.PID || s.SpecHash != next.Hash || s.Restarts != 1 || s.Version != "v-next" ||
 				s.LastReason != tt.reason || s.Message != "restarted: "+tt.reason {
 				t.Errorf("after the restart: %+v", s)
 			}
