@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -415,7 +417,17 @@ func (s *Supervisor) rolloutStep(ctx context.Context, lay layout, ag *agent.Agen
 		r.mu.Lock()
 		since := r.permitSince
 		r.mu.Unlock()
-		if !ok || componentSettled(co) || time.Since(since) > deadline {
+		coordOK := !ok || !co.DesiredActive
+		if ok && componentSettled(co) && co.DesiredActive {
+			// A restarted coordinator answers /health before its M3DB
+			// session can write: the next host may restart its own only
+			// once this one takes writes again.
+			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			err := coordinatorWritable(cctx, c.BaseURL)
+			cancel()
+			coordOK = err == nil
+		}
+		if coordOK || time.Since(since) > deadline {
 			s.releasePermit(ctx)
 		}
 	}
@@ -516,4 +528,32 @@ func (s *Supervisor) rolloutStatus(ctx context.Context, cli *clientv3.Client, cs
 		out.Message = fmt.Sprintf("rolling: %d/%d on desired %s", out.OnDesired, out.Hosts, what)
 	}
 	return out
+}
+
+// coordinatorWritable asks m3coordinator's GET /ready: nil when it knows
+// at least one namespace and can write to every one.
+func coordinatorWritable(ctx context.Context, baseURL string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, baseURL+"/ready", nil)
+	if err != nil {
+		return fmt.Errorf("coordinator ready: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("coordinator ready: %w", err)
+	}
+	defer resp.Body.Close()
+	var r struct {
+		ReadyWrites    []json.RawMessage `json:"readyWrites"`
+		NotReadyWrites []json.RawMessage `json:"notReadyWrites"`
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("coordinator ready: %s", resp.Status)
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&r); err != nil {
+		return fmt.Errorf("coordinator ready: %w", err)
+	}
+	if len(r.ReadyWrites) == 0 || len(r.NotReadyWrites) > 0 {
+		return fmt.Errorf("coordinator ready: %d namespace(s) writable, %d not", len(r.ReadyWrites), len(r.NotReadyWrites))
+	}
+	return nil
 }

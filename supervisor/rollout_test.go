@@ -2,6 +2,8 @@ package supervisor
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -188,5 +190,33 @@ func TestEffectiveSpec(t *testing.T) {
 	newer.DBNode.LogLevel = "warn"
 	if got := s.effective(ctx, newer); got.Release != newer.Release || s.roll.halted != "" {
 		t.Fatalf("effective for a newer spec: %+v, halted %q", got.Release, s.roll.halted)
+	}
+}
+
+func TestCoordinatorWritable(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		code   int
+		body   string
+		wantOK bool
+	}{
+		{"every namespace writable", 200, `{"readyReads":[{"id":"default"}],"readyWrites":[{"id":"default"}]}`, true},
+		{"session not yet initialised: no namespaces", 200, `{}`, false},
+		{"one namespace not writable", 200, `{"readyWrites":[{"id":"a"}],"notReadyWrites":[{"id":"b"}]}`, false},
+		{"error", 500, `{"error":"M3DB session not yet initialized"}`, false},
+	} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/ready" {
+				http.NotFound(w, r)
+				return
+			}
+			w.WriteHeader(tc.code)
+			_, _ = w.Write([]byte(tc.body))
+		}))
+		err := coordinatorWritable(context.Background(), srv.URL)
+		srv.Close()
+		if (err == nil) != tc.wantOK {
+			t.Errorf("%s: err %v, want ok %t", tc.name, err, tc.wantOK)
+		}
 	}
 }
