@@ -206,6 +206,9 @@ func (s *Supervisor) Status(ctx context.Context) api.Status {
 	if etcd != nil && s.multiHost() {
 		st.Cluster = clusterStatus(ctx, etcd.Client())
 	}
+	if etcd != nil {
+		st.Rollout = s.rolloutStatus(ctx, etcd.Client(), st.Cluster, ag)
+	}
 	// Last: the components' state as of now, not as of before the M3 look.
 	if ag != nil {
 		st.Components = ag.Statuses()

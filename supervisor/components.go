@@ -104,9 +104,10 @@ func (s *Supervisor) render(lay layout, desired spec.Cluster, controls spec.Host
 	db.StopTimeout = cfg.DBNode.StopTimeout.D()
 	db.Spec.NoFile = s.noFileLimit(cfg.DBNode.NoFile)
 	db.Listen = []string{cfg.DBNode.ListenAddress, cfg.DBNode.HTTPNodeListenAddress, cfg.DBNode.HTTPClusterListenAddress, cfg.DBNode.DebugListenAddress}
+	dbSpec := dbnodeSpecOf(desired)
 	db.Gate = s.everyShardAvailable
 	if mh != nil { // one host at a time, under the cluster-wide permit
-		db.Gate = s.dbnodePermitGate
+		db.Gate = s.permitGate(dbSpec.revision())
 	}
 	db.Healthy = s.dbnodeBootstrapped
 
@@ -118,6 +119,9 @@ func (s *Supervisor) render(lay layout, desired spec.Cluster, controls spec.Host
 	co.Spec.NoFile = s.noFileLimit(1 << 20)
 	co.Listen = []string{cfg.Coordinator.ListenAddress, cfg.Coordinator.MetricsListenAddress}
 	co.Healthy = s.coordinatorHealthy
+	if mh != nil { // a new release reaches the coordinators one host at a time too
+		co.Gate = s.permitGate("")
+	}
 
 	for _, c := range []*agent.Component{&db, &co} {
 		if mh != nil {
@@ -127,6 +131,7 @@ func (s *Supervisor) render(lay layout, desired spec.Cluster, controls spec.Host
 		ctl := controls[c.Name]
 		c.Stopped, c.RestartGeneration = ctl.Stopped, ctl.RestartGeneration
 	}
+	s.roll.remember(db.Hash, revInfo{Revision: dbSpec.revision(), Spec: dbSpec, Version: db.Version, Digest: string(rel.Digest)})
 	// A host runs only the components of its roles (cluster.roles); the
 	// agent removes the container of a role the host no longer has.
 	out.comps = nil

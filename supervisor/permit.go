@@ -11,37 +11,54 @@ import (
 	"github.com/m3sup/m3sup/supervisor/cluster"
 )
 
-// permitPoll is how often a permit holder checks whether its restarted
-// m3dbnode has settled. A variable only so tests can shorten it.
-var permitPoll = 500 * time.Millisecond
-
-// dbnodePermitGate is m3dbnode's planned-restart gate in multi-host mode:
-// it takes the cluster-wide restart permit (only while every shard is
-// AVAILABLE) and starts the watcher that gives it back once the restarted
-// node is bootstrapped and every shard is AVAILABLE again. A host that
-// already holds the permit (a second planned restart before the first
+// permitGate is a planned-restart gate in multi-host mode (m3dbnode's, and
+// m3coordinator's, so a new release also reaches the coordinators one host
+// at a time): it takes the cluster-wide restart permit, only while every
+// shard is AVAILABLE and, for m3dbnode, only while revision (the spec it
+// restarts for) is not marked failed. The rollout actor gives the permit
+// back once this host has settled. A host that already holds the permit
+// (its other component, or a second planned restart before the first
 // settled) restarts under it.
-func (s *Supervisor) dbnodePermitGate(ctx context.Context) error {
-	s.mu.Lock()
-	held := s.permitRelease != nil
-	e, c := s.etcd, s.m3
-	s.mu.Unlock()
-	if held {
+func (s *Supervisor) permitGate(revision string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		// One component of this host at a time, so the host queues for the
+		// permit once.
+		select {
+		case s.roll.permitSem <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		defer func() { <-s.roll.permitSem }()
+		s.mu.Lock()
+		held := s.permitRelease != nil
+		e, c := s.etcd, s.m3
+		s.mu.Unlock()
+		if held {
+			return nil
+		}
+		if e == nil || c == nil {
+			return errors.New("restart permit: etcd or M3 not connected yet")
+		}
+		shards, notFailed := cluster.ShardsAvailable(c), cluster.NotFailed(e.Client(), revision)
+		gate := func(ctx context.Context) error {
+			if err := shards(ctx); err != nil {
+				return err
+			}
+			return notFailed(ctx)
+		}
+		release, err := cluster.AcquirePermit(ctx, e.Client(), s.cfg.NodeName, gate)
+		if err != nil {
+			return err
+		}
+		s.mu.Lock()
+		s.permitRelease = release
+		s.mu.Unlock()
+		s.roll.mu.Lock()
+		s.roll.permitSince = time.Now()
+		s.roll.mu.Unlock()
+		s.log.Info("took the restart permit", zap.String("node", s.cfg.NodeName), zap.String("revision", revision))
 		return nil
 	}
-	if e == nil || c == nil {
-		return errors.New("restart permit: etcd or M3 not connected yet")
-	}
-	release, err := cluster.AcquirePermit(ctx, e.Client(), s.cfg.NodeName, cluster.ShardsAvailable(c))
-	if err != nil {
-		return err
-	}
-	s.mu.Lock()
-	s.permitRelease = release
-	s.mu.Unlock()
-	s.log.Info("took the restart permit", zap.String("node", s.cfg.NodeName))
-	go s.releasePermitWhenSettled(ctx)
-	return nil
 }
 
 // dbnodeSettled reports whether m3dbnode runs the desired spec, healthy
@@ -55,39 +72,6 @@ func (s *Supervisor) dbnodePermitGate(ctx context.Context) error {
 // its replicas are down, so no other host may restart its own.
 func dbnodeSettled(st agent.Status) bool {
 	return st.State == agent.StateRunning && st.Healthy && st.DesiredActive && st.SpecHash == st.DesiredHash
-}
-
-// releasePermitWhenSettled waits until the restarted m3dbnode is
-// bootstrapped and every shard is AVAILABLE, then releases the permit
-// once. If ctx ends first (the supervisor stops) it releases the permit
-// too; a host that dies instead loses it with its lease.
-func (s *Supervisor) releasePermitWhenSettled(ctx context.Context) {
-	defer s.releasePermit(context.WithoutCancel(ctx))
-	tick := time.NewTicker(permitPoll)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		s.mu.Lock()
-		ag, c := s.agent, s.m3
-		s.mu.Unlock()
-		if ag == nil || c == nil {
-			continue
-		}
-		st, ok := ag.Status(DBNode)
-		if !ok || !dbnodeSettled(st) {
-			continue
-		}
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := cluster.ShardsAvailable(c)(cctx)
-		cancel()
-		if err == nil {
-			return
-		}
-	}
 }
 
 // releasePermit gives the restart permit back if this host holds it.

@@ -18,7 +18,11 @@ import (
 // component runs its binaries), pulls the components' images (once per
 // reference) and renders the components of a desired state; with write it
 // also materializes them.
+//
+// A desired m3dbnode spec marked failed is replaced by the last good one
+// (see effective).
 func (s *Supervisor) plan(ctx context.Context, lay layout, ch store.Change, etcdHostPort string, write bool) ([]agent.Component, error) {
+	ch.Cluster = s.effective(ctx, ch.Cluster)
 	rel, err := s.release(ctx, lay, ch.Cluster.Release, needsRelease(ch.Cluster))
 	if err != nil {
 		return nil, err

@@ -82,6 +82,8 @@ type Supervisor struct {
 	readyOnce  sync.Once
 	// beat is when the node loop last proved it is alive (watchdog).
 	beat atomic.Int64
+	// roll is the rolling-change and automatic-revert state (rollout.go).
+	roll *rollout
 
 	mu      sync.Mutex
 	phase   string
@@ -122,7 +124,7 @@ func New(opts Options) *Supervisor {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
-	s := &Supervisor{opts: opts, cfg: opts.Config, log: opts.Logger, leave: newLeaveState()}
+	s := &Supervisor{opts: opts, cfg: opts.Config, log: opts.Logger, leave: newLeaveState(), roll: newRollout()}
 	s.metrics = newMetrics(s)
 	return s
 }
@@ -316,6 +318,13 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	if _, err := s.loadOrSeedSpec(ctx, st); err != nil {
 		return err
 	}
+	if lg, err := loadLastGood(lay.rolloutFile()); err != nil {
+		s.log.Warn("no last good m3dbnode spec to revert to", zap.Error(err))
+	} else if lg != nil {
+		s.roll.mu.Lock()
+		s.roll.lastGood = lg
+		s.roll.mu.Unlock()
+	}
 	// The watch reports the current state first, then every change.
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	changes := st.Watch(watchCtx, cfg.NodeName)
@@ -411,20 +420,28 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 		g.Add(func() error {
 			tick := time.NewTicker(10 * time.Second)
 			defer tick.Stop()
+			last := first
 			for {
 				s.heartbeat()
 				select {
 				case <-ctx.Done():
 					return nil
 				case <-tick.C:
+				case <-s.roll.replan: // a rollout halted or failed here: plan again
+					s.applyChange(ctx, lay, last, etcd.HostPort(), ag, clusterUpdates)
 				case ch, ok := <-changes:
 					if !ok {
 						return nil
 					}
+					last = ch
 					s.applyChange(ctx, lay, ch, etcd.HostPort(), ag, clusterUpdates)
 				}
 			}
 		}, func(error) { cancel() })
+	}
+	{ // rolling changes: host state, last good spec, revert, permit release
+		ctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { return s.runRollout(ctx, lay, ag, etcd.Client(), client) }, func(error) { cancel() })
 	}
 	{ // scheduled backups of the cluster's brain
 		ctx, cancel := context.WithCancel(ctx)

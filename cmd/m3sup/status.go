@@ -100,7 +100,7 @@ func printStatus(w io.Writer, st api.Status, now time.Time) {
 	if c := st.Cluster; c != nil {
 		fmt.Fprintln(w)
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "HOST\tETCD\tROLES\tGROUP\tWEIGHT\tENDPOINT\tNOTE")
+		fmt.Fprintln(tw, "HOST\tETCD\tROLES\tGROUP/WEIGHT\tENDPOINT\tDBNODE SPEC\tCOMPONENTS\tNOTE")
 		for _, h := range c.Hosts {
 			var notes []string
 			if h.Name == c.ControllerLeader {
@@ -116,14 +116,15 @@ func printStatus(w io.Writer, st api.Status, now time.Time) {
 			if ep == "" {
 				ep = "-"
 			}
-			group, weight := h.IsolationGroup, "-"
+			group := h.IsolationGroup
 			if group == "" {
 				group = "-"
 			}
 			if h.Weight > 0 {
-				weight = strconv.FormatUint(uint64(h.Weight), 10)
+				group += "/" + strconv.FormatUint(uint64(h.Weight), 10)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.Name, h.EtcdRole, strings.Join(h.Roles, ","), group, weight, ep, strings.Join(notes, "; "))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", h.Name, h.EtcdRole, strings.Join(h.Roles, ","), group, ep,
+				hostDBNode(h.DBNode), hostComponents(h.Components), strings.Join(notes, "; "))
 		}
 		tw.Flush()
 		permit := "none"
@@ -137,6 +138,12 @@ func printStatus(w io.Writer, st api.Status, now time.Time) {
 		if c.Error != "" {
 			fmt.Fprintf(w, "cluster error: %s\n", c.Error)
 		}
+	}
+	if r := st.Rollout; r != nil {
+		if st.Cluster == nil {
+			fmt.Fprintln(w)
+		}
+		fmt.Fprintf(w, "rollout: %s\n", r.Message)
 	}
 
 	fmt.Fprintln(w)
@@ -192,4 +199,33 @@ func printStatus(w io.Writer, st api.Status, now time.Time) {
 		}
 		tw.Flush()
 	}
+}
+
+// hostDBNode is a host's m3dbnode spec: version and revision, marked when
+// it is the desired one.
+func hostDBNode(d *api.HostDBNode) string {
+	if d == nil || d.Revision == "" {
+		return "-"
+	}
+	out := d.Version + " " + d.Revision
+	if d.OnDesired {
+		out += " (desired)"
+	}
+	return out
+}
+
+// hostComponents is a host's components: name, state and health.
+func hostComponents(cs []api.HostComponent) string {
+	if len(cs) == 0 {
+		return "-"
+	}
+	parts := make([]string, 0, len(cs))
+	for _, c := range cs {
+		h := "unhealthy"
+		if c.Healthy {
+			h = "healthy"
+		}
+		parts = append(parts, fmt.Sprintf("%s %s %s", c.Name, c.State, h))
+	}
+	return strings.Join(parts, ", ")
 }

@@ -21,7 +21,7 @@ func TestPrintStatusCluster(t *testing.T) {
 	var b bytes.Buffer
 	printStatus(&b, st, time.Now())
 	out := b.String()
-	for _, want := range []string{"HOST", "GROUP", "host1  voter", "rack-a  100", "controller leader", "host2  learner", "holds the restart permit", "host3  client", "permit: host2"} {
+	for _, want := range []string{"HOST", "GROUP/WEIGHT", "host1  voter", "rack-a/100", "controller leader", "host2  learner", "holds the restart permit", "host3  client", "permit: host2"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)
 		}
@@ -39,5 +39,34 @@ func TestPrintStatusCluster(t *testing.T) {
 	printStatus(&b, st, time.Now())
 	if strings.Contains(b.String(), "HOST ") || strings.Contains(b.String(), "permit:") {
 		t.Errorf("single-node status shows a cluster section:\n%s", b.String())
+	}
+}
+
+func TestPrintStatusRollout(t *testing.T) {
+	st := api.Status{Node: "host1", Phase: "ready", Ready: true, Cluster: &api.ClusterStatus{
+		Hosts: []api.HostStatus{
+			{Name: "host1", Roles: []string{"dbnode", "coordinator"}, EtcdRole: "voter",
+				DBNode:     &api.HostDBNode{Revision: "aaaaaaaaaaaa", Version: "1.5.1", OnDesired: true},
+				Components: []api.HostComponent{{Name: "m3coordinator", State: "running", Healthy: true}, {Name: "m3dbnode", State: "running", Healthy: true}}},
+			{Name: "host2", Roles: []string{"dbnode", "coordinator"}, EtcdRole: "voter",
+				DBNode:     &api.HostDBNode{Revision: "bbbbbbbbbbbb", Version: "1.5.0"},
+				Components: []api.HostComponent{{Name: "m3dbnode", State: "crash-loop"}}},
+		},
+	}, Rollout: &api.RolloutStatus{DesiredRevision: "aaaaaaaaaaaa", DesiredVersion: "1.5.1", Hosts: 2, OnDesired: 1,
+		Message: "rolling: 1/2 on desired m3dbnode 1.5.1 (aaaaaaaaaaaa)"}}
+	var b bytes.Buffer
+	printStatus(&b, st, time.Now())
+	out := b.String()
+	for _, want := range []string{"DBNODE SPEC", "1.5.1 aaaaaaaaaaaa (desired)", "m3dbnode running healthy", "1.5.0 bbbbbbbbbbbb ",
+		"m3dbnode crash-loop unhealthy", "rollout: rolling: 1/2 on desired m3dbnode 1.5.1 (aaaaaaaaaaaa)"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+	st.Cluster = nil
+	b.Reset()
+	printStatus(&b, st, time.Now())
+	if !strings.Contains(b.String(), "rollout: rolling") {
+		t.Errorf("single-node status lacks the rollout line:\n%s", b.String())
 	}
 }

@@ -356,6 +356,7 @@ type loop struct {
 	healthTick <-chan time.Time // non-nil until Healthy passes
 	startedAt  time.Time
 	planned    string // reason of a planned restart in progress
+	waiting    bool   // status says waiting: a planned restart is gated
 }
 
 func (l *loop) run(ctx context.Context, adopted runtime.Status, isAdopted bool) {
@@ -427,6 +428,7 @@ func (l *loop) converge(ctx context.Context) {
 			reason = ReasonManual
 		}
 		if d.Gate != nil {
+			l.waiting = true
 			l.a.update(d.Name, func(s *Status) {
 				s.State, s.Message = StateWaiting, "planned restart ("+reason+") waits for the cluster to afford it"
 			})
@@ -444,6 +446,7 @@ func (l *loop) converge(ctx context.Context) {
 				if d.Stopped || (l.runHash == d.Hash && l.runGen == d.RestartGeneration) {
 					// The newer desired state no longer asks for this restart.
 					if !d.Stopped {
+						l.waiting = false
 						l.a.update(d.Name, func(s *Status) { s.State, s.Message = StateRunning, "" })
 					}
 					l.converge(ctx)
@@ -456,12 +459,18 @@ func (l *loop) converge(ctx context.Context) {
 			default:
 			}
 		}
+		l.waiting = false
 		l.log.Info("planned restart", zap.String("reason", reason), zap.String("old", short(l.runHash)), zap.String("new", short(d.Hash)))
 		l.stop(ctx, "planned restart")
 		l.planned = reason
 		l.tr = restart.NewTracker(l.a.opts.Policy) // a new spec starts with a clean record
 		l.retryAt = nil
 		l.start(ctx)
+	case l.running && l.waiting:
+		// The gate refused and, meanwhile, the desired state went back to
+		// what runs: the restart is off.
+		l.waiting = false
+		l.a.update(d.Name, func(s *Status) { s.State, s.Message = StateRunning, "" })
 	case !l.running && l.retryAt != nil && (l.runHash != d.Hash || l.runGen != d.RestartGeneration):
 		// A component waiting out a backoff got a new spec or a restart
 		// request: try it at once, with a clean record.
@@ -508,6 +517,7 @@ func (l *loop) start(ctx context.Context) {
 	l.log.Info("started", zap.Uint32("pid", st.PID))
 	l.a.update(d.Name, func(s *Status) {
 		s.State, s.PID, s.StartedAt, s.SpecHash, s.Healthy, s.Message = StateRunning, st.PID, now, d.Hash, d.Healthy == nil, ""
+		s.Version = d.Version // what runs now, e.g. after an upgrade
 		if reason != "" {
 			s.Restarts++
 			s.LastReason = reason
@@ -609,7 +619,7 @@ func (l *loop) backoff(msg string, ex *Exit, reason string) restart.Decision {
 func (l *loop) stop(ctx context.Context, why string) {
 	d := l.desired
 	l.unwatch()
-	l.running = false
+	l.running, l.waiting = false, false
 	l.a.update(d.Name, func(s *Status) { s.State, s.Message, s.Healthy = StateStopping, why, false })
 	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.StopTimeout+10*time.Second)
 	defer cancel()

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -615,6 +616,7 @@ func TestPlannedRestart(t *testing.T) {
 			m := h.rt.mark()
 			next := db
 			tt.change(&next)
+			next.Version = "v-next"
 			h.update(next, coord)
 
 			s := h.waitState("m3dbnode", StateWaiting)
@@ -637,7 +639,7 @@ func TestPlannedRestart(t *testing.T) {
 			if run := h.rt.since(m, id)[1]; run.Labels[runtime.LabelSpecHash] != next.Hash {
 				t.Errorf("ran hash %q, want %q", run.Labels[runtime.LabelSpecHash], next.Hash)
 			}
-			if s.State != StateRunning || s.PID == old.PID || s.SpecHash != next.Hash || s.Restarts != 1 ||
+			if s.State != StateRunning || s.PID == old.PID || s.SpecHash != next.Hash || s.Restarts != 1 || s.Version != "v-next" ||
 				s.LastReason != tt.reason || s.Message != "restarted: "+tt.reason {
 				t.Errorf("after the restart: %+v", s)
 			}
@@ -1000,5 +1002,33 @@ func TestUpdateUnknownComponent(t *testing.T) {
 	}
 	if _, ok := h.ag.Status("m3query"); ok {
 		t.Error("the unknown component got a status")
+	}
+}
+
+// A gate that refuses (the rollout was halted elsewhere) and a desired
+// state that meanwhile goes back to what runs: the component is running
+// again, never left showing waiting, and nothing restarted.
+func TestGateRefusedThenReverted(t *testing.T) {
+	const id = "m3sup-m3dbnode"
+	h := newHarness(t, nil)
+	var refused atomic.Int32
+	db := comp("m3dbnode", "h1")
+	db.Gate = func(context.Context) error {
+		refused.Add(1)
+		h.sig.poke()
+		return errors.New("rollout halted")
+	}
+	h.start(db)
+	h.waitState("m3dbnode", StateRunning)
+
+	m := h.rt.mark()
+	next := db
+	next.Hash = "h2"
+	h.update(next)
+	h.waitFor("the gate to refuse", func() bool { return refused.Load() > 0 })
+	h.update(db)
+	h.assertSettled(t, "m3dbnode", m, nil, StateRunning)
+	if s := h.status("m3dbnode"); s.SpecHash != "h1" || s.DesiredHash != "h1" || s.Message != "" {
+		t.Errorf("after the revert: %+v", s)
 	}
 }

@@ -38,6 +38,38 @@ type Status struct {
 	// Cluster is the whole cluster as seen from this host; nil in
 	// single-node mode.
 	Cluster *ClusterStatus `json:"cluster,omitempty"`
+	// Rollout is the progress of the desired m3dbnode spec across the
+	// hosts (this host alone in single-node mode).
+	Rollout *RolloutStatus `json:"rollout,omitempty"`
+}
+
+// RolloutStatus is the progress of the desired m3dbnode spec: how many
+// hosts run it, healthy, and whether its rollout halted (a host's
+// m3dbnode missed the rollout deadline on it and went back).
+type RolloutStatus struct {
+	// DesiredRevision names the desired release and dbnode settings (a
+	// short hash, the same on every host); DesiredVersion is its release
+	// version (or image).
+	DesiredRevision string `json:"desiredRevision"`
+	DesiredVersion  string `json:"desiredVersion"`
+	// Hosts counts the dbnode hosts; OnDesired those running the desired
+	// revision, healthy.
+	Hosts     int  `json:"hosts"`
+	OnDesired int  `json:"onDesired"`
+	Halted    bool `json:"halted"`
+	// Failure is why the rollout halted.
+	Failure *RolloutFailure `json:"failure,omitempty"`
+	// Message is one line for humans.
+	Message string `json:"message"`
+}
+
+// RolloutFailure is a revision that failed on a host.
+type RolloutFailure struct {
+	Revision string    `json:"revision"`
+	Version  string    `json:"version"`
+	Host     string    `json:"host"`
+	Reason   string    `json:"reason"`
+	At       time.Time `json:"at"`
 }
 
 // ClusterStatus is the multi-host view: the registered hosts, who leads
@@ -66,6 +98,27 @@ type HostStatus struct {
 	Weight         uint32 `json:"weight,omitempty"`
 	// Leaving: `m3sup leave` runs on the host; it is being decommissioned.
 	Leaving bool `json:"leaving,omitempty"`
+	// DBNode is the m3dbnode spec the host runs, as it reports it.
+	DBNode *HostDBNode `json:"dbnode,omitempty"`
+	// Components are the host's components, as it reports them.
+	Components []HostComponent `json:"components,omitempty"`
+}
+
+// HostDBNode is the m3dbnode spec one host runs.
+type HostDBNode struct {
+	Revision string `json:"revision,omitempty"`
+	Version  string `json:"version,omitempty"`
+	Digest   string `json:"digest,omitempty"`
+	// OnDesired: the desired revision, running and healthy.
+	OnDesired bool `json:"onDesired"`
+}
+
+// HostComponent is one component of a host.
+type HostComponent struct {
+	Name    string `json:"name"`
+	State   string `json:"state"`
+	Healthy bool   `json:"healthy"`
+	Version string `json:"version,omitempty"`
 }
 
 // EtcdStatus describes the embedded etcd member.

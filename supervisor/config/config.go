@@ -184,6 +184,12 @@ type Cluster struct {
 	// MaxVoters is how many etcd voters the cluster grows to (odd; 3 or 5);
 	// later hosts use etcd as clients. Zero means 3.
 	MaxVoters int `yaml:"maxVoters,omitempty"`
+	// RolloutDeadline is how long a planned m3dbnode restart for a new
+	// spec (release or dbnode settings) may take to become healthy
+	// (bootstrapped, every shard AVAILABLE). A host that misses it marks
+	// the spec failed, which halts the rollout, and returns its m3dbnode
+	// to the last spec it ran healthy.
+	RolloutDeadline Duration `yaml:"rolloutDeadline"`
 }
 
 // Host roles (cluster.roles).
@@ -278,6 +284,7 @@ func base() Config {
 			NumShards:         64,
 			ReplicationFactor: 1,
 			ReadyTimeout:      Duration(10 * time.Minute),
+			RolloutDeadline:   Duration(5 * time.Minute),
 			Namespaces: []Namespace{{
 				Name:      "default",
 				Retention: Duration(48 * time.Hour),

@@ -224,6 +224,7 @@ func (p *problems) cluster(c Cluster) {
 		p.add("cluster.replicationFactor", "%d must be at least 1", c.ReplicationFactor)
 	}
 	p.positive("cluster.readyTimeout", c.ReadyTimeout)
+	p.positive("cluster.rolloutDeadline", c.RolloutDeadline)
 	if c.JoinListen != "" {
 		if _, _, err := net.SplitHostPort(c.JoinListen); err != nil {
 			p.add("cluster.joinListen", "%q must be host:port", c.JoinListen)

@@ -135,6 +135,7 @@ func TestValidate(t *testing.T) {
 			c.Cluster.ReplicationFactor = 0
 			c.Cluster.IsolationGroup = "g/1"
 			c.Cluster.ReadyTimeout = 0
+			c.Cluster.RolloutDeadline = -1
 			c.Cluster.Namespaces = nil
 			c.Cluster.Roles = []string{"dbnode", "query", "dbnode"}
 			c.Cluster.Weight = 20000
@@ -149,6 +150,7 @@ func TestValidate(t *testing.T) {
 			`cluster.numShards: 5000 must be between 1 and 4096`,
 			`cluster.replicationFactor: 0 must be at least 1`,
 			`cluster.readyTimeout: must be a positive duration like 30s, got 0s`,
+			`cluster.rolloutDeadline: must be a positive duration like 30s, got -1ns`,
 			`cluster.namespaces: must list at least one namespace`,
 		},
 	}, {

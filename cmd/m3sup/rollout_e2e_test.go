@@ -1,0 +1,542 @@
+package main
+
+import (
+	"archive/tar"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/m3sup/m3sup/supervisor/agent"
+	"github.com/m3sup/m3sup/supervisor/api"
+	"github.com/m3sup/m3sup/supervisor/cluster"
+	"github.com/m3sup/m3sup/supervisor/m3"
+)
+
+// repackRelease writes the release tarball again as version v (goreleaser
+// layout m3_<v>_linux_amd64/…) with one extra file, so it has the same
+// binaries and a different digest. It returns the path and the sha256.
+func repackRelease(t *testing.T, src, v string) (string, string) {
+	t.Helper()
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	zr, err := gzip.NewReader(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "m3_"+v+"_linux_amd64.tar.gz")
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	zw, err := gzip.NewWriterLevel(io.MultiWriter(f, h), gzip.BestSpeed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tw := tar.NewWriter(zw)
+	tr := tar.NewReader(zr)
+	dir := "m3_" + v + "_linux_amd64/"
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, rest, _ := strings.Cut(hdr.Name, "/")
+		hdr.Name = dir + rest
+		if err := tw.WriteHeader(hdr); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.Copy(tw, tr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	note := []byte("m3sup e2e: release " + v + " repacked from the 1.5.0 binaries\n")
+	if err := tw.WriteHeader(&tar.Header{Name: dir + "RELEASE-NOTE", Mode: 0o644, Size: int64(len(note)), ModTime: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tw.Write(note); err != nil {
+		t.Fatal(err)
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return out, hex.EncodeToString(h.Sum(nil))
+}
+
+// rolloutWatch writes a point every 200 ms (majority writes; a write goes
+// to host 1's coordinator and, if that one is down for its own restart, to
+// the next host's: it fails only when every coordinator refuses it) and
+// polls every host's status every 100 ms: how many m3dbnodes are down at
+// once, every m3dbnode pid seen per host, the permit holders and the
+// rollout messages.
+type rolloutWatch struct {
+	hosts []*hostNode
+	apis  []*api.Client
+	cli   *clientv3.Client
+	stop  context.CancelFunc
+	wg    sync.WaitGroup
+
+	mu        sync.Mutex
+	written   []int
+	writeAt   []time.Time
+	failed    []string
+	failover  int // writes the first coordinator refused and another took
+	maxDown   int
+	downSeen  string
+	pids      []map[uint32]bool // per host: m3dbnode pids seen
+	holders   map[string]bool
+	messages  map[string]bool
+	pollError int
+}
+
+const rolloutMetric = "m3sup_e2e_rollout"
+
+func watchRollout(t *testing.T, cli *clientv3.Client, seq0 int, hosts ...*hostNode) *rolloutWatch {
+	w := &rolloutWatch{hosts: hosts, cli: cli, holders: map[string]bool{}, messages: map[string]bool{}}
+	for range hosts {
+		w.pids = append(w.pids, map[uint32]bool{})
+	}
+	for _, h := range hosts {
+		w.apis = append(w.apis, api.NewClient(h.socket))
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	w.stop = stop
+	w.wg.Add(2)
+	go func() { // writer
+		defer w.wg.Done()
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for seq := seq0; ; seq++ {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			ts := time.Now().Truncate(time.Millisecond)
+			var errs []string
+			for _, h := range hosts {
+				mc := &m3.Client{BaseURL: h.coordURL}
+				wctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				err := mc.WriteJSON(wctx, rolloutMetric, map[string]string{"seq": strconv.Itoa(seq)}, ts, float64(seq))
+				cancel()
+				if err == nil {
+					break
+				}
+				errs = append(errs, h.ip+": "+err.Error())
+			}
+			w.mu.Lock()
+			switch {
+			case len(errs) == len(hosts):
+				w.failed = append(w.failed, strings.Join(errs, "; "))
+			default:
+				if len(errs) > 0 {
+					w.failover++
+				}
+				w.written = append(w.written, seq)
+				w.writeAt = append(w.writeAt, ts)
+			}
+			w.mu.Unlock()
+		}
+	}()
+	go func() { // poller
+		defer w.wg.Done()
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			down, line := 0, ""
+			for i, c := range w.apis {
+				sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				st, err := c.Status(sctx)
+				cancel()
+				w.mu.Lock()
+				if err != nil {
+					w.pollError++
+					w.mu.Unlock()
+					continue
+				}
+				db := compOf(st, "m3dbnode")
+				if db.PID != 0 {
+					w.pids[i][db.PID] = true
+				}
+				if st.Rollout != nil {
+					w.messages[st.Rollout.Message] = true
+				}
+				w.mu.Unlock()
+				if !db.Healthy || (db.State != agent.StateRunning && db.State != agent.StateWaiting) {
+					down++
+					line += hosts[i].ip + ": " + compLine(db) + "; "
+				}
+			}
+			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			holder, held, err := cluster.PermitHolder(pctx, cli)
+			cancel()
+			w.mu.Lock()
+			if down > w.maxDown {
+				w.maxDown, w.downSeen = down, line
+			}
+			if err == nil && held {
+				w.holders[holder] = true
+			}
+			w.mu.Unlock()
+		}
+	}()
+	return w
+}
+
+// finish stops the writer and poller, checks no write failed and every
+// point reads back, and returns the next sequence number.
+func (w *rolloutWatch) finish(t *testing.T) int {
+	t.Helper()
+	time.Sleep(time.Second) // a few writes after the change
+	w.stop()
+	w.wg.Wait()
+	t.Logf("writes: %d ok (%d through another coordinator), %d failed; most m3dbnodes down at once: %d %s; permit holders seen: %v; status poll errors: %d",
+		len(w.written), w.failover, len(w.failed), w.maxDown, w.downSeen, w.holders, w.pollError)
+	if len(w.written) == 0 {
+		t.Fatal("no write succeeded")
+	}
+	if len(w.failed) > 0 {
+		t.Errorf("%d of %d writes failed, first: %s", len(w.failed), len(w.failed)+len(w.written), w.failed[0])
+	}
+	if w.maxDown > 1 {
+		t.Errorf("%d m3dbnodes down at once: %s", w.maxDown, w.downSeen)
+	}
+	mc := &m3.Client{BaseURL: w.hosts[0].coordURL}
+	first, last := w.writeAt[0], w.writeAt[len(w.writeAt)-1]
+	var missing []int
+	for attempt := 0; attempt < 20; attempt++ {
+		qctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		res, err := mc.QueryRange(qctx, rolloutMetric, first.Add(-time.Minute), last.Add(time.Minute), 5*time.Second)
+		cancel()
+		missing = missing[:0]
+		if err == nil {
+			for _, seq := range w.written {
+				if !hasValue(res, float64(seq)) {
+					missing = append(missing, seq)
+				}
+			}
+			if len(missing) == 0 {
+				break
+			}
+		}
+		time.Sleep(time.Second)
+	}
+	if len(missing) > 0 {
+		t.Errorf("%d of %d points not readable, e.g. seq %v", len(missing), len(w.written), missing[:min(10, len(missing))])
+	}
+	return w.written[len(w.written)-1] + 1
+}
+
+// waitRollout polls every host's status until cond holds on all of them.
+func waitRollout(t *testing.T, timeout time.Duration, what string, hosts []*hostNode, cond func(api.Status) bool) []api.Status {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	sts := make([]api.Status, len(hosts))
+	for {
+		ok := true
+		for i, h := range hosts {
+			select {
+			case <-h.done:
+				t.Fatalf("%s exited (%v); log:\n%s", h.ip, h.exitErr, h.log())
+			default:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			st, err := api.NewClient(h.socket).Status(ctx)
+			cancel()
+			sts[i] = st
+			if err != nil || !cond(st) {
+				ok = false
+			}
+		}
+		if ok {
+			return sts
+		}
+		if time.Now().After(deadline) {
+			for i, st := range sts {
+				b, _ := json.MarshalIndent(st.Rollout, "", " ")
+				t.Logf("%s: rollout %s; m3dbnode %s", hosts[i].ip, b, compLine(compOf(st, "m3dbnode")))
+			}
+			t.Fatalf("not within %s: %s", timeout, what)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+func dbPIDs(sts []api.Status) []uint32 {
+	out := make([]uint32, len(sts))
+	for i, st := range sts {
+		out[i] = compOf(st, "m3dbnode").PID
+	}
+	return out
+}
+
+// TestE2ERollout: one three-host cluster (127.0.0.2–4, RF 3,
+// cluster.rolloutDeadline 90s) under continuous majority writes:
+//
+//	a. a rolling upgrade to a second release build with another digest
+//	   (1.5.1, the same binaries repacked) served by a second HTTP server:
+//	   every host ends on the new digest, m3dbnodes restart one at a time
+//	   and each host holds the permit in turn; status shows the progress
+//	   and 3/3 on desired;
+//	b. a bad dbnode change (an unknown config key: m3dbnode exits at
+//	   start): only the first permit holder restarts, misses the deadline,
+//	   goes back to the previous spec and is healthy again; the permit is
+//	   released; the other hosts never restart; every host's status says
+//	   the rollout halted and why;
+//	c. a good change after that rolls to all three.
+//
+// No write fails and every point reads back in each step.
+func TestE2ERollout(t *testing.T) {
+	env := needE2E(t)
+	const deadline = 90 * time.Second
+	rs := serveRelease(t, env.tarball)
+	sum := "sha256:" + env.digest
+	start := time.Now()
+
+	over := filepath.Join(t.TempDir(), "rollout.yaml")
+	if err := os.WriteFile(over, []byte("cluster:\n  rolloutDeadline: "+deadline.String()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h1 := newHostNode(t, "host1", "127.0.0.2", true, rs.url, sum)
+	h1.start("--config", over)
+	tok := h1.createToken(t, 2*time.Minute)
+	cli := h1.tlsEtcd(t)
+	h2 := newHostNode(t, "host2", "127.0.0.3", false, rs.url, sum)
+	h2.start("--config", over, "--join", h1.joinURL, "--token", tok)
+	waitVoters(t, cli, 2, 2*time.Minute, h1, h2)
+	h3 := newHostNode(t, "host3", "127.0.0.4", false, rs.url, sum)
+	h3.start("--config", over, "--join", h1.joinURL, "--token", tok)
+	waitVoters(t, cli, 3, 2*time.Minute, h1, h2, h3)
+	hosts := []*hostNode{h1, h2, h3}
+	for _, h := range hosts {
+		h.waitReady(6 * time.Minute)
+	}
+	t.Logf("three hosts ready after %s", time.Since(start).Round(100*time.Millisecond))
+	defer func() {
+		for _, h := range []*hostNode{h3, h2, h1} {
+			_ = h.cmd.Process.Signal(syscall.SIGTERM)
+		}
+		for _, h := range []*hostNode{h3, h2, h1} {
+			if code := h.waitExit(2 * time.Minute); code != 0 {
+				t.Errorf("%s exited %d", h.ip, code)
+			}
+		}
+	}()
+
+	// Every host on the 1.5.0 spec, 3/3 on desired.
+	sts := waitRollout(t, 2*time.Minute, "3/3 on the first spec", hosts, func(st api.Status) bool {
+		return st.Rollout != nil && st.Rollout.Hosts == 3 && st.Rollout.OnDesired == 3
+	})
+	rev0 := sts[0].Rollout.DesiredRevision
+	t.Logf("rollout status before any change: %s", sts[2].Rollout.Message)
+	seq := 1
+	getDoc := func(t *testing.T) api.ClusterDoc {
+		var doc api.ClusterDoc
+		if err := json.Unmarshal([]byte(hostCLI(t, h1, "get", "cluster", "-o", "json")), &doc); err != nil {
+			t.Fatal(err)
+		}
+		return doc
+	}
+	onDesired := func(rev string) func(api.Status) bool {
+		return func(st api.Status) bool {
+			r := st.Rollout
+			return r != nil && r.DesiredRevision == rev && r.Hosts == 3 && r.OnDesired == 3 && !r.Halted &&
+				st.Cluster != nil && !st.Cluster.PermitHeld
+		}
+	}
+
+	var revA string
+	ok := t.Run("a_rolling_upgrade_two_digests", func(t *testing.T) {
+		tarball, digest := repackRelease(t, env.tarball, "1.5.1")
+		if digest == env.digest {
+			t.Fatal("the repacked release has the same digest")
+		}
+		rs2 := serveRelease(t, tarball)
+		before := waitRollout(t, time.Minute, "every host ready", hosts, func(st api.Status) bool { return st.Ready })
+		doc := getDoc(t)
+		doc.Spec.Release.Version, doc.Spec.Release.URL, doc.Spec.Release.Checksum = "1.5.1", rs2.url, "sha256:"+digest
+
+		w := watchRollout(t, cli, seq, hosts...)
+		time.Sleep(time.Second)
+		applied := time.Now()
+		t.Logf("apply release 1.5.1 (sha256:%s…):\n%s", digest[:12], hostCLI(t, h1, "apply", "-f", writeDoc(t, doc)))
+		sts := waitRollout(t, 12*time.Minute, "every host on 1.5.1, permit free", hosts, func(st api.Status) bool {
+			co := compOf(st, "m3coordinator")
+			return st.Rollout != nil && st.Rollout.DesiredVersion == "1.5.1" && onDesired(st.Rollout.DesiredRevision)(st) &&
+				co.Version == "1.5.1" && co.State == agent.StateRunning && co.Healthy
+		})
+		took := time.Since(applied)
+		seq = w.finish(t)
+		revA = sts[0].Rollout.DesiredRevision
+		t.Logf("rolled to 1.5.1 (%s) in %s; status: %s", revA, took.Round(100*time.Millisecond), sts[2].Rollout.Message)
+		if revA == rev0 {
+			t.Fatal("the desired revision did not change")
+		}
+		for i, h := range hosts {
+			db, co := compOf(sts[i], "m3dbnode"), compOf(sts[i], "m3coordinator")
+			b := compOf(before[i], "m3dbnode")
+			if db.Restarts != b.Restarts+1 || db.LastReason != agent.ReasonSpec || db.Version != "1.5.1" {
+				t.Errorf("%s: m3dbnode %s, want one spec-change restart onto 1.5.1 (before: %s)", h.ip, compLine(db), compLine(b))
+			}
+			if co.Restarts != compOf(before[i], "m3coordinator").Restarts+1 {
+				t.Errorf("%s: m3coordinator %s, want one restart onto 1.5.1", h.ip, compLine(co))
+			}
+			if n := len(w.pids[i]); n != 2 {
+				t.Errorf("%s: %d m3dbnode pids seen during the rollout, want 2 (old and new)", h.ip, n)
+			}
+			// Every host's status shows every host on the new digest.
+			for _, hs := range sts[i].Cluster.Hosts {
+				if hs.DBNode == nil || !strings.Contains(hs.DBNode.Digest, digest) || !hs.DBNode.OnDesired || len(hs.Components) != 2 {
+					t.Errorf("%s's status of %s: dbnode %+v components %+v, want the new digest, on desired, two components", h.ip, hs.Name, hs.DBNode, hs.Components)
+				}
+			}
+		}
+		for _, h := range []string{"host1", "host2", "host3"} {
+			if !w.holders[h] {
+				t.Errorf("%s never held the permit (holders seen %v)", h, w.holders)
+			}
+		}
+		var progress []string
+		for m := range w.messages {
+			if strings.HasPrefix(m, "rolling: 1/3") || strings.HasPrefix(m, "rolling: 2/3") {
+				progress = append(progress, m)
+			}
+		}
+		t.Logf("rollout progress seen in status: %q", progress)
+		if len(progress) == 0 {
+			t.Errorf("status never showed progress (1/3 or 2/3); messages seen: %v", w.messages)
+		}
+		out := hostCLI(t, h3, "status")
+		t.Logf("status on host3 after the upgrade:\n%s", out)
+		if !strings.Contains(out, "rollout: 3/3 on desired m3dbnode 1.5.1") || !strings.Contains(out, "permit: none") ||
+			!strings.Contains(out, "m3dbnode running healthy") {
+			t.Errorf("status table lacks the finished rollout, the permit or the components")
+		}
+	})
+	if !ok {
+		t.Fatal("step a failed; skipping the rest")
+	}
+
+	ok = t.Run("b_bad_change_reverts", func(t *testing.T) {
+		before := waitRollout(t, time.Minute, "every host ready", hosts, func(st api.Status) bool { return st.Ready })
+		pids := dbPIDs(before)
+		doc := getDoc(t)
+		doc.Spec.DBNode.Config = map[string]any{"db": map[string]any{"noSuchKey": 1}}
+
+		w := watchRollout(t, cli, seq, hosts...)
+		time.Sleep(time.Second)
+		applied := time.Now()
+		t.Logf("apply a dbnode config with an unknown key:\n%s", hostCLI(t, h1, "apply", "-f", writeDoc(t, doc)))
+		var revB string
+		sts := waitRollout(t, deadline+5*time.Minute, "rollout halted, every m3dbnode healthy on the previous spec, permit free", hosts, func(st api.Status) bool {
+			r, db := st.Rollout, compOf(st, "m3dbnode")
+			if r == nil || !r.Halted || r.DesiredRevision == revA || st.Cluster == nil || st.Cluster.PermitHeld {
+				return false
+			}
+			revB = r.DesiredRevision
+			for _, hs := range st.Cluster.Hosts {
+				if hs.DBNode == nil || hs.DBNode.Revision != revA {
+					return false
+				}
+			}
+			return db.State == agent.StateRunning && db.Healthy
+		})
+		took := time.Since(applied)
+		seq = w.finish(t)
+		f := sts[0].Rollout.Failure
+		t.Logf("halted and reverted %s after apply; failure: %+v", took.Round(100*time.Millisecond), f)
+		if f == nil || f.Revision != revB || f.Version != "1.5.1" {
+			t.Fatalf("failure %+v, want revision %s version 1.5.1", f, revB)
+		}
+		if took < deadline {
+			t.Errorf("reverted after %s, before the %s deadline", took, deadline)
+		}
+		wantMsg := "rollout halted: " + f.Host + ": m3dbnode 1.5.1 not healthy within " + deadline.String() + ": "
+		for i, h := range hosts {
+			r := sts[i].Rollout
+			if !strings.HasPrefix(r.Message, wantMsg) || !strings.HasSuffix(r.Message, "; running previous spec") {
+				t.Errorf("%s: rollout message %q, want %q…; running previous spec", h.ip, r.Message, wantMsg)
+			}
+			db := compOf(sts[i], "m3dbnode")
+			name := "host" + strconv.Itoa(i+1)
+			if name == f.Host {
+				if db.PID == pids[i] || len(w.pids[i]) < 3 {
+					t.Errorf("%s (failed host): m3dbnode pids seen %v, want the old, the bad and the reverted one", h.ip, w.pids[i])
+				}
+				continue
+			}
+			if db.PID != pids[i] || len(w.pids[i]) != 1 || db.Restarts != compOf(before[i], "m3dbnode").Restarts {
+				t.Errorf("%s: m3dbnode restarted during the halted rollout: pids seen %v, now %s", h.ip, w.pids[i], compLine(db))
+			}
+		}
+		out := hostCLI(t, h2, "status")
+		t.Logf("status on host2 after the revert:\n%s", out)
+		if !strings.Contains(out, "rollout: rollout halted: "+f.Host) || !strings.Contains(out, "permit: none") {
+			t.Errorf("status table lacks the halt or the free permit")
+		}
+	})
+	if !ok {
+		t.Fatal("step b failed; skipping the rest")
+	}
+
+	t.Run("c_good_change_rolls_again", func(t *testing.T) {
+		before := waitRollout(t, time.Minute, "every host ready", hosts, func(st api.Status) bool { return st.Ready })
+		doc := getDoc(t)
+		doc.Spec.DBNode.Config = nil
+		doc.Spec.DBNode.LogLevel = "warn"
+		w := watchRollout(t, cli, seq, hosts...)
+		time.Sleep(time.Second)
+		applied := time.Now()
+		t.Logf("apply a good dbnode change (logLevel warn):\n%s", hostCLI(t, h1, "apply", "-f", writeDoc(t, doc)))
+		var revC string
+		sts := waitRollout(t, 12*time.Minute, "every host on the new spec, permit free", hosts, func(st api.Status) bool {
+			if st.Rollout == nil || st.Rollout.DesiredRevision == revA {
+				return false
+			}
+			revC = st.Rollout.DesiredRevision
+			return onDesired(revC)(st)
+		})
+		took := time.Since(applied)
+		w.finish(t)
+		t.Logf("rolled to %s in %s; status: %s", revC, took.Round(100*time.Millisecond), sts[0].Rollout.Message)
+		for i, h := range hosts {
+			db, b := compOf(sts[i], "m3dbnode"), compOf(before[i], "m3dbnode")
+			if db.Restarts != b.Restarts+1 || db.PID == b.PID {
+				t.Errorf("%s: m3dbnode %s, want exactly one restart (before: %s)", h.ip, compLine(db), compLine(b))
+			}
+		}
+		if len(w.holders) != 3 {
+			t.Errorf("permit holders seen %v, want all three hosts", w.holders)
+		}
+	})
+	t.Logf("total %s", time.Since(start).Round(100*time.Millisecond))
+}
