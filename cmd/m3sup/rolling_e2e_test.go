@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -17,7 +16,6 @@ import (
 	"github.com/m3sup/m3sup/supervisor/agent"
 	"github.com/m3sup/m3sup/supervisor/api"
 	"github.com/m3sup/m3sup/supervisor/cluster"
-	"github.com/m3sup/m3sup/supervisor/m3"
 )
 
 // hostCLI runs this test binary as `m3sup ARGS --socket` h's socket.
@@ -82,41 +80,8 @@ func rollDBNodes(t testing.TB, cli *clientv3.Client, hosts ...*hostNode) (took t
 	var wg sync.WaitGroup
 
 	// Writer: one series per point, so every point is visible in a query.
-	const metric = "m3sup_e2e_rolling"
-	type point struct {
-		seq int
-		ts  time.Time
-	}
-	var (
-		wmu     sync.Mutex
-		written []point
-		failed  []string
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		mc := &m3.Client{BaseURL: h1.coordURL}
-		tick := time.NewTicker(200 * time.Millisecond)
-		defer tick.Stop()
-		for seq := 1; ; seq++ {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			ts := time.Now().Truncate(time.Millisecond)
-			wctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			err := mc.WriteJSON(wctx, metric, map[string]string{"host": "e2e", "seq": strconv.Itoa(seq)}, ts, float64(seq))
-			cancel()
-			wmu.Lock()
-			if err != nil {
-				failed = append(failed, err.Error())
-			} else {
-				written = append(written, point{seq, ts})
-			}
-			wmu.Unlock()
-		}
-	}()
+	w := startPointWriter(h1.coordURL, "m3sup_e2e_rolling")
+	defer w.finish()
 
 	// Poller: every host's dbnode and the permit holder.
 	var (
@@ -250,34 +215,17 @@ func rollDBNodes(t testing.TB, cli *clientv3.Client, hosts ...*hostNode) (took t
 	if len(holders) == 0 {
 		t.Error("no permit holder observed during the rollout")
 	}
-	if len(failed) > 0 {
-		t.Errorf("%d of %d writes failed during the rollout, first: %s", len(failed), len(failed)+len(written), failed[0])
+	w.finish()
+	ok, failed := w.counts()
+	if failed > 0 {
+		t.Errorf("%d of %d writes failed during the rollout, first: %s", failed, ok+failed, w.failed[0])
 	}
 
 	// Every point written reads back.
-	mc := &m3.Client{BaseURL: h1.coordURL}
-	first, last := written[0].ts, written[len(written)-1].ts
-	var missing []int
-	for attempt := 0; attempt < 20; attempt++ {
-		qctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		res, err := mc.QueryRange(qctx, metric, first.Add(-time.Minute), last.Add(time.Minute), 5*time.Second)
-		cancel()
-		missing = missing[:0]
-		if err == nil {
-			for _, p := range written {
-				if !hasValue(res, float64(p.seq)) {
-					missing = append(missing, p.seq)
-				}
-			}
-			if len(missing) == 0 {
-				break
-			}
-		}
-		time.Sleep(time.Second)
-	}
+	missing := w.missing(h1.coordURL)
 	if len(missing) > 0 {
-		t.Errorf("%d of %d points not readable after the rollout, e.g. seq %v", len(missing), len(written), missing[:min(10, len(missing))])
+		t.Errorf("%d of %d points not readable after the rollout, e.g. seq %v", len(missing), ok, missing[:min(10, len(missing))])
 	}
-	t.Logf("%d writes during the rollout, %d failed, all readable: %t", len(written), len(failed), len(missing) == 0)
-	return took, len(written) + len(failed)
+	t.Logf("%d writes during the rollout, %d failed, all readable: %t", ok+failed, failed, len(missing) == 0)
+	return took, ok + failed
 }

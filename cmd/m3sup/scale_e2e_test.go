@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -314,42 +313,13 @@ func leaveUnderWrites(t *testing.T, cli *clientv3.Client, via, leaver *hostNode,
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	var wg sync.WaitGroup
-	metric := "m3sup_e2e_leave_" + name
-	type point struct {
-		seq int
-		ts  time.Time
-	}
+	w := startPointWriter(via.coordURL, "m3sup_e2e_leave_"+name)
+	defer w.finish()
 	var (
 		mu          sync.Mutex
-		written     []point
-		failed      []string
 		leavingSeen = map[string]bool{}
 	)
-	wg.Add(2)
-	go func() { // writer
-		defer wg.Done()
-		mc := &m3.Client{BaseURL: via.coordURL}
-		tick := time.NewTicker(200 * time.Millisecond)
-		defer tick.Stop()
-		for seq := 1; ; seq++ {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			ts := time.Now().Truncate(time.Millisecond)
-			wctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			err := mc.WriteJSON(wctx, metric, map[string]string{"host": "e2e", "seq": strconv.Itoa(seq)}, ts, float64(seq))
-			cancel()
-			mu.Lock()
-			if err != nil {
-				failed = append(failed, err.Error())
-			} else {
-				written = append(written, point{seq, ts})
-			}
-			mu.Unlock()
-		}
-	}()
+	wg.Add(1)
 	go func() { // the other hosts' status shows the leaver as leaving
 		defer wg.Done()
 		tick := time.NewTicker(250 * time.Millisecond)
@@ -420,36 +390,19 @@ func leaveUnderWrites(t *testing.T, cli *clientv3.Client, via, leaver *hostNode,
 	checkNoContainers(t, leaver, ctdAddr, ctdNS)
 
 	// Every write succeeded and reads back.
-	if len(failed) > 0 {
-		t.Errorf("%d of %d writes failed while %s left, first: %s", len(failed), len(failed)+len(written), name, failed[0])
+	w.finish()
+	ok, failed := w.counts()
+	if failed > 0 {
+		t.Errorf("%d of %d writes failed while %s left, first: %s", failed, ok+failed, name, w.failed[0])
 	}
-	if len(written) == 0 {
+	if ok == 0 {
 		t.Fatal("no write succeeded")
 	}
-	mc := &m3.Client{BaseURL: via.coordURL}
-	first, last := written[0].ts, written[len(written)-1].ts
-	var missing []int
-	for range 20 {
-		qctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		res, err := mc.QueryRange(qctx, metric, first.Add(-time.Minute), last.Add(time.Minute), 5*time.Second)
-		cancel()
-		missing = missing[:0]
-		if err == nil {
-			for _, p := range written {
-				if !hasValue(res, float64(p.seq)) {
-					missing = append(missing, p.seq)
-				}
-			}
-			if len(missing) == 0 {
-				break
-			}
-		}
-		time.Sleep(time.Second)
-	}
+	missing := w.missing(via.coordURL)
 	if len(missing) > 0 {
-		t.Errorf("%d of %d points not readable after %s left, e.g. seq %v", len(missing), len(written), name, missing[:min(10, len(missing))])
+		t.Errorf("%d of %d points not readable after %s left, e.g. seq %v", len(missing), ok, name, missing[:min(10, len(missing))])
 	}
-	t.Logf("while %s left: %d writes, %d failed, all readable: %t", name, len(written)+len(failed), len(failed), len(missing) == 0)
+	t.Logf("while %s left: %d writes, %d failed, all readable: %t", name, ok+failed, failed, len(missing) == 0)
 
 	// The data dir that left refuses to run again.
 	logOff := len(leaver.log())
