@@ -2,6 +2,7 @@ package main
 
 import (
 	"archive/tar"
+	"bytes"
 	"compress/gzip"
 	"context"
 	"crypto/sha256"
@@ -10,11 +11,11 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -27,9 +28,10 @@ import (
 )
 
 // repackRelease writes the release tarball again as version v (goreleaser
-// layout m3_<v>_linux_amd64/…) with one extra file, so it has the same
-// binaries and a different digest. It returns the path and the sha256.
-func repackRelease(t *testing.T, src, v string) (string, string) {
+// layout m3_<v>_linux_amd64/…) with one extra file, so it has a different
+// digest; replace swaps binaries (name → a local file), else they are the
+// same. It returns the path and the sha256.
+func repackRelease(t *testing.T, src, v string, replace map[string]string) (string, string) {
 	t.Helper()
 	in, err := os.Open(src)
 	if err != nil {
@@ -64,10 +66,18 @@ func repackRelease(t *testing.T, src, v string) (string, string) {
 		}
 		_, rest, _ := strings.Cut(hdr.Name, "/")
 		hdr.Name = dir + rest
+		var body io.Reader = tr
+		if with, ok := replace[rest]; ok {
+			b, err := os.ReadFile(with)
+			if err != nil {
+				t.Fatal(err)
+			}
+			hdr.Size, body = int64(len(b)), bytes.NewReader(b)
+		}
 		if err := tw.WriteHeader(hdr); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := io.Copy(tw, tr); err != nil {
+		if _, err := io.Copy(tw, body); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -85,6 +95,25 @@ func repackRelease(t *testing.T, src, v string) (string, string) {
 		t.Fatal(err)
 	}
 	return out, hex.EncodeToString(h.Sum(nil))
+}
+
+// exitingBinary builds a static program that prints msg and exits 1 at
+// once: an m3dbnode build that cannot start.
+func exitingBinary(t *testing.T, msg string) string {
+	t.Helper()
+	dir := t.TempDir()
+	src := "package main\n\nimport \"os\"\n\nfunc main() {\n\tos.Stderr.WriteString(" + strconv.Quote(msg+"\n") + ")\n\tos.Exit(1)\n}\n"
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "m3dbnode")
+	cmd := exec.Command("go", "build", "-o", out, "main.go")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=", "GO111MODULE=off")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build the exiting m3dbnode: %v\n%s", err, b)
+	}
+	return out
 }
 
 // rolloutWatch writes a point every 200 ms (majority writes; a write goes
@@ -307,12 +336,13 @@ func dbPIDs(sts []api.Status) []uint32 {
 //	   every host ends on the new digest, m3dbnodes restart one at a time
 //	   and each host holds the permit in turn; status shows the progress
 //	   and 3/3 on desired;
-//	b. a bad dbnode change (an unknown config key: m3dbnode exits at
-//	   start): only the first permit holder restarts, misses the deadline,
+//	b. a bad version (1.5.2, whose m3dbnode exits at start): only the
+//	   first permit holder restarts, misses the deadline,
 //	   goes back to the previous spec and is healthy again; the permit is
 //	   released; the other hosts never restart; every host's status says
 //	   the rollout halted and why;
-//	c. a good change after that rolls to all three.
+//	c. a good change after that (1.5.1 again, dbnode log level warn)
+//	   rolls to all three.
 //
 // No write fails and every point reads back in each step.
 func TestE2ERollout(t *testing.T) {
@@ -341,16 +371,7 @@ func TestE2ERollout(t *testing.T) {
 		h.waitReady(6 * time.Minute)
 	}
 	t.Logf("three hosts ready after %s", time.Since(start).Round(100*time.Millisecond))
-	defer func() {
-		for _, h := range []*hostNode{h3, h2, h1} {
-			_ = h.cmd.Process.Signal(syscall.SIGTERM)
-		}
-		for _, h := range []*hostNode{h3, h2, h1} {
-			if code := h.waitExit(2 * time.Minute); code != 0 {
-				t.Errorf("%s exited %d", h.ip, code)
-			}
-		}
-	}()
+	defer stopHosts(t, h3, h2, h1)
 
 	// Every host on the 1.5.0 spec, 3/3 on desired.
 	sts := waitRollout(t, 2*time.Minute, "3/3 on the first spec", hosts, func(st api.Status) bool {
@@ -374,13 +395,19 @@ func TestE2ERollout(t *testing.T) {
 		}
 	}
 
+	// 1.5.1: the same binaries, another digest. 1.5.2: an m3dbnode that
+	// exits at start (the coordinator is the real one).
+	tarball, digest := repackRelease(t, env.tarball, "1.5.1", nil)
+	if digest == env.digest {
+		t.Fatal("the repacked release has the same digest")
+	}
+	rs2 := serveRelease(t, tarball)
+	badTarball, badDigest := repackRelease(t, env.tarball, "1.5.2",
+		map[string]string{"m3dbnode": exitingBinary(t, "m3dbnode 1.5.2: this build exits at start")})
+	rs3 := serveRelease(t, badTarball)
+
 	var revA string
 	ok := t.Run("a_rolling_upgrade_two_digests", func(t *testing.T) {
-		tarball, digest := repackRelease(t, env.tarball, "1.5.1")
-		if digest == env.digest {
-			t.Fatal("the repacked release has the same digest")
-		}
-		rs2 := serveRelease(t, tarball)
 		before := waitRollout(t, time.Minute, "every host ready", hosts, func(st api.Status) bool { return st.Ready })
 		doc := getDoc(t)
 		doc.Spec.Release.Version, doc.Spec.Release.URL, doc.Spec.Release.Checksum = "1.5.1", rs2.url, "sha256:"+digest
@@ -450,12 +477,12 @@ func TestE2ERollout(t *testing.T) {
 		before := waitRollout(t, time.Minute, "every host ready", hosts, func(st api.Status) bool { return st.Ready })
 		pids := dbPIDs(before)
 		doc := getDoc(t)
-		doc.Spec.DBNode.Config = map[string]any{"db": map[string]any{"noSuchKey": 1}}
+		doc.Spec.Release.Version, doc.Spec.Release.URL, doc.Spec.Release.Checksum = "1.5.2", rs3.url, "sha256:"+badDigest
 
 		w := watchRollout(t, cli, seq, hosts...)
 		time.Sleep(time.Second)
 		applied := time.Now()
-		t.Logf("apply a dbnode config with an unknown key:\n%s", hostCLI(t, h1, "apply", "-f", writeDoc(t, doc)))
+		t.Logf("apply release 1.5.2, whose m3dbnode exits at start:\n%s", hostCLI(t, h1, "apply", "-f", writeDoc(t, doc)))
 		var revB string
 		sts := waitRollout(t, deadline+5*time.Minute, "rollout halted, every m3dbnode healthy on the previous spec, permit free", hosts, func(st api.Status) bool {
 			r, db := st.Rollout, compOf(st, "m3dbnode")
@@ -474,13 +501,13 @@ func TestE2ERollout(t *testing.T) {
 		seq = w.finish(t)
 		f := sts[0].Rollout.Failure
 		t.Logf("halted and reverted %s after apply; failure: %+v", took.Round(100*time.Millisecond), f)
-		if f == nil || f.Revision != revB || f.Version != "1.5.1" {
-			t.Fatalf("failure %+v, want revision %s version 1.5.1", f, revB)
+		if f == nil || f.Revision != revB || f.Version != "1.5.2" || !strings.Contains(f.Reason, "exits at start") {
+			t.Fatalf("failure %+v, want revision %s version 1.5.2 and m3dbnode's last log line", f, revB)
 		}
 		if took < deadline {
 			t.Errorf("reverted after %s, before the %s deadline", took, deadline)
 		}
-		wantMsg := "rollout halted: " + f.Host + ": m3dbnode 1.5.1 not healthy within " + deadline.String() + ": "
+		wantMsg := "rollout halted: " + f.Host + ": m3dbnode 1.5.2 not healthy within " + deadline.String() + ": "
 		for i, h := range hosts {
 			r := sts[i].Rollout
 			if !strings.HasPrefix(r.Message, wantMsg) || !strings.HasSuffix(r.Message, "; running previous spec") {
@@ -511,7 +538,7 @@ func TestE2ERollout(t *testing.T) {
 	t.Run("c_good_change_rolls_again", func(t *testing.T) {
 		before := waitRollout(t, time.Minute, "every host ready", hosts, func(st api.Status) bool { return st.Ready })
 		doc := getDoc(t)
-		doc.Spec.DBNode.Config = nil
+		doc.Spec.Release.Version, doc.Spec.Release.URL, doc.Spec.Release.Checksum = "1.5.1", rs2.url, "sha256:"+digest
 		doc.Spec.DBNode.LogLevel = "warn"
 		w := watchRollout(t, cli, seq, hosts...)
 		time.Sleep(time.Second)
