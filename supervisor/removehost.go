@@ -148,7 +148,7 @@ func (s *Supervisor) RemoveHost(ctx context.Context, name string) (api.RemoveHos
 		if err := forgetHost(ctx, cli, name); err != nil {
 			return api.RemoveHostResult{}, fmt.Errorf("remove-host: %w", err)
 		}
-		res.State, res.Message = api.RemoveStateRemoved, "removed: it had no instance in the placement; its etcd member and records are gone"
+		res.State, res.Message = api.RemoveStateRemoved, "removed: it had no instance in the placement; its records are gone"
 	}
 	return res, nil
 }
@@ -232,17 +232,8 @@ func removeHostStep(ctx context.Context, cli *clientv3.Client, c placementReader
 // is left (quorum-guarded), then, in one transaction, its per-host keys,
 // registry key, rollout state and leaving record. Idempotent.
 func forgetHost(ctx context.Context, cli *clientv3.Client, name string) error {
-	members, err := store.Members(ctx, cli)
-	if err != nil {
+	if _, err := store.RemoveMemberNamed(ctx, cli, name); err != nil {
 		return fmt.Errorf("forget %s: %w", name, err)
-	}
-	for _, m := range members {
-		if m.Name != name {
-			continue
-		}
-		if err := store.RemoveMember(ctx, cli, m.ID); err != nil && !errors.Is(err, store.ErrNotMember) {
-			return fmt.Errorf("forget %s: %w", name, err)
-		}
 	}
 	return deleteHostKeys(ctx, cli, name)
 }

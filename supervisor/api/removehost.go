@@ -60,7 +60,7 @@ func removeHostRoutes(mux *http.ServeMux, rm HostRemover) {
 				writeError(w, err)
 				return
 			}
-			res.State, res.Message = RemoveStateRemoved, "removed: its instance is out of the placement, every shard is AVAILABLE, its etcd member and records are gone"
+			res.State, res.Message = RemoveStateRemoved, "removed: its instance is out of the placement, every shard is AVAILABLE, its records are gone"
 		}
 		writeJSON(w, http.StatusOK, res)
 	})
