@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -304,7 +305,7 @@ func (s *Supervisor) Ready(ctx context.Context) error {
 }
 
 // clusterStatus reads the multi-host view from etcd: the registered hosts
-// with their etcd role, the controller leader and the permit holder.
+// with their etcd role (and hosts being removed with remove-host), the controller leader and the permit holder.
 func clusterStatus(ctx context.Context, cli *clientv3.Client) *api.ClusterStatus {
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
@@ -339,6 +340,16 @@ func clusterStatus(ctx context.Context, cli *clientv3.Client) *api.ClusterStatus
 		}
 		for _, r := range h.Roles {
 			hs.Roles = append(hs.Roles, string(r))
+		}
+		out.Hosts = append(out.Hosts, hs)
+	}
+	for name, l := range leaving {
+		if l.RemovedBy == "" || slices.ContainsFunc(hosts, func(h cluster.Host) bool { return h.Name == name }) {
+			continue // a host that leaves itself is registered until it left
+		}
+		hs := api.HostStatus{Name: name, Roles: []string{}, EtcdRole: "client", Leaving: true, RemovedBy: l.RemovedBy}
+		if r, ok := members[name]; ok {
+			hs.EtcdRole = r
 		}
 		out.Hosts = append(out.Hosts, hs)
 	}

@@ -13,7 +13,8 @@ package supervisor
 //	agent stops the containers, the registrar deregisters)
 //	→ finishLeave: remove any container left (--keep-running), remove this
 //	host's etcd member (through the other voters, quorum-guarded), delete
-//	the registry key and the leaving record, write <dataDir>/left.json
+//	the registry key, per-host keys and the leaving record, write
+//	<dataDir>/left.json
 //	→ m3sup exits 0; `m3sup run` on this data dir refuses from now on.
 //
 // A leave marked before an m3sup restart resumes when m3sup starts again.
@@ -53,6 +54,11 @@ const PhaseLeaving = "leaving"
 // errLeft ends the daemon's actors once the host's instance is gone from
 // the placement: runNode then finishes the leave.
 var errLeft = errors.New("this host left the M3 placement")
+
+// ErrHostLeft: `m3sup run` refuses a data dir whose host left the
+// cluster (<dataDir>/left.json). The command exits with its own status
+// for it, so systemd does not restart a host that left.
+var ErrHostLeft = errors.New("this host left the cluster")
 
 // leaveState is this host's leave, shared by the API handler, runLeave
 // and runNode.
@@ -106,10 +112,17 @@ func checkNotLeft(lay layout) error {
 	}
 	var lf leftFile
 	_ = json.Unmarshal(b, &lf)
-	return fmt.Errorf("this host (%s) left the cluster at %s with `m3sup leave` (%s); its etcd and M3 data are stale. "+
+	return hostLeftError(fmt.Sprintf("this host (%s) left the cluster at %s with `m3sup leave` (%s); its etcd and M3 data are stale. "+
 		"To rejoin, move %s aside (or use a new dataDir) and run `m3sup run --join <URL> --token <T>` with a new token from `m3sup token create`",
-		lf.Node, lf.Left.Format(time.RFC3339), lay.leftFile(), lay.root)
+		lf.Node, lf.Left.Format(time.RFC3339), lay.leftFile(), lay.root))
 }
+
+// hostLeftError is checkNotLeft's refusal: its own message, of kind
+// ErrHostLeft.
+type hostLeftError string
+
+func (e hostLeftError) Error() string        { return string(e) }
+func (e hostLeftError) Is(target error) bool { return target == ErrHostLeft }
 
 // Leave implements api.Leaver.
 func (s *Supervisor) Leave(ctx context.Context) (api.LeaveResult, error) {
@@ -253,10 +266,9 @@ func (s *Supervisor) finishLeave(ctx context.Context, lay layout, rt *containerd
 		}
 		s.log.Info("etcd member removed", zap.String("member", fmt.Sprintf("%x", e.MemberID())))
 	}
-	if err := cluster.Deregister(ctx, cli, name); err != nil {
-		return fmt.Errorf("leave: %w", err)
-	}
-	if err := cluster.ClearLeaving(ctx, cli, name); err != nil {
+	// Registry key, per-host keys, rollout state and, last, the leaving
+	// record, in one transaction.
+	if err := deleteHostKeys(ctx, cli, name); err != nil {
 		return fmt.Errorf("leave: %w", err)
 	}
 	lf := leftFile{Node: name, Left: time.Now().UTC(), JoinURL: s.opts.Join.URL}

@@ -52,7 +52,7 @@ func TestCheckNotLeft(t *testing.T) {
 	}
 	err := checkNotLeft(lay)
 	if err == nil || !strings.Contains(err.Error(), "host4") || !strings.Contains(err.Error(), "left the cluster at 2026-01-02T03:04:05Z") ||
-		!strings.Contains(err.Error(), "To rejoin") {
-		t.Fatalf("data dir that left: %v", err)
+		!strings.Contains(err.Error(), "To rejoin") || !errors.Is(err, ErrHostLeft) {
+		t.Fatalf("data dir that left: %v (want the reason, of kind ErrHostLeft)", err)
 	}
 }

@@ -65,6 +65,6 @@ Look at it:                                  m3sup status`,
 		newControlCmd("start", "Start a component stopped with `m3sup stop`"),
 		newLogsCmd(), newConfigCmd(), newVersionCmd(),
 		newInstallCmd(), newUninstallCmd(), newPreflightCmd(),
-		newBackupCmd(), newRestoreCmd(), newBundleCmd(), newFetchCmd(), newTokenCmd(), newLeaveCmd())
+		newBackupCmd(), newRestoreCmd(), newBundleCmd(), newFetchCmd(), newTokenCmd(), newLeaveCmd(), newRemoveHostCmd())
 	return root
 }

@@ -100,7 +100,11 @@ host's or a managed child), m3dbnode and m3coordinator, and M3's cluster set-up.
 
 With no config file it runs a single-node cluster with defaults (data in
 /var/lib/m3sup, etcd on 127.0.0.1:2379, the coordinator on :7201).
-SIGINT or SIGTERM stops everything in order.`,
+SIGINT or SIGTERM stops everything in order.
+
+Exit status: 0 stopped (or left the cluster with 'm3sup leave'); 2 a bad
+config or flag; 4 this data dir's host left the cluster, so it refuses to
+start (the systemd unit does not restart on 4); 1 any other error.`,
 		Args: cobra.NoArgs,
 	}
 	cf := addConfigFlags(cmd, true)
@@ -163,6 +167,9 @@ SIGINT or SIGTERM stops everything in order.`,
 			Config: cfg, Logger: log, Version: version, KeepRunning: keepRunning, Progress: progress, Notifier: notifier,
 			Bundles: bundles, TrustedKeys: keys, Join: supervisor.JoinOptions{URL: joinURL, Token: token},
 		}).Run(ctx)
+		if errors.Is(err, supervisor.ErrHostLeft) {
+			return &exitError{code: systemd.ExitLeft, err: err}
+		}
 		if err != nil && !errors.Is(err, context.Canceled) {
 			return err
 		}

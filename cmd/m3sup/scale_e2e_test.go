@@ -22,6 +22,7 @@ import (
 	"github.com/m3sup/m3sup/supervisor/cluster"
 	"github.com/m3sup/m3sup/supervisor/join"
 	"github.com/m3sup/m3sup/supervisor/m3"
+	"github.com/m3sup/m3sup/supervisor/systemd"
 )
 
 // TestE2EScaleOut: three voters (127.0.0.2-4, cluster.maxVoters 3), then a
@@ -29,14 +30,17 @@ import (
 // (etcd keeps 3 members), says "client" in status, the controller adds it
 // to the placement (4 instances, all AVAILABLE) and a point written through
 // its coordinator reads back through host 1's. Then, under continuous
-// majority writes through host 1, `m3sup leave` on the client-only host
-// and, after a fifth (client-only) host joined, on voter host 3: each
-// host's instance leaves the placement with every shard AVAILABLE on the
-// rest, its m3sup exits 0, its containers are gone, host 3's etcd member
-// is removed (2 voters remain and the cluster keeps working), no write
-// fails and every point reads back. Refusals change nothing: leave on the
-// CA holder, leave below the replication factor, and `m3sup run` on a data
-// dir that left.
+// majority writes through host 1, the client-only host is killed for good
+// (SIGKILL of m3sup, containerd, shims, M3) and, once unregistered,
+// `m3sup remove-host host4` on host 2 removes it: status shows it leaving,
+// then gone; its instance leaves the placement with every shard AVAILABLE;
+// its records are deleted. After a fifth (client-only) host joined, voter
+// host 3 runs `m3sup leave`: its instance leaves the placement, its m3sup
+// exits 0, its containers are gone, its etcd member is removed (2 voters
+// remain and the cluster keeps working). No write fails and every point
+// reads back. Refusals change nothing: leave on the CA holder, remove-host
+// of a live host, leave below the replication factor, and `m3sup run` on a
+// data dir that left (exit status 4).
 func TestE2EScaleOut(t *testing.T) {
 	env := needE2E(t)
 	rs := serveRelease(t, env.tarball)
@@ -112,9 +116,13 @@ func TestE2EScaleOut(t *testing.T) {
 	t.Logf("leave on host1 refused: %s", strings.TrimSpace(out))
 	assertNoLeaving(t, cli)
 
-	// The client-only host leaves under continuous writes.
-	leaveUnderWrites(t, cli, h1, h4, []*hostNode{h1, h2, h3}, 3)
-	t.Logf("host4 left after %s", since())
+	// remove-host of a live host is refused; nothing changes.
+	refuseRemoveLive(t, cli, h1, h2)
+
+	// The client-only host dies for good; remove-host on host2 removes it
+	// under continuous writes (etcd keeps its 3 voters).
+	removeDeadUnderWrites(t, cli, h1, h2, h4, []*hostNode{h1, h2, h3}, 3)
+	t.Logf("host4 (killed) removed after %s", since())
 
 	// Three instances are RF: no host may leave now; nothing changes.
 	rev := placementModRev(t, cli)
@@ -407,8 +415,8 @@ func leaveUnderWrites(t *testing.T, cli *clientv3.Client, via, leaver *hostNode,
 	// The data dir that left refuses to run again.
 	logOff := len(leaver.log())
 	leaver.start("--join", "https://127.0.0.1:1", "--token", "unused")
-	if c := leaver.waitExit(time.Minute); c == 0 {
-		t.Fatalf("m3sup run on a data dir that left exited 0")
+	if c := leaver.waitExit(time.Minute); c != systemd.ExitLeft {
+		t.Fatalf("m3sup run on a data dir that left exited %d, want %d (the unit's RestartPreventExitStatus)", c, systemd.ExitLeft)
 	}
 	if l := leaver.log()[logOff:]; !strings.Contains(l, "left the cluster") || !strings.Contains(l, "To rejoin") {
 		t.Fatalf("m3sup run on a data dir that left: log lacks the reason:\n%s", l)

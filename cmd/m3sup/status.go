@@ -109,7 +109,10 @@ func printStatus(w io.Writer, st api.Status, now time.Time) {
 			if c.PermitHeld && h.Name == c.PermitHolder {
 				notes = append(notes, "holds the restart permit")
 			}
-			if h.Leaving {
+			switch {
+			case h.RemovedBy != "":
+				notes = append(notes, "leaving: gone, removed by "+h.RemovedBy)
+			case h.Leaving:
 				notes = append(notes, "leaving")
 			}
 			ep := h.Endpoint

@@ -14,14 +14,15 @@ func TestPrintStatusCluster(t *testing.T) {
 		Hosts: []api.HostStatus{
 			{Name: "host1", Endpoint: "10.0.0.1:9000", Roles: []string{"dbnode", "coordinator"}, EtcdRole: "voter", IsolationGroup: "rack-a", Weight: 100},
 			{Name: "host2", Endpoint: "10.0.0.2:9000", Roles: []string{"dbnode"}, EtcdRole: "learner"},
-			{Name: "host3", Roles: []string{"coordinator"}, EtcdRole: "client"},
+			{Name: "host3", Roles: []string{"coordinator"}, EtcdRole: "client", Leaving: true},
+			{Name: "host4", Roles: []string{}, EtcdRole: "client", Leaving: true, RemovedBy: "host1"},
 		},
 		ControllerLeader: "host1", PermitHolder: "host2", PermitHeld: true,
 	}}
 	var b bytes.Buffer
 	printStatus(&b, st, time.Now())
 	out := b.String()
-	for _, want := range []string{"HOST", "GROUP/WEIGHT", "host1  voter", "rack-a/100", "controller leader", "host2  learner", "holds the restart permit", "host3  client", "permit: host2"} {
+	for _, want := range []string{"HOST", "GROUP/WEIGHT", "host1  voter", "rack-a/100", "controller leader", "host2  learner", "holds the restart permit", "host3  client", "leaving", "leaving: gone, removed by host1", "permit: host2"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)
 		}

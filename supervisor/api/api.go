@@ -72,7 +72,8 @@ type RolloutFailure struct {
 	At       time.Time `json:"at"`
 }
 
-// ClusterStatus is the multi-host view: the registered hosts, who leads
+// ClusterStatus is the multi-host view: the registered hosts (and those
+// being removed), who leads
 // the placement controller and who holds the m3dbnode restart permit.
 // Shard states are in M3Status.
 type ClusterStatus struct {
@@ -86,7 +87,8 @@ type ClusterStatus struct {
 	Error        string `json:"error,omitempty"`
 }
 
-// HostStatus is one registered host.
+// HostStatus is one registered host, or one being removed with
+// `m3sup remove-host` (RemovedBy).
 type HostStatus struct {
 	Name     string   `json:"name"`
 	Endpoint string   `json:"endpoint,omitempty"`
@@ -96,8 +98,12 @@ type HostStatus struct {
 	// IsolationGroup and Weight are the host's M3 placement topology.
 	IsolationGroup string `json:"isolationGroup,omitempty"`
 	Weight         uint32 `json:"weight,omitempty"`
-	// Leaving: `m3sup leave` runs on the host; it is being decommissioned.
+	// Leaving: `m3sup leave` runs on the host, or `m3sup remove-host`
+	// removes it; it is being decommissioned.
 	Leaving bool `json:"leaving,omitempty"`
+	// RemovedBy: the host is gone for good and `m3sup remove-host` on
+	// RemovedBy removes it; it is not registered (no Roles, no Endpoint).
+	RemovedBy string `json:"removedBy,omitempty"`
 	// DBNode is the m3dbnode spec the host runs, as it reports it.
 	DBNode *HostDBNode `json:"dbnode,omitempty"`
 	// Components are the host's components, as it reports them.
@@ -204,6 +210,9 @@ func NewServer(p Provider, c Controller, gatherer prometheus.Gatherer, log *zap.
 	}
 	if l, ok := p.(Leaver); ok {
 		leaveRoutes(mux, l)
+	}
+	if rm, ok := p.(HostRemover); ok {
+		removeHostRoutes(mux, rm)
 	}
 	if b, ok := p.(Backupper); ok {
 		mux.Handle("GET /v1/backup", BackupHandler(b))

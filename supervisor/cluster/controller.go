@@ -55,6 +55,13 @@ type Controller struct {
 	Interval    time.Duration // re-observe period; zero means DefaultControllerInterval
 	TTL         time.Duration // election session lease; zero means DefaultControllerTTL
 
+	// Forget drops a host removed with `m3sup remove-host` once its
+	// instance is out of the placement and every shard is AVAILABLE
+	// (Forgettable): the caller's per-host state (its etcd member, its
+	// keys), then, last, ForgetOps. It must be idempotent. Nil runs
+	// ForgetOps alone.
+	Forget func(ctx context.Context, name string) error
+
 	Now    func() time.Time // nil means time.Now
 	Logger *zap.Logger      // nil means no logs
 	// OnStep, if set, is called by the leader after every step (status,
@@ -243,12 +250,39 @@ func (c *Controller) step(ctx context.Context, e *concurrency.Election, seen sig
 		Observed{PlacementExists: exists, Placement: p, LastSeen: seen, Now: now},
 	)
 	if !a.Mutates() {
-		return a, nil
+		return a, c.forget(ctx, e, Forgettable(lv, hosts, p, exists))
 	}
 	if err := c.stillLeader(ctx, e); err != nil {
 		return a, err
 	}
 	return a, c.perform(ctx, a)
+}
+
+// forget finishes the removal of hosts removed with `m3sup remove-host`
+// whose instance is gone (a remove-host that was not waited for, or whose
+// caller died, ends here).
+func (c *Controller) forget(ctx context.Context, e *concurrency.Election, names []string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	if err := c.stillLeader(ctx, e); err != nil {
+		return err
+	}
+	var errs []error
+	for _, name := range names {
+		var err error
+		if c.Forget != nil {
+			err = c.Forget(ctx, name)
+		} else {
+			_, err = c.Cli.Txn(ctx).Then(ForgetOps(name)...).Commit()
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("forget removed host %s: %w", name, err))
+			continue
+		}
+		c.log().Info("removed host forgotten: its instance is gone and every shard is AVAILABLE", zap.String("host", name))
+	}
+	return errors.Join(errs...)
 }
 
 // perform makes one placement change. Answers meaning "already done" (a

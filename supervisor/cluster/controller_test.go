@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -256,5 +257,63 @@ func TestControllerRemovesAfterGrace(t *testing.T) {
 	waitFor(t, limit, "converged", func() bool { return rec.since(n, kind(KindNone)) })
 	if m := f.muts(); !reflect.DeepEqual(m, []string{"init h1,h2,h3,h4", "remove h4"}) {
 		t.Fatalf("mutations %v", m)
+	}
+}
+
+// TestControllerForgetsRemovedHost: a host marked removed (`m3sup
+// remove-host`) after it died is removed at once, without the grace of a
+// vanished host; once every shard is AVAILABLE again the leader deletes
+// its leaving record and keys (finishing a remove-host nobody waits for).
+// A leave of a host's own is never forgotten by the controller.
+func TestControllerForgetsRemovedHost(t *testing.T) {
+	e := startEtcd(t)
+	f := newFakeM3(t)
+	ctx := testCtx(t)
+	cli := e.Client()
+	leases := register(t, cli, dbHost("h1", "a"), dbHost("h2", "b"), dbHost("h3", "c"), dbHost("h4", "a"), dbHost("h5", "b"))
+	rec := runController(t, newClient(t, e), f, "c1", &clock{now: t0})
+	waitFor(t, limit, "converged", func() bool { return rec.since(0, kind(KindNone)) })
+
+	for _, l := range leases[3:] { // h4 and h5 die
+		if _, err := cli.Revoke(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := cli.Put(ctx, RolloutHostsPrefix+"h4", "{}"); err != nil {
+		t.Fatal(err)
+	}
+	// h5 had begun a leave of its own: the controller removes its
+	// instance but leaves its record to h5.
+	if err := MarkLeaving(ctx, cli, "h5", t0, 0); err != nil {
+		t.Fatal(err)
+	}
+	_, seen, err := LeavingHostsAt(ctx, cli)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := MarkRemoved(ctx, cli, "h4", "h1", t0, seen); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, limit, "both removed", func() bool {
+		f.settle() // M3 streams the shards (for the first removal while the second waits)
+		return len(f.muts()) == 3
+	})
+	f.settle()
+	waitFor(t, limit, "h4 forgotten", func() bool {
+		lv, err := LeavingHosts(ctx, cli)
+		_, still := lv["h4"]
+		return err == nil && !still
+	})
+	if m := f.muts(); !reflect.DeepEqual(m[:1], []string{"init h1,h2,h3,h4,h5"}) || !reflect.DeepEqual(slices.Sorted(slices.Values(m[1:])), []string{"remove h4", "remove h5"}) {
+		t.Fatalf("mutations %v", m)
+	}
+	n := len(rec.all())
+	waitFor(t, limit, "converged", func() bool { return rec.since(n, kind(KindNone)) })
+	lv, err := LeavingHosts(ctx, cli)
+	if err != nil || len(lv) != 1 || lv["h5"].RemovedBy != "" {
+		t.Fatalf("leaving after h4 was forgotten: %v, %v (want h5's own leave only)", lv, err)
+	}
+	if resp, err := cli.Get(ctx, RolloutHostsPrefix+"h4"); err != nil || len(resp.Kvs) != 0 {
+		t.Fatalf("h4's rollout state after it was forgotten: %v, %v", resp, err)
 	}
 }

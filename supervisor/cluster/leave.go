@@ -38,6 +38,11 @@ var ErrCannotLeave = errors.New("cannot leave")
 type Leaving struct {
 	Name  string    `json:"name"`
 	Since time.Time `json:"since"`
+	// RemovedBy is set by `m3sup remove-host` (the host that ran it): the
+	// host is gone for good and cannot finish its own leave, so once its
+	// instance is out of the placement and every shard is AVAILABLE the
+	// controller forgets it (Controller.Forget).
+	RemovedBy string `json:"removedBy,omitempty"`
 }
 
 // ErrLeaveRace means another host was marked leaving between the reading
@@ -68,6 +73,44 @@ func MarkLeaving(ctx context.Context, cli *clientv3.Client, name string, now tim
 		return fmt.Errorf("mark %s leaving: %w", name, ErrLeaveRace)
 	}
 	return nil
+}
+
+// MarkRemoved records that host name, which is gone for good, is being
+// removed by host by (`m3sup remove-host`): a leaving record with
+// RemovedBy set, leaving since since (keep a record's own Since when the
+// host began a leave before it died). Like MarkLeaving it is atomic with
+// the decision, made on the leaving records read at revision seen (which
+// must be positive): if any was created or changed since, ErrLeaveRace. It replaces a leaving record of name's own.
+func MarkRemoved(ctx context.Context, cli *clientv3.Client, name, by string, since time.Time, seen int64) error {
+	if seen <= 0 {
+		return fmt.Errorf("mark %s removed: no revision to check against", name)
+	}
+	b, err := json.Marshal(Leaving{Name: name, Since: since.UTC(), RemovedBy: by})
+	if err != nil {
+		return fmt.Errorf("mark %s removed: %w", name, err)
+	}
+	resp, err := cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(LeavingPrefix), "<", seen+1).WithPrefix()).
+		Then(clientv3.OpPut(LeavingPrefix+name, string(b))).Commit()
+	if err != nil {
+		return fmt.Errorf("mark %s removed: %w", name, err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("mark %s removed: %w", name, ErrLeaveRace)
+	}
+	return nil
+}
+
+// ForgetOps are the deletes that drop every key of this package about
+// host name: its registry key, its rollout state and, last in the list,
+// its leaving record. Run them in one transaction with the caller's own
+// per-host keys, so a crash leaves either all of them or none.
+func ForgetOps(name string) []clientv3.Op {
+	return []clientv3.Op{
+		clientv3.OpDelete(RegistryPrefix + name),
+		clientv3.OpDelete(RolloutHostsPrefix + name),
+		clientv3.OpDelete(LeavingPrefix + name),
+	}
 }
 
 // ClearLeaving deletes host name's leaving record (the host has left).
@@ -109,6 +152,28 @@ func LeavingHostsAt(ctx context.Context, cli *clientv3.Client) (map[string]Leavi
 		out[name] = l
 	}
 	return out, resp.Header.Revision, nil
+}
+
+// Forgettable decides, purely, which hosts removed with `m3sup
+// remove-host` are done: their leaving record has RemovedBy, they are not
+// registered (a host that came back finishes its own leave), their
+// instance is out of the placement and every shard is AVAILABLE (or there
+// is no placement). Sorted by name.
+func Forgettable(leaving map[string]Leaving, registered []Host, p m3.Placement, placementExists bool) []string {
+	var out []string
+	for name, l := range leaving {
+		if l.RemovedBy == "" || slices.ContainsFunc(registered, func(h Host) bool { return h.Name == name }) {
+			continue
+		}
+		if placementExists {
+			if _, placed := p.Instances[name]; placed || !p.AllAvailable() {
+				continue
+			}
+		}
+		out = append(out, name)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // CheckLeave decides, purely, whether host id may leave a placement with

@@ -137,6 +137,19 @@ func TestPlan(t *testing.T) {
 		{name: "add before a leaving removal", topo: Topology{RF: 3, Shards: 4, Hosts: []Host{h1, h2, h3, dbHost("h5", "d")}, Leaving: []string{"h3"}},
 			obs:  Observed{PlacementExists: true, Placement: three, Now: t0},
 			want: KindAdd, ids: []string{"h5"}},
+		// Hosts removed with `m3sup remove-host`: leaving and unregistered.
+		{name: "leaving unregistered host is removed at once, no grace", topo: Topology{RF: 3, Shards: 4, Hosts: []Host{h1, h2, h3}, RemoveAfter: grace, Leaving: []string{"h4"}},
+			obs:  Observed{PlacementExists: true, Placement: four, LastSeen: seenAt(time.Second, "h4"), Now: t0},
+			want: KindRemove, id: "h4", inReason: "leaving"},
+		{name: "leaving unregistered host with unknown sighting is removed", topo: Topology{RF: 3, Shards: 4, Hosts: []Host{h1, h2, h3}, RemoveAfter: grace, Leaving: []string{"h4"}},
+			obs:  Observed{PlacementExists: true, Placement: four, Now: t0},
+			want: KindRemove, id: "h4"},
+		{name: "leaving unregistered host waits while shards move", topo: Topology{RF: 3, Shards: 4, Hosts: []Host{h1, h2, h3}, Leaving: []string{"h4"}},
+			obs:  Observed{PlacementExists: true, Placement: withShard(placed(m3.ShardAvailable, 4, "h1/a", "h2/b", "h3/c", "h4/a"), "h2", m3.ShardInitializing), Now: t0},
+			want: KindWait, inReason: "INITIALIZING"},
+		{name: "leaving unregistered host never below rf", topo: Topology{RF: 3, Shards: 4, Hosts: []Host{h1, h2}, Leaving: []string{"h3"}},
+			obs:  Observed{PlacementExists: true, Placement: three, Now: t0},
+			want: KindWait, inReason: "leave 2 instances for replication factor 3"},
 		{name: "leaving host not in the placement: none", topo: Topology{RF: 3, Shards: 4, Hosts: []Host{h1, h2, h3}, Leaving: []string{"h9"}},
 			obs: Observed{PlacementExists: true, Placement: three, Now: t0}, want: KindNone},
 		{name: "converged", topo: Topology{RF: 3, Shards: 4, Hosts: []Host{h1, h2, h3, coordHost("c1")}},
@@ -165,6 +178,42 @@ func TestPlan(t *testing.T) {
 				t.Errorf("Mutates() = %v for %s", a.Mutates(), a.Kind)
 			}
 			_ = a.String()
+		})
+	}
+}
+
+func TestForgettable(t *testing.T) {
+	removed := func(names ...string) map[string]Leaving {
+		m := map[string]Leaving{}
+		for _, n := range names {
+			m[n] = Leaving{Name: n, Since: t0, RemovedBy: "h1"}
+		}
+		return m
+	}
+	three := placed(m3.ShardAvailable, 4, "h1/a", "h2/b", "h3/c")
+	four := placed(m3.ShardAvailable, 4, "h1/a", "h2/b", "h3/c", "h4/a")
+	reg := []Host{dbHost("h1", "a"), dbHost("h2", "b"), dbHost("h3", "c")}
+	tests := []struct {
+		name    string
+		leaving map[string]Leaving
+		hosts   []Host
+		p       m3.Placement
+		exists  bool
+		want    []string
+	}{
+		{"removed, out of the placement, all AVAILABLE", removed("h4"), reg, three, true, []string{"h4"}},
+		{"still in the placement", removed("h4"), reg, four, true, nil},
+		{"shards still moving", removed("h4"), reg, withShard(placed(m3.ShardAvailable, 4, "h1/a", "h2/b", "h3/c"), "h2", m3.ShardInitializing), true, nil},
+		{"a leave of its own (no RemovedBy) is the host's to finish", map[string]Leaving{"h4": {Name: "h4", Since: t0}}, reg, three, true, nil},
+		{"registered again: it finishes its own leave", removed("h4"), append(reg, dbHost("h4", "a")), three, true, nil},
+		{"no placement", removed("h4"), reg, m3.Placement{}, false, []string{"h4"}},
+		{"sorted", removed("h5", "h4"), reg, three, true, []string{"h4", "h5"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Forgettable(tt.leaving, tt.hosts, tt.p, tt.exists); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("Forgettable = %v, want %v", got, tt.want)
+			}
 		})
 	}
 }

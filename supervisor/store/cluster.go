@@ -450,6 +450,30 @@ func RemoveMember(ctx context.Context, cli *clientv3.Client, id uint64) error {
 	return nil
 }
 
+// RemoveMemberNamed removes the member called name (a host's etcd member
+// carries the host's name) with RemoveMember's quorum guard; a host that
+// is gone for good is removed by name from any live host. It reports
+// whether it removed one: none by that name is no error, so it is
+// idempotent.
+func RemoveMemberNamed(ctx context.Context, cli *clientv3.Client, name string) (bool, error) {
+	if name == "" {
+		return false, errors.New("remove etcd member: no name")
+	}
+	members, err := Members(ctx, cli)
+	if err != nil {
+		return false, fmt.Errorf("remove etcd member %s: %w", name, err)
+	}
+	i := slices.IndexFunc(members, func(m Member) bool { return m.Name == name })
+	if i < 0 {
+		return false, nil
+	}
+	err = RemoveMember(ctx, cli, members[i].ID)
+	if errors.Is(err, ErrNotMember) { // removed meanwhile
+		return false, nil
+	}
+	return err == nil, err
+}
+
 // checkRemoval decides whether voter id may go, given each voter's health.
 func checkRemoval(ctx context.Context, cli *clientv3.Client, members []Member, id uint64) error {
 	healthy := map[uint64]bool{}

@@ -329,6 +329,55 @@ func TestQuorumAfterRemoval(t *testing.T) {
 	}
 }
 
+// TestRemoveDeadVoter: a voter that is gone for good (`m3sup remove-host`)
+// is removed by name from a live member. Removing the dead one of three
+// leaves two, both healthy: allowed; etcd keeps working on two voters and
+// removing it again is a no-op. Removing a healthy voter while another is
+// dead is refused and changes nothing.
+func TestRemoveDeadVoter(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three etcd members")
+	}
+	ca, err := pki.NewCA("test", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m1 := newClusterMember(t, ca, "node-1", "127.0.0.2")
+	m2 := newClusterMember(t, ca, "node-2", "127.0.0.3")
+	m3 := newClusterMember(t, ca, "node-3", "127.0.0.4")
+	m1.start(t)
+	m2.join(t, m1)
+	m3.join(t, m1, m2)
+	ctx := testCtx(t)
+	cli := m1.etcd.Client()
+
+	m3.etcd.Close() // node-3 dies for good
+	if err := store.CheckRemoval(ctx, cli, m2.id); !errors.Is(err, store.ErrQuorumAtRisk) {
+		t.Fatalf("check removal of healthy node-2 with node-3 dead: %v, want ErrQuorumAtRisk", err)
+	}
+	if removed, err := store.RemoveMemberNamed(ctx, cli, "node-2"); removed || !errors.Is(err, store.ErrQuorumAtRisk) {
+		t.Fatalf("remove healthy node-2 with node-3 dead: %t, %v, want refused with ErrQuorumAtRisk", removed, err)
+	}
+	if v, _ := voters(t, cli); v != 3 {
+		t.Fatalf("membership changed by a refused removal: %d voters", v)
+	}
+	if err := store.CheckRemoval(ctx, cli, m3.id); err != nil {
+		t.Fatalf("check removal of dead node-3 with node-1 and node-2 up: %v", err)
+	}
+	if removed, err := store.RemoveMemberNamed(ctx, cli, "node-3"); !removed || err != nil {
+		t.Fatalf("remove dead node-3: %t, %v", removed, err)
+	}
+	if v, l := voters(t, cli); v != 2 || l != 0 {
+		t.Fatalf("after removing dead node-3: %d voters, %d learners", v, l)
+	}
+	if removed, err := store.RemoveMemberNamed(ctx, cli, "node-3"); removed || err != nil {
+		t.Fatalf("remove node-3 again: %t, %v, want a no-op", removed, err)
+	}
+	if _, err := m2.etcd.Client().Put(ctx, "/k", "after"); err != nil {
+		t.Fatalf("put on two voters: %v", err)
+	}
+}
+
 // TestConnectCluster: an etcd client-only host's Etcd runs no member and
 // reaches the voters over mutual TLS; without a CA-issued client
 // certificate, or with no voter answering, it fails within its timeout.

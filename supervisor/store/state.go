@@ -105,7 +105,11 @@ func (s *Store) Seed(ctx context.Context, c spec.Cluster, hash string) (spec.Clu
 }
 
 // ControlsKey holds a host's spec.HostControls.
-func ControlsKey(node string) string { return Prefix + "hosts/" + node + "/controls" }
+func ControlsKey(node string) string { return HostKeysPrefix(node) + "controls" }
+
+// HostKeysPrefix holds every per-host key of node (its controls); a host
+// that left or was removed has none.
+func HostKeysPrefix(node string) string { return Prefix + "hosts/" + node + "/" }
 
 // Controls reads a host's component controls (empty when none were set).
 func (s *Store) Controls(ctx context.Context, node string) (spec.HostControls, int64, error) {

@@ -20,6 +20,11 @@ const (
 	DocumentationURL = "https://github.com/m3sup/m3sup"
 )
 
+// ExitLeft is the exit status of `m3sup run` on a data dir whose host
+// left the cluster (`m3sup leave`): it refuses to start, and the unit
+// does not restart it (RestartPreventExitStatus).
+const ExitLeft = 4
+
 // UnitOptions are the variable parts of m3sup.service. Zero values take the
 // defaults above.
 type UnitOptions struct {
@@ -44,6 +49,10 @@ type UnitOptions struct {
 //     intent and matches M3's own documentation (raise fs.nr_open with
 //     `m3sup preflight --fix`).
 //   - LimitCORE=0: m3dbnode maps tens of GiB; a core file would fill the disk.
+//   - RestartPreventExitStatus=ExitLeft: after `m3sup leave` m3sup exits
+//     0 and Restart=always starts it again; that run refuses the data dir
+//     that left with ExitLeft, and systemd stops there instead of
+//     restart-looping a host that left.
 //   - NotifyAccess=main: a managed containerd child inherits NOTIFY_SOCKET
 //     and sends its own READY=1; only m3sup's may count.
 func Unit(opts UnitOptions) string {
@@ -79,6 +88,8 @@ func Unit(opts UnitOptions) string {
 	w("ExecStart=%s", strings.Join(quoted, " "))
 	w("Restart=always")
 	w("RestartSec=5s")
+	w("# `m3sup run` on a host that left the cluster (m3sup leave) exits %d: stay stopped.", ExitLeft)
+	w("RestartPreventExitStatus=%d", ExitLeft)
 	w("# Only m3sup is signalled; M3's containers keep running for adoption.")
 	w("KillMode=process")
 	w("# m3sup (or its managed containerd) creates cgroups for M3's containers.")

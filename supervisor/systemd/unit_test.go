@@ -22,6 +22,7 @@ func TestUnitDirectives(t *testing.T) {
 		"ExecStart=/opt/m3sup/bin/m3sup run --config /etc/m3sup/m3sup.yaml --keep-running --log-format json",
 		"Restart=always",
 		"RestartSec=5s",
+		"RestartPreventExitStatus=4",
 		"KillMode=process",
 		"Delegate=yes",
 		"LimitNOFILE=3000000",

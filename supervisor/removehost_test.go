@@ -1,0 +1,200 @@
+package supervisor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/m3sup/m3sup/supervisor/api"
+	"github.com/m3sup/m3sup/supervisor/cluster"
+	"github.com/m3sup/m3sup/supervisor/config"
+	"github.com/m3sup/m3sup/supervisor/m3"
+	"github.com/m3sup/m3sup/supervisor/store"
+)
+
+// placementServer serves GET placement with whatever the test sets.
+type placementServer struct {
+	mu sync.Mutex
+	p  m3.Placement
+}
+
+func (f *placementServer) set(p m3.Placement) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.p = p
+}
+
+func (f *placementServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_ = json.NewEncoder(w).Encode(map[string]any{"placement": f.p, "version": 1})
+}
+
+// placementOf is an RF 3 placement of ids (isolation group = id), 4
+// shards each, in state.
+func placementOf(state string, ids ...string) m3.Placement {
+	p := m3.Placement{Instances: map[string]m3.PlacementInstance{}, NumShards: 4, ReplicaFactor: 3, IsSharded: true}
+	for _, id := range ids {
+		in := m3.PlacementInstance{ID: id, IsolationGroup: id, Endpoint: id + ":9000"}
+		for sh := range 4 {
+			in.Shards = append(in.Shards, m3.Shard{ID: uint32(sh), State: state})
+		}
+		p.Instances[id] = in
+	}
+	return p
+}
+
+func startTestEtcd(t *testing.T, name string) *store.Etcd {
+	t.Helper()
+	var ports []int
+	var lns []net.Listener
+	for range 2 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	for _, ln := range lns {
+		_ = ln.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	e, err := store.StartEtcd(ctx, store.EtcdOptions{
+		Name: name, Dir: filepath.Join(t.TempDir(), "etcd"),
+		ClientURL:    fmt.Sprintf("http://127.0.0.1:%d", ports[0]),
+		PeerURL:      fmt.Sprintf("http://127.0.0.1:%d", ports[1]),
+		StartTimeout: 30 * time.Second,
+	})
+	if err != nil {
+		t.Fatalf("StartEtcd: %v", err)
+	}
+	t.Cleanup(e.Close)
+	return e
+}
+
+func keyCount(t *testing.T, cli *clientv3.Client, name string) int64 {
+	t.Helper()
+	n, err := hostKeyCount(context.Background(), cli, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestRemoveHost drives `m3sup remove-host` on h1 against a real etcd and
+// a placement the test sets: refusals change nothing; a dead h4 is marked
+// removed, waits for the controller (here: the test) to drop its instance
+// and for every shard to be AVAILABLE, then its records are gone; calling
+// again finishes leftover cleanup, and then says there is no such host.
+func TestRemoveHost(t *testing.T) {
+	e := startTestEtcd(t, "h1")
+	cli := e.Client()
+	ps := &placementServer{}
+	srv := httptest.NewServer(ps)
+	t.Cleanup(srv.Close)
+	cfg := config.Default()
+	cfg.DataDir, cfg.NodeName, cfg.Cluster.Advertise = t.TempDir(), "h1", "127.0.0.2"
+	s := New(Options{Config: cfg, Join: JoinOptions{URL: "https://127.0.0.9:7443"}})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	if _, err := s.RemoveHost(ctx, "h4"); !errors.Is(err, api.ErrConflict) || !strings.Contains(err.Error(), "still starting") {
+		t.Fatalf("before etcd: %v", err)
+	}
+	s.etcd, s.m3 = e, &m3.Client{BaseURL: srv.URL}
+	if _, err := cluster.Register(ctx, cli, cluster.Host{Name: "h2", Roles: []cluster.Role{cluster.RoleDBNode}, IsolationGroup: "h2", Endpoint: "h2:9000"}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	ps.set(placementOf(m3.ShardAvailable, "h1", "h2", "h3"))
+	for _, tc := range []struct{ name, kind, want string }{
+		{"h1", "conflict", "it is this host; run `m3sup leave`"},
+		{"a/b", "invalid", "without slashes"},
+		{"h2", "conflict", "h2 is running (registered in etcd); run `m3sup leave` on it (nothing changed)"},
+		{"h3", "conflict", "would leave 2 instance(s) for replication factor 3"},
+		{"h9", "not found", "no host h9"},
+	} {
+		_, err := s.RemoveHost(ctx, tc.name)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || kindOf(err) != tc.kind {
+			t.Errorf("RemoveHost(%s) = %v (kind %q), want %s saying %q", tc.name, err, kindOf(err), tc.kind, tc.want)
+		}
+	}
+	if lv, err := cluster.LeavingHosts(ctx, cli); err != nil || len(lv) != 0 {
+		t.Fatalf("leaving records after refusals: %v, %v", lv, err)
+	}
+
+	// Dead h4 (never registered here) with records left behind.
+	ps.set(placementOf(m3.ShardAvailable, "h1", "h2", "h3", "h4"))
+	for _, k := range []string{store.ControlsKey("h4"), cluster.RolloutHostsPrefix + "h4"} {
+		if _, err := cli.Put(ctx, k, "{}"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := s.RemoveHost(ctx, "h4")
+	if err != nil || res.State != api.RemoveStateRemoving || !res.InPlacement || res.EtcdRole != "client" || res.EtcdMemberRemoved {
+		t.Fatalf("RemoveHost(h4) = %+v, %v", res, err)
+	}
+	if lv, err := cluster.LeavingHosts(ctx, cli); err != nil || lv["h4"].RemovedBy != "h1" {
+		t.Fatalf("leaving after RemoveHost(h4): %v, %v (want h4 removed by h1)", lv, err)
+	}
+	if res, err := s.RemoveHost(ctx, "h4"); err != nil || !strings.Contains(res.Message, "already being removed") {
+		t.Fatalf("RemoveHost(h4) again = %+v, %v", res, err)
+	}
+	if st := clusterStatus(ctx, cli); !strings.Contains(fmt.Sprint(st.Hosts), "h4") {
+		t.Errorf("status hosts while h4 is removed: %+v", st.Hosts)
+	}
+
+	// The instance is still placed, then gone with shards moving: not done.
+	for _, p := range []m3.Placement{placementOf(m3.ShardAvailable, "h1", "h2", "h3", "h4"), placementOf(m3.ShardInitializing, "h1", "h2", "h3")} {
+		ps.set(p)
+		msg, done, err := removeHostStep(ctx, cli, s.m3, "h4")
+		if done || err != nil || msg == "" {
+			t.Fatalf("removeHostStep with %v: %q, %t, %v (want waiting)", p.ShardStates(), msg, done, err)
+		}
+		if n := keyCount(t, cli, "h4"); n != 3 {
+			t.Fatalf("h4's keys while removing: %d, want 3", n)
+		}
+	}
+	ps.set(placementOf(m3.ShardAvailable, "h1", "h2", "h3"))
+	if err := s.RemoveHostDone(ctx, "h4"); err != nil {
+		t.Fatalf("RemoveHostDone(h4): %v", err)
+	}
+	if n := keyCount(t, cli, "h4"); n != 0 {
+		t.Fatalf("h4's keys after the removal: %d, want 0", n)
+	}
+	if st := clusterStatus(ctx, cli); strings.Contains(fmt.Sprint(st.Hosts), "h4") {
+		t.Errorf("status hosts after h4 was removed: %+v", st.Hosts)
+	}
+
+	// A crash left a record behind: running it again cleans up.
+	if _, err := cli.Put(ctx, store.ControlsKey("h4"), "{}"); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := s.RemoveHost(ctx, "h4"); err != nil || res.State != api.RemoveStateRemoved {
+		t.Fatalf("RemoveHost(h4) with a leftover record = %+v, %v", res, err)
+	}
+	if _, err := s.RemoveHost(ctx, "h4"); !errors.Is(err, api.ErrNotFound) {
+		t.Fatalf("RemoveHost(h4) once nothing is left = %v, want not found", err)
+	}
+}
+
+func kindOf(err error) string {
+	for _, k := range []error{api.ErrInvalid, api.ErrConflict, api.ErrNotFound} {
+		if errors.Is(err, k) {
+			return k.Error()
+		}
+	}
+	return ""
+}
