@@ -133,6 +133,10 @@ type rollout struct {
 
 	// replan asks the desired-state actor to plan the last change again.
 	replan chan struct{}
+	// wake makes the rollout actor look now rather than at its next
+	// tick: a component's status changed (the permit goes back the moment
+	// the node is healthy, not up to a poll later).
+	wake chan struct{}
 	// permitSem serialises the permit gates of one host's components.
 	permitSem chan struct{}
 	// permitSince is when this host took the restart permit.
@@ -141,7 +145,15 @@ type rollout struct {
 
 func newRollout() *rollout {
 	return &rollout{revs: map[string]revInfo{}, failed: map[string]cluster.Failure{},
-		replan: make(chan struct{}, 1), permitSem: make(chan struct{}, 1)}
+		replan: make(chan struct{}, 1), wake: make(chan struct{}, 1), permitSem: make(chan struct{}, 1)}
+}
+
+// poke wakes the rollout actor; it never blocks.
+func (r *rollout) poke() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
 }
 
 func (r *rollout) kick() {
@@ -321,6 +333,7 @@ func (s *Supervisor) runRollout(ctx context.Context, lay layout, ag *agent.Agent
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
+		case <-s.roll.wake:
 		}
 		s.rolloutStep(ctx, lay, ag, cli, c, &clock, &pending)
 		if hs := s.hostState(ag); published == nil || !reflect.DeepEqual(*published, hs) {

@@ -216,6 +216,7 @@ func (s *Supervisor) notifyReady() {
 // first runs.
 func (s *Supervisor) componentChanged(st agent.Status) {
 	s.metrics.componentChanged(st)
+	s.roll.poke()
 	s.mu.Lock()
 	ag := s.agent
 	s.mu.Unlock()
