@@ -104,7 +104,7 @@ func rollDBNodes(t testing.TB, cli *clientv3.Client, hosts ...*hostNode) (took t
 				return
 			case <-tick.C:
 			}
-			down, line := 0, ""
+			down, line, seen := 0, "", []int(nil)
 			for i, c := range apis {
 				sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 				st, err := c.Status(sctx)
@@ -120,12 +120,14 @@ func rollDBNodes(t testing.TB, cli *clientv3.Client, hosts ...*hostNode) (took t
 					statusHolders[st.Cluster.PermitHolder] = true
 					pmu.Unlock()
 				}
-				db := compOf(st, "m3dbnode")
-				// A dbnode waiting for the permit still runs and serves.
-				if !db.Healthy || (db.State != agent.StateRunning && db.State != agent.StateWaiting) {
+				if db := compOf(st, "m3dbnode"); dbnodeDown(db) {
 					down++
 					line += hosts[i].ip + ": " + compLine(db) + "; "
+					seen = append(seen, i)
 				}
+			}
+			if down > 1 {
+				down, line = confirmDown(ctx, apis, hosts, seen)
 			}
 			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			holder, held, err := cluster.PermitHolder(pctx, cli)
@@ -228,4 +230,34 @@ func rollDBNodes(t testing.TB, cli *clientv3.Client, hosts ...*hostNode) (took t
 	}
 	t.Logf("%d writes during the rollout, %d failed, all readable: %t", ok+failed, failed, len(missing) == 0)
 	return took, ok + failed
+}
+
+// dbnodeDown: the node does not serve — stopping, starting, or running but
+// not bootstrapped yet. A node waiting for the permit still serves.
+func dbnodeDown(db agent.Status) bool {
+	return !db.Healthy || (db.State != agent.StateRunning && db.State != agent.StateWaiting)
+}
+
+// confirmDown re-checks a sighting of several m3dbnodes down at once. The
+// hosts are asked one after another, so a node that became healthy a few
+// milliseconds before the next host stopped its own can look down together
+// with it. It asks the hosts seen down again, in reverse order, and returns
+// how many are down in that second look and their lines: a real overlap
+// (a restart takes over a second) is seen twice.
+func confirmDown(ctx context.Context, apis []*api.Client, hosts []*hostNode, seen []int) (int, string) {
+	down, line := 0, ""
+	for j := len(seen) - 1; j >= 0; j-- {
+		i := seen[j]
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		st, err := apis[i].Status(sctx)
+		cancel()
+		if err != nil {
+			continue
+		}
+		if db := compOf(st, "m3dbnode"); dbnodeDown(db) {
+			down++
+			line += hosts[i].ip + ": " + compLine(db) + "; "
+		}
+	}
+	return down, line
 }

@@ -201,7 +201,7 @@ func watchRollout(t *testing.T, cli *clientv3.Client, seq0 int, hosts ...*hostNo
 				return
 			case <-tick.C:
 			}
-			down, line := 0, ""
+			down, line, seen := 0, "", []int(nil)
 			for i, c := range w.apis {
 				sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 				st, err := c.Status(sctx)
@@ -220,10 +220,14 @@ func watchRollout(t *testing.T, cli *clientv3.Client, seq0 int, hosts ...*hostNo
 					w.messages[st.Rollout.Message] = true
 				}
 				w.mu.Unlock()
-				if !db.Healthy || (db.State != agent.StateRunning && db.State != agent.StateWaiting) {
+				if dbnodeDown(db) {
 					down++
 					line += hosts[i].ip + ": " + compLine(db) + "; "
+					seen = append(seen, i)
 				}
+			}
+			if down > 1 {
+				down, line = confirmDown(ctx, w.apis, hosts, seen)
 			}
 			pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			holder, held, err := cluster.PermitHolder(pctx, cli)
