@@ -3,17 +3,14 @@ package main
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/m3sup/m3sup/supervisor/cluster"
 	"github.com/m3sup/m3sup/supervisor/m3"
 )
 
@@ -118,54 +115,15 @@ func (w *pointWriter) missing(coordURL string) []int {
 // gone reads back through its own coordinator.
 func loseHost(t testing.TB, cli *clientv3.Client, lost, writeVia *hostNode, restartArgs ...string) {
 	t.Helper()
-	before := lost.waitReady(time.Minute)
-	var procs []int
-	for _, c := range before.Components {
-		if c.PID > 0 {
-			procs = append(procs, int(c.PID))
-		}
-	}
-	if before.Containerd.PID > 0 {
-		procs = append(procs, before.Containerd.PID)
-	}
-	shims := shimPIDs(filepath.Dir(lost.socket))
-	if len(procs) != 3 || len(shims) == 0 {
-		t.Fatalf("%s before the loss: processes %v (want m3dbnode, m3coordinator, containerd), shims %v", lost.ip, procs, shims)
-	}
-
+	node := lost.waitReady(time.Minute).Node
 	w := startPointWriter(writeVia.coordURL, "m3sup_e2e_host_loss")
 	time.Sleep(time.Second) // some writes with every host up
 	lostAt := time.Now()
-	_ = lost.cmd.Process.Kill()
-	for _, pid := range append(procs, shims...) {
-		_ = syscall.Kill(pid, syscall.SIGKILL)
-	}
-	select {
-	case <-lost.done:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("%s: m3sup did not die on SIGKILL", lost.ip)
-	}
-	t.Logf("%s lost: m3sup, containerd, %d shims and M3 SIGKILLed", lost.ip, len(shims))
-
-	// The survivors notice: the lost host's registry lease expires.
-	deadline := time.Now().Add(time.Minute)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		hosts, err := cluster.Hosts(ctx, cli)
-		cancel()
-		gone := err == nil && !slices.ContainsFunc(hosts, func(h cluster.Host) bool { return h.Name == before.Node })
-		if gone {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s still registered a minute after its loss (err %v)", before.Node, err)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+	killHost(t, cli, lost)
 	ok, failed := w.counts()
-	t.Logf("%s unregistered %s after the loss; writes so far: %d ok, %d failed", before.Node, time.Since(lostAt).Round(100*time.Millisecond), ok, failed)
+	t.Logf("%s unregistered %s after the loss; writes so far: %d ok, %d failed", node, time.Since(lostAt).Round(100*time.Millisecond), ok, failed)
 	if st := writeVia.waitReady(time.Minute); st.Cluster == nil || len(st.Cluster.Hosts) != 2 {
-		t.Errorf("status on %s while %s is gone: %+v (want 2 hosts)", writeVia.ip, before.Node, st.Cluster)
+		t.Errorf("status on %s while %s is gone: %+v (want 2 hosts)", writeVia.ip, node, st.Cluster)
 	}
 
 	back := time.Now()

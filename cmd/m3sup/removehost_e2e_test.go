@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -78,7 +77,7 @@ func refuseRemoveLive(t *testing.T, cli *clientv3.Client, via, live *hostNode) {
 // killHost loses h for good, as a scrapped machine: its m3sup, containerd,
 // shims and M3 processes are SIGKILLed; it returns once h's registry key
 // expired. The caller cleans up its dead containers (cleanDeadHost).
-func killHost(t *testing.T, cli *clientv3.Client, h *hostNode) (ctdAddr, ctdNS string) {
+func killHost(t testing.TB, cli *clientv3.Client, h *hostNode) (ctdAddr, ctdNS string) {
 	t.Helper()
 	before := h.waitReady(time.Minute)
 	var procs []int
@@ -183,41 +182,10 @@ func removeDeadUnderWrites(t *testing.T, cli *clientv3.Client, via, runner, dead
 	addr, ns := killHost(t, cli, dead)
 	defer cleanDeadHost(t, dead, addr, ns)
 
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	var (
-		wg          sync.WaitGroup
-		mu          sync.Mutex
-		leavingSeen = map[string]bool{}
-	)
-	wg.Add(1)
-	go func() { // the other hosts' status shows the dead host as leaving
-		defer wg.Done()
-		tick := time.NewTicker(250 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			for _, h := range rest {
-				sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-				st, err := api.NewClient(h.socket).Status(sctx)
-				cancel()
-				if err != nil || st.Cluster == nil {
-					continue
-				}
-				for _, hs := range st.Cluster.Hosts {
-					if hs.Name == name && hs.Leaving && hs.RemovedBy == hostName(runner) {
-						mu.Lock()
-						leavingSeen[hostName(h)] = true
-						mu.Unlock()
-					}
-				}
-			}
-		}
-	}()
+	lw := watchLeaving(rest, func(hs api.HostStatus) bool {
+		return hs.Name == name && hs.Leaving && hs.RemovedBy == hostName(runner)
+	})
+	defer lw.finish()
 
 	begin := time.Now()
 	out, code := removeHostCLI(t, runner, name, "-o", "json")
@@ -232,8 +200,7 @@ func removeDeadUnderWrites(t *testing.T, cli *clientv3.Client, via, runner, dead
 	p := waitPlacement(t, via.coordURL, len(rest), 10*time.Second, restIDs...)
 	t.Logf("placement after %s was removed: %v, shards %v", name, restIDs, p.ShardStates())
 	time.Sleep(time.Second) // writes after the removal
-	stop()
-	wg.Wait()
+	leavingSeen := lw.finish()
 
 	if len(leavingSeen) == 0 {
 		t.Errorf("no other host's status showed %s as leaving", name)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -318,43 +319,10 @@ func leaveUnderWrites(t *testing.T, cli *clientv3.Client, via, leaver *hostNode,
 	}
 	slices.Sort(restIDs)
 
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	var wg sync.WaitGroup
 	w := startPointWriter(via.coordURL, "m3sup_e2e_leave_"+name)
 	defer w.finish()
-	var (
-		mu          sync.Mutex
-		leavingSeen = map[string]bool{}
-	)
-	wg.Add(1)
-	go func() { // the other hosts' status shows the leaver as leaving
-		defer wg.Done()
-		tick := time.NewTicker(250 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			for _, h := range rest {
-				sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-				st, err := api.NewClient(h.socket).Status(sctx)
-				cancel()
-				if err != nil || st.Cluster == nil {
-					continue
-				}
-				for _, hs := range st.Cluster.Hosts {
-					if hs.Name == name && hs.Leaving {
-						mu.Lock()
-						leavingSeen[hostName(h)] = true
-						mu.Unlock()
-					}
-				}
-			}
-		}
-	}()
+	lw := watchLeaving(rest, func(hs api.HostStatus) bool { return hs.Name == name && hs.Leaving })
+	defer lw.finish()
 
 	time.Sleep(time.Second) // some writes before the leave
 	begin := time.Now()
@@ -373,8 +341,7 @@ func leaveUnderWrites(t *testing.T, cli *clientv3.Client, via, leaver *hostNode,
 	p := waitPlacement(t, via.coordURL, len(rest), time.Minute, restIDs...)
 	t.Logf("placement after %s left: %v, shards %v", name, restIDs, p.ShardStates())
 	time.Sleep(time.Second) // writes after the leave
-	stop()
-	wg.Wait()
+	leavingSeen := lw.finish()
 
 	if len(leavingSeen) == 0 {
 		t.Errorf("no other host's status showed %s as leaving", name)
@@ -457,4 +424,54 @@ func checkNoContainers(t *testing.T, h *hostNode, addr, ns string) {
 			time.Sleep(200 * time.Millisecond)
 		}
 	}
+}
+
+// leavingWatch polls the status of hosts every 250 ms and records which of
+// them listed a host matching match (one being decommissioned).
+type leavingWatch struct {
+	stop context.CancelFunc
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	seen map[string]bool
+}
+
+func watchLeaving(hosts []*hostNode, match func(api.HostStatus) bool) *leavingWatch {
+	ctx, stop := context.WithCancel(context.Background())
+	lw := &leavingWatch{stop: stop, seen: map[string]bool{}}
+	lw.wg.Add(1)
+	go func() {
+		defer lw.wg.Done()
+		tick := time.NewTicker(250 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			for _, h := range hosts {
+				sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				st, err := api.NewClient(h.socket).Status(sctx)
+				cancel()
+				if err != nil || st.Cluster == nil {
+					continue
+				}
+				if slices.ContainsFunc(st.Cluster.Hosts, match) {
+					lw.mu.Lock()
+					lw.seen[hostName(h)] = true
+					lw.mu.Unlock()
+				}
+			}
+		}
+	}()
+	return lw
+}
+
+// finish stops the watch and returns the hosts whose status matched.
+func (lw *leavingWatch) finish() map[string]bool {
+	lw.stop()
+	lw.wg.Wait()
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	return maps.Clone(lw.seen)
 }
