@@ -107,6 +107,6 @@ func restartDBNode(t testing.TB, cli *clientv3.Client, h *hostNode) time.Duratio
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: m3dbnode not restarted and settled 5 min after `m3sup restart` (err %v): %s", h.ip, err, compLine(db))
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -166,7 +166,7 @@ func rollDBNodes(t testing.TB, cli *clientv3.Client, hosts ...*hostNode) (took t
 			if time.Now().After(deadline) {
 				t.Fatalf("%s: m3dbnode not restarted and healthy 10 min after apply: %v %+v", h.ip, err, compOf(st, "m3dbnode"))
 			}
-			time.Sleep(250 * time.Millisecond)
+			time.Sleep(50 * time.Millisecond)
 		}
 	}
 	// The last holder gives the permit back once every shard is AVAILABLE.
@@ -180,7 +180,7 @@ func rollDBNodes(t testing.TB, cli *clientv3.Client, hosts ...*hostNode) (took t
 		if time.Now().After(deadline) {
 			t.Fatalf("permit still held (err %v) 10 min after apply", err)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
 	took = time.Since(start)
 	t.Logf("rolling dbnode change done in %s (every dbnode restarted, permit released)", took.Round(100*time.Millisecond))
