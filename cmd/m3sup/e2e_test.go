@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -418,6 +419,26 @@ func tryReadBack(coordURL, metric string, ts time.Time, v float64, wait time.Dur
 		time.Sleep(500 * time.Millisecond)
 	}
 	return fmt.Errorf("point %s=%v not readable: %w", metric, v, lastErr)
+}
+
+// runCLI runs this test binary as `m3sup ARGS --socket SOCKET` and returns
+// its combined output and exit status.
+func runCLI(t testing.TB, socket string, args ...string) (string, int) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], append(args, "--socket", socket)...)
+	cmd.Env = append(os.Environ(), "M3SUP_TEST_MAIN=1")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return out.String(), 0
+	case errors.As(err, &ee):
+		return out.String(), ee.ExitCode()
+	}
+	t.Fatalf("m3sup %s: %v", strings.Join(args, " "), err)
+	return "", -1
 }
 
 func statusCLI(t testing.TB, socket string) api.Status {

@@ -242,20 +242,7 @@ func (f *faults) waitComp(t *testing.T, name string, timeout time.Duration, what
 // combined output and exit status.
 func (f *faults) cli(t *testing.T, args ...string) (string, int) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], append(args, "--socket", f.n.socket)...)
-	cmd.Env = append(os.Environ(), "M3SUP_TEST_MAIN=1")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		return out.String(), 0
-	case errors.As(err, &ee):
-		return out.String(), ee.ExitCode()
-	}
-	t.Fatalf("m3sup %s: %v", strings.Join(args, " "), err)
-	return "", -1
+	return runCLI(t, f.n.socket, args...)
 }
 
 func (f *faults) mustCLI(t *testing.T, args ...string) string {

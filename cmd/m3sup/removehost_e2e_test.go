@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -25,20 +23,7 @@ import (
 // and exit code.
 func removeHostCLI(t *testing.T, h *hostNode, args ...string) (string, int) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], append([]string{"remove-host", "--socket", h.socket}, args...)...)
-	cmd.Env = append(os.Environ(), "M3SUP_TEST_MAIN=1")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		return out.String(), 0
-	case errors.As(err, &ee):
-		return out.String(), ee.ExitCode()
-	}
-	t.Fatalf("m3sup remove-host: %v", err)
-	return "", -1
+	return runCLI(t, h.socket, append([]string{"remove-host"}, args...)...)
 }
 
 // memberCount is the number of etcd members.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"os"
@@ -255,20 +254,7 @@ func waitPlacement(t *testing.T, coordURL string, n int, timeout time.Duration, 
 // leaveCLI runs `m3sup leave` against h and returns its output and exit code.
 func leaveCLI(t *testing.T, h *hostNode, args ...string) (string, int) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], append([]string{"leave", "--socket", h.socket}, args...)...)
-	cmd.Env = append(os.Environ(), "M3SUP_TEST_MAIN=1")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		return out.String(), 0
-	case errors.As(err, &ee):
-		return out.String(), ee.ExitCode()
-	}
-	t.Fatalf("m3sup leave: %v", err)
-	return "", -1
+	return runCLI(t, h.socket, append([]string{"leave"}, args...)...)
 }
 
 func assertNoLeaving(t *testing.T, cli *clientv3.Client) {
