@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -78,6 +79,21 @@ func BenchmarkThreeHosts(b *testing.B) {
 		b.ReportMetric(ratio, "rollout/3x-single")
 		b.ReportMetric(float64(singleFailed), "write-failures")
 
+		// The hand-over, from the hosts' own logs: when each took and
+		// released the permit and when its m3dbnode stopped, started and
+		// was healthy again.
+		for _, h := range hosts {
+			var lines []string
+			for _, l := range strings.Split(h.log(), "\n") {
+				for _, k := range []string{"restart permit", "agent planned restart", "agent started", "agent healthy", "agent stopped"} {
+					if strings.Contains(l, k) {
+						lines = append(lines, l)
+						break
+					}
+				}
+			}
+			b.Logf("%s timeline:\n%s", h.ip, strings.Join(lines, "\n"))
+		}
 		stopHosts(b, h3, h2, h1)
 	}
 }
