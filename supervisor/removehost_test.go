@@ -5,10 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +14,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/m3sup/m3sup/internal/etcdtest"
 	"github.com/m3sup/m3sup/supervisor/api"
 	"github.com/m3sup/m3sup/supervisor/cluster"
 	"github.com/m3sup/m3sup/supervisor/config"
@@ -55,35 +54,7 @@ func placementOf(state string, ids ...string) m3.Placement {
 	return p
 }
 
-func startTestEtcd(t *testing.T, name string) *store.Etcd {
-	t.Helper()
-	var ports []int
-	var lns []net.Listener
-	for range 2 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	for _, ln := range lns {
-		_ = ln.Close()
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	e, err := store.StartEtcd(ctx, store.EtcdOptions{
-		Name: name, Dir: filepath.Join(t.TempDir(), "etcd"),
-		ClientURL:    fmt.Sprintf("http://127.0.0.1:%d", ports[0]),
-		PeerURL:      fmt.Sprintf("http://127.0.0.1:%d", ports[1]),
-		StartTimeout: 30 * time.Second,
-	})
-	if err != nil {
-		t.Fatalf("StartEtcd: %v", err)
-	}
-	t.Cleanup(e.Close)
-	return e
-}
+func startTestEtcd(t *testing.T, name string) *store.Etcd { return etcdtest.Start(t, name) }
 
 func keyCount(t *testing.T, cli *clientv3.Client, name string) int64 {
 	t.Helper()

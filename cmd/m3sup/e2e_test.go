@@ -85,20 +85,7 @@ func serveRelease(t testing.TB, tarball string) *releaseServer {
 
 func freePorts(t testing.TB, n int) []int {
 	t.Helper()
-	var ls []net.Listener
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return ports
+	return freePortsOn(t, "127.0.0.1", n)
 }
 
 // node is one m3sup under test: its config, dirs and ports.

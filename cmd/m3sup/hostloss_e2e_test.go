@@ -105,6 +105,28 @@ func (w *pointWriter) missing(coordURL string) []int {
 	}
 }
 
+// verify stops the writer and checks what it wrote while something
+// happened (during, e.g. "while host2 left"): some write succeeded, none
+// failed, and every point reads back through coordURL. It returns the
+// writes that succeeded and failed.
+func (w *pointWriter) verify(t testing.TB, coordURL, during string) (ok, failed int) {
+	t.Helper()
+	w.finish()
+	ok, failed = w.counts()
+	if failed > 0 {
+		t.Errorf("%d of %d majority writes failed %s, first: %s", failed, ok+failed, during, w.failed[0])
+	}
+	if ok == 0 {
+		t.Fatalf("no write succeeded %s", during)
+	}
+	missing := w.missing(coordURL)
+	if len(missing) > 0 {
+		t.Errorf("%d of %d points written %s not readable through %s, e.g. seq %v", len(missing), ok, during, coordURL, missing[:min(10, len(missing))])
+	}
+	t.Logf("%s: %d majority writes, %d failed, all readable through %s: %t", during, ok+failed, failed, coordURL, len(missing) == 0)
+	return ok, failed
+}
+
 // loseHost simulates losing a host of a 3-host RF=3 cluster: its m3sup,
 // containerd, shims and M3 processes are all SIGKILLed, as in a power cut.
 // Writes through another host's coordinator (majority consistency) keep
@@ -132,14 +154,5 @@ func loseHost(t testing.TB, cli *clientv3.Client, lost, writeVia *hostNode, rest
 	t.Logf("%s back and ready %s after its restart (%s after the loss)", lost.ip, time.Since(back).Round(100*time.Millisecond), time.Since(lostAt).Round(100*time.Millisecond))
 	waitVoters(t, cli, 3, 2*time.Minute)
 	time.Sleep(time.Second) // some writes with every host back
-	w.finish()
-
-	ok, failed = w.counts()
-	if failed > 0 {
-		t.Errorf("%d of %d majority writes failed while a host was lost, first: %s", failed, ok+failed, w.failed[0])
-	}
-	if missing := w.missing(lost.coordURL); len(missing) > 0 {
-		t.Errorf("%d of %d points not readable through %s after it came back, e.g. seq %v", len(missing), ok, lost.ip, missing[:min(10, len(missing))])
-	}
-	t.Logf("host loss: %d majority writes, %d failed; all read back through the returned host", ok, failed)
+	w.verify(t, lost.coordURL, "while a host was lost and came back")
 }

@@ -200,19 +200,7 @@ func removeDeadUnderWrites(t *testing.T, cli *clientv3.Client, via, runner, dead
 	assertNoLeaving(t, cli)
 	assertNoHostKeys(t, cli, name)
 
-	w.finish()
-	ok, failed := w.counts()
-	if failed > 0 {
-		t.Errorf("%d of %d writes failed while %s was lost and removed, first: %s", failed, ok+failed, name, w.failed[0])
-	}
-	if ok == 0 {
-		t.Fatal("no write succeeded")
-	}
-	missing := w.missing(via.coordURL)
-	if len(missing) > 0 {
-		t.Errorf("%d of %d points not readable after %s was removed, e.g. seq %v", len(missing), ok, name, missing[:min(10, len(missing))])
-	}
-	t.Logf("while %s was lost and removed: %d writes, %d failed, all readable: %t", name, ok+failed, failed, len(missing) == 0)
+	w.verify(t, via.coordURL, "while "+name+" was lost and removed")
 
 	// A removal that crashed before its cleanup left a record: running
 	// remove-host again deletes it and succeeds; once nothing is left it

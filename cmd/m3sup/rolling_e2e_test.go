@@ -217,18 +217,7 @@ func rollDBNodes(t testing.TB, cli *clientv3.Client, hosts ...*hostNode) (took t
 	if len(holders) == 0 {
 		t.Error("no permit holder observed during the rollout")
 	}
-	w.finish()
-	ok, failed := w.counts()
-	if failed > 0 {
-		t.Errorf("%d of %d writes failed during the rollout, first: %s", failed, ok+failed, w.failed[0])
-	}
-
-	// Every point written reads back.
-	missing := w.missing(h1.coordURL)
-	if len(missing) > 0 {
-		t.Errorf("%d of %d points not readable after the rollout, e.g. seq %v", len(missing), ok, missing[:min(10, len(missing))])
-	}
-	t.Logf("%d writes during the rollout, %d failed, all readable: %t", ok+failed, failed, len(missing) == 0)
+	ok, failed := w.verify(t, h1.coordURL, "during the rollout")
 	return took, ok + failed
 }
 

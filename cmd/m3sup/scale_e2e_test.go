@@ -351,19 +351,7 @@ func leaveUnderWrites(t *testing.T, cli *clientv3.Client, via, leaver *hostNode,
 	checkNoContainers(t, leaver, ctdAddr, ctdNS)
 
 	// Every write succeeded and reads back.
-	w.finish()
-	ok, failed := w.counts()
-	if failed > 0 {
-		t.Errorf("%d of %d writes failed while %s left, first: %s", failed, ok+failed, name, w.failed[0])
-	}
-	if ok == 0 {
-		t.Fatal("no write succeeded")
-	}
-	missing := w.missing(via.coordURL)
-	if len(missing) > 0 {
-		t.Errorf("%d of %d points not readable after %s left, e.g. seq %v", len(missing), ok, name, missing[:min(10, len(missing))])
-	}
-	t.Logf("while %s left: %d writes, %d failed, all readable: %t", name, ok+failed, failed, len(missing) == 0)
+	w.verify(t, via.coordURL, "while "+name+" left")
 
 	// The data dir that left refuses to run again.
 	logOff := len(leaver.log())

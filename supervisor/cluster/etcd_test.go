@@ -2,50 +2,19 @@ package cluster
 
 import (
 	"context"
-	"fmt"
-	"net"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/m3sup/m3sup/internal/etcdtest"
 	"github.com/m3sup/m3sup/supervisor/store"
 )
 
 // startEtcd starts a one-member embedded etcd on free ports, closed when
 // the test ends.
-func startEtcd(t *testing.T) *store.Etcd {
-	t.Helper()
-	var ports []int
-	var lns []net.Listener
-	for range 2 { // hold both listeners so the ports differ
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	for _, ln := range lns {
-		_ = ln.Close()
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	e, err := store.StartEtcd(ctx, store.EtcdOptions{
-		Name:         "test",
-		Dir:          filepath.Join(t.TempDir(), "etcd"),
-		ClientURL:    fmt.Sprintf("http://127.0.0.1:%d", ports[0]),
-		PeerURL:      fmt.Sprintf("http://127.0.0.1:%d", ports[1]),
-		StartTimeout: 30 * time.Second,
-	})
-	if err != nil {
-		t.Fatalf("StartEtcd: %v", err)
-	}
-	t.Cleanup(e.Close)
-	return e
-}
+func startEtcd(t *testing.T) *store.Etcd { return etcdtest.Start(t, "test") }
 
 // newClient is a client of its own, as another host would have; closing
 // it simulates that host's crash (its leases are no longer kept alive).

@@ -5,13 +5,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"fmt"
 	"io"
 	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -19,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/m3sup/m3sup/internal/etcdtest"
 	"github.com/m3sup/m3sup/supervisor/join"
 	"github.com/m3sup/m3sup/supervisor/pki"
 	"github.com/m3sup/m3sup/supervisor/store"
@@ -32,34 +31,7 @@ func testCtx(t *testing.T) context.Context {
 }
 
 // startEtcd starts a plain single-member etcd for the token store.
-func startEtcd(t *testing.T) *store.Etcd {
-	t.Helper()
-	var ports []int
-	var lns []net.Listener
-	for range 2 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	for _, ln := range lns {
-		_ = ln.Close()
-	}
-	o := store.EtcdOptions{
-		Name: "test", Dir: filepath.Join(t.TempDir(), "etcd"),
-		ClientURL:    fmt.Sprintf("http://127.0.0.1:%d", ports[0]),
-		PeerURL:      fmt.Sprintf("http://127.0.0.1:%d", ports[1]),
-		StartTimeout: 30 * time.Second,
-	}
-	e, err := store.StartEtcd(testCtx(t), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Close)
-	return e
-}
+func startEtcd(t *testing.T) *store.Etcd { return etcdtest.Start(t, "test") }
 
 // clock is a settable fake clock.
 type clock struct {

@@ -1,0 +1,46 @@
+// Package etcdtest starts a real single-member embedded etcd for tests.
+package etcdtest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/m3sup/m3sup/supervisor/store"
+)
+
+// Start starts a one-member embedded etcd named name on free loopback
+// ports, with its data under t.TempDir(); it is closed when the test ends.
+func Start(t testing.TB, name string) *store.Etcd {
+	t.Helper()
+	var ports []int
+	var lns []net.Listener
+	for range 2 { // hold both listeners so the ports differ
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	for _, ln := range lns {
+		_ = ln.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	e, err := store.StartEtcd(ctx, store.EtcdOptions{
+		Name:         name,
+		Dir:          filepath.Join(t.TempDir(), "etcd"),
+		ClientURL:    fmt.Sprintf("http://127.0.0.1:%d", ports[0]),
+		PeerURL:      fmt.Sprintf("http://127.0.0.1:%d", ports[1]),
+		StartTimeout: 30 * time.Second,
+	})
+	if err != nil {
+		t.Fatalf("StartEtcd: %v", err)
+	}
+	t.Cleanup(e.Close)
+	return e
+}
