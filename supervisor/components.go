@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -51,21 +52,18 @@ type rendered struct {
 	dirs  []string
 }
 
-// render builds every component this host runs from the desired state: its
-// M3 config, its container spec and the hash that decides adopt, keep or
-// restart. It writes nothing (see materialize).
-func (s *Supervisor) render(lay layout, desired spec.Cluster, controls spec.HostControls, rel release, etcdHostPort string) (rendered, error) {
-	cfg := s.cfg
-	out := rendered{files: map[string][]byte{}}
-	etcdParams := m3.EtcdParams{Endpoints: []string{etcdHostPort}, Env: desired.M3.Env, Zone: desired.M3.Zone, Service: "m3db"}
-	s.mu.Lock()
-	mh := s.m3Etcd
-	s.mu.Unlock()
-	if mh != nil { // multi-host: every voter, over mutual TLS
-		etcdParams.Endpoints, etcdParams.TLS = mh.Endpoints, mh.TLS
-	}
+// m3EtcdAutoSync is how often M3's etcd clients refresh their endpoints
+// from etcd's member list in multi-host mode.
+const m3EtcdAutoSync = time.Minute
 
-	dbYAML, err := m3.RenderDBNode(m3.DBNodeParams{
+// votersPlaceholder stands for the etcd voters in the configs' hashes.
+const votersPlaceholder = "etcd-voters:2379"
+
+// renderConfigs renders the m3dbnode and m3coordinator configs of the
+// desired state, with etcd reached through etcdParams.
+func (s *Supervisor) renderConfigs(desired spec.Cluster, etcdParams m3.EtcdParams) (dbYAML, coordYAML []byte, err error) {
+	cfg := s.cfg
+	dbYAML, err = m3.RenderDBNode(m3.DBNodeParams{
 		HostID:                   cfg.NodeName,
 		Etcd:                     etcdParams,
 		FilePathPrefix:           containerData,
@@ -81,9 +79,9 @@ func (s *Supervisor) render(lay layout, desired spec.Cluster, controls spec.Host
 		dbYAML, err = m3.Overlay(dbYAML, desired.DBNode.Config)
 	}
 	if err != nil {
-		return out, fmt.Errorf("render m3dbnode config: %w", err)
+		return nil, nil, fmt.Errorf("render m3dbnode config: %w", err)
 	}
-	coordYAML, err := m3.RenderCoordinator(m3.CoordinatorParams{
+	coordYAML, err = m3.RenderCoordinator(m3.CoordinatorParams{
 		Etcd:                 etcdParams,
 		CacheDir:             containerKV,
 		ListenAddress:        cfg.Coordinator.ListenAddress,
@@ -94,10 +92,42 @@ func (s *Supervisor) render(lay layout, desired spec.Cluster, controls spec.Host
 		coordYAML, err = m3.Overlay(coordYAML, desired.Coordinator.Config)
 	}
 	if err != nil {
-		return out, fmt.Errorf("render m3coordinator config: %w", err)
+		return nil, nil, fmt.Errorf("render m3coordinator config: %w", err)
+	}
+	return dbYAML, coordYAML, nil
+}
+
+// render builds every component this host runs from the desired state: its
+// M3 config, its container spec and the hash that decides adopt, keep or
+// restart. It writes nothing (see materialize).
+func (s *Supervisor) render(lay layout, desired spec.Cluster, controls spec.HostControls, rel release, etcdHostPort string) (rendered, error) {
+	cfg := s.cfg
+	out := rendered{files: map[string][]byte{}}
+	etcdParams := m3.EtcdParams{Endpoints: []string{etcdHostPort}, Env: desired.M3.Env, Zone: desired.M3.Zone, Service: "m3db"}
+	s.mu.Lock()
+	mh := s.m3Etcd
+	s.mu.Unlock()
+	if mh != nil { // multi-host: every voter, over mutual TLS
+		etcdParams.Endpoints, etcdParams.TLS, etcdParams.AutoSync = mh.Endpoints, mh.TLS, m3EtcdAutoSync
 	}
 
-	db, err := s.component(lay, rel, desired.DBNode.Image, DBNode, dbYAML, true, &out)
+	dbYAML, coordYAML, err := s.renderConfigs(desired, etcdParams)
+	if err != nil {
+		return out, err
+	}
+	// The configs' hashes leave out which etcd voters there are now: M3's
+	// etcd clients follow the member list (AutoSync), so a voter joining
+	// or leaving restarts nothing; the files name the voters of now for
+	// the components' next start.
+	dbHashed, coordHashed := dbYAML, coordYAML
+	if mh != nil {
+		etcdParams.Endpoints = []string{votersPlaceholder}
+		if dbHashed, coordHashed, err = s.renderConfigs(desired, etcdParams); err != nil {
+			return out, err
+		}
+	}
+
+	db, err := s.component(lay, rel, desired.DBNode.Image, DBNode, dbYAML, dbHashed, true, &out)
 	if err != nil {
 		return out, err
 	}
@@ -111,7 +141,7 @@ func (s *Supervisor) render(lay layout, desired spec.Cluster, controls spec.Host
 	}
 	db.Healthy = s.dbnodeBootstrapped
 
-	co, err := s.component(lay, rel, desired.Coordinator.Image, Coordinator, coordYAML, false, &out)
+	co, err := s.component(lay, rel, desired.Coordinator.Image, Coordinator, coordYAML, coordHashed, false, &out)
 	if err != nil {
 		return out, err
 	}
@@ -167,7 +197,10 @@ func materialize(r rendered) error {
 // component renders one component: from the release's binary on a
 // host-directory rootfs, or, when image is set, from that image's snapshot
 // (pulled beforehand by plan; its resolved digest is part of the hash).
-func (s *Supervisor) component(lay layout, rel release, image, name string, configYAML []byte, withData bool, out *rendered) (agent.Component, error) {
+// configYAML is written to the component's config dir; hashedYAML (the
+// same config, maybe with parts that need no restart normalized) decides
+// restarts.
+func (s *Supervisor) component(lay layout, rel release, image, name string, configYAML, hashedYAML []byte, withData bool, out *rendered) (agent.Component, error) {
 	if image != "" {
 		dirs := map[string]string{}
 		for _, sub := range []string{"config", "logs", "kv", "tmp", "data"} {
@@ -178,7 +211,7 @@ func (s *Supervisor) component(lay layout, rel release, image, name string, conf
 			out.dirs = append(out.dirs, dirs[sub])
 		}
 		out.files[filepath.Join(dirs["config"], name+".yml")] = configYAML
-		sum := sha256.Sum256(configYAML)
+		sum := sha256.Sum256(hashedYAML)
 		sp := imageSpec(name, image, s.resolvedImage(image), dirs, hex.EncodeToString(sum[:]), withData)
 		// Status shows what runs: the image, not the release version.
 		return agent.Component{Name: name, Version: image, Spec: sp}, nil
@@ -215,7 +248,7 @@ func (s *Supervisor) component(lay layout, rel release, image, name string, conf
 		sp.Mounts = append(sp.Mounts, runtime.Mount{Source: dirs["data"], Destination: containerData})
 	}
 	// The config's bytes decide restarts too, though its mount path is fixed.
-	sum := sha256.Sum256(configYAML)
+	sum := sha256.Sum256(hashedYAML)
 	sp.Labels["io.m3sup.config-sha256"] = hex.EncodeToString(sum[:])
 	return agent.Component{Name: name, Version: rel.Version, Spec: sp}, nil
 }

@@ -282,12 +282,21 @@ func (s *Supervisor) startEtcd(ctx context.Context, lay layout) (*store.Etcd, er
 		return nil, err
 	}
 	// M3 talks to every voter.
-	mctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	members, err := store.Members(mctx, e.Client())
-	if err != nil {
+	if err := s.followVoters(ctx, lay, e.Client()); err != nil {
 		e.Close()
 		return nil, err
+	}
+	return e, nil
+}
+
+// followVoters points M3's etcd endpoints (the configs rendered from now
+// on) and cluster.json at the etcd voters of now.
+func (s *Supervisor) followVoters(ctx context.Context, lay layout, cli *clientv3.Client) error {
+	mctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	members, err := store.Members(mctx, cli)
+	if err != nil {
+		return fmt.Errorf("list the etcd voters: %w", err)
 	}
 	var eps, urls []string
 	for _, m := range members {
@@ -301,9 +310,16 @@ func (s *Supervisor) startEtcd(ctx context.Context, lay layout) (*store.Etcd, er
 			}
 		}
 	}
+	if len(eps) == 0 {
+		return errors.New("list the etcd voters: none has a client URL")
+	}
 	// A joined host starts its next time from the voters of now, not of
 	// its join (voters may have left since).
-	if cf != nil && len(urls) > 0 && !slices.Equal(cf.Endpoints, urls) {
+	cf, err := readClusterFile(lay)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if cf != nil && !slices.Equal(cf.Endpoints, urls) {
 		cf.Endpoints = urls
 		if err := writeClusterFile(lay, *cf); err != nil {
 			s.log.Warn("cannot record the current etcd voters in cluster.json", zap.Error(err))
@@ -313,7 +329,7 @@ func (s *Supervisor) startEtcd(ctx context.Context, lay layout) (*store.Etcd, er
 	defer s.mu.Unlock()
 	s.m3Etcd = &m3.EtcdParams{Endpoints: eps, TLS: &m3.EtcdTLS{
 		CertPath: containerPKI + "/" + clientCertFile, KeyPath: containerPKI + "/" + clientKeyFile, CAPath: containerPKI + "/" + pki.CACertFile}}
-	return e, nil
+	return nil
 }
 
 func readClusterFile(lay layout) (*clusterFile, error) {

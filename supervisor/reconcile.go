@@ -30,6 +30,16 @@ func (s *Supervisor) plan(ctx context.Context, lay layout, ch store.Change, etcd
 	if err := s.pullImages(ctx, ch.Cluster); err != nil {
 		return nil, err
 	}
+	if write && s.multiHost() {
+		s.mu.Lock()
+		e := s.etcd
+		s.mu.Unlock()
+		if e != nil {
+			if err := s.followVoters(ctx, lay, e.Client()); err != nil && ctx.Err() == nil {
+				s.log.Warn("M3's configs keep the etcd voters they had (their etcd clients follow the member list anyway)", zap.Error(err))
+			}
+		}
+	}
 	r, err := s.render(lay, ch.Cluster, ch.Controls, rel, etcdHostPort)
 	if err != nil {
 		return nil, err

@@ -118,18 +118,7 @@ func (f *faults) readBack(t *testing.T, when string) {
 	if err == nil {
 		return
 	}
-	b, _ := os.ReadFile(filepath.Join(f.n.dir, "components", "m3dbnode", "logs", "m3dbnode.log"))
-	var keep []string
-	for _, l := range strings.Split(string(b), "\n") {
-		low := strings.ToLower(l)
-		for _, w := range []string{"bootstrap", "snapshot", "commit", "cleanup", "flush", "error", "shutdown", "closing"} {
-			if strings.Contains(low, w) {
-				keep = append(keep, l)
-				break
-			}
-		}
-	}
-	t.Logf("m3dbnode log lines about bootstrap, snapshots and commit logs (%d):\n%s", len(keep), strings.Join(keep, "\n"))
+	t.Logf("m3dbnode log lines about bootstrap, snapshots and commit logs:\n%s", m3dbnodeLogLines(f.n))
 	t.Fatalf("%s: %v", when, err)
 }
 

@@ -85,17 +85,27 @@ func (w *pointWriter) missing(coordURL string) []int {
 	if len(written) == 0 {
 		return nil
 	}
+	seqs := make([]int, len(written))
+	for i, p := range written {
+		seqs[i] = p.seq
+	}
+	return unreadable(coordURL, w.metric, seqs, written[0].ts, written[len(written)-1].ts)
+}
+
+// unreadable queries metric through coordURL until every point whose value
+// is one of seqs (written between first and last) reads back, or two
+// minutes pass, and returns the values it could not read.
+func unreadable(coordURL, metric string, seqs []int, first, last time.Time) []int {
 	mc := &m3.Client{BaseURL: coordURL}
-	first, last := written[0].ts, written[len(written)-1].ts
 	var missing []int
 	for deadline := time.Now().Add(2 * time.Minute); ; {
 		qctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		res, err := mc.QueryRange(qctx, w.metric, first.Add(-time.Minute), last.Add(time.Minute), 5*time.Second)
+		res, err := mc.QueryRange(qctx, metric, first.Add(-time.Minute), last.Add(time.Minute), 5*time.Second)
 		cancel()
 		missing = missing[:0]
-		for _, p := range written {
-			if err != nil || !hasValue(res, float64(p.seq)) {
-				missing = append(missing, p.seq)
+		for _, seq := range seqs {
+			if err != nil || !hasValue(res, float64(seq)) {
+				missing = append(missing, seq)
 			}
 		}
 		if len(missing) == 0 || time.Now().After(deadline) {

@@ -263,28 +263,15 @@ func (w *rolloutWatch) finish(t *testing.T) int {
 	if w.maxDown > 1 {
 		t.Errorf("%d m3dbnodes down at once: %s", w.maxDown, w.downSeen)
 	}
-	mc := &m3.Client{BaseURL: w.hosts[0].coordURL}
 	first, last := w.writeAt[0], w.writeAt[len(w.writeAt)-1]
-	var missing []int
-	for attempt := 0; attempt < 20; attempt++ {
-		qctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		res, err := mc.QueryRange(qctx, rolloutMetric, first.Add(-time.Minute), last.Add(time.Minute), 5*time.Second)
-		cancel()
-		missing = missing[:0]
-		if err == nil {
-			for _, seq := range w.written {
-				if !hasValue(res, float64(seq)) {
-					missing = append(missing, seq)
-				}
-			}
-			if len(missing) == 0 {
-				break
-			}
-		}
-		time.Sleep(time.Second)
-	}
+	missing := unreadable(w.hosts[0].coordURL, rolloutMetric, w.written, first, last)
 	if len(missing) > 0 {
 		t.Errorf("%d of %d points not readable, e.g. seq %v", len(missing), len(w.written), missing[:min(10, len(missing))])
+		var nodes []*node
+		for _, h := range w.hosts {
+			nodes = append(nodes, h.node)
+		}
+		diagnoseMissing(t, nodes, rolloutMetric, missing, first, last)
 	}
 	return w.written[len(w.written)-1] + 1
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"path"
 	"strings"
+	"time"
 
 	yaml "go.yaml.in/yaml/v2"
 )
@@ -29,6 +30,10 @@ type EtcdParams struct {
 	// TLS, when set, makes M3 talk to etcd over mutual TLS with these files
 	// (paths as the process sees them).
 	TLS *EtcdTLS
+	// AutoSync, when positive, makes M3's etcd clients refresh their
+	// endpoints from etcd's member list this often, so a running M3
+	// follows voters that join or leave; Endpoints then only seed it.
+	AutoSync time.Duration
 }
 
 // EtcdTLS names the PEM files of M3's etcd client certificate and the CA.
@@ -285,9 +290,10 @@ type etcdServiceConfig struct {
 }
 
 type etcdClusterConfig struct {
-	Zone      string         `yaml:"zone"`
-	Endpoints []string       `yaml:"endpoints"`
-	TLS       *etcdTLSConfig `yaml:"tls,omitempty"`
+	Zone             string         `yaml:"zone"`
+	Endpoints        []string       `yaml:"endpoints"`
+	TLS              *etcdTLSConfig `yaml:"tls,omitempty"`
+	AutoSyncInterval string         `yaml:"autoSyncInterval,omitempty"` // e.g. 1m0s
 }
 
 // etcdTLSConfig is M3's src/cluster/client/etcd TLSConfig.
@@ -315,15 +321,20 @@ func etcdService(e EtcdParams, cacheDir string) etcdServiceConfig {
 	if e.TLS != nil {
 		tlsCfg = &etcdTLSConfig{CrtPath: e.TLS.CertPath, CACrtPath: e.TLS.CAPath, KeyPath: e.TLS.KeyPath}
 	}
+	var autoSync string
+	if e.AutoSync > 0 {
+		autoSync = e.AutoSync.String()
+	}
 	return etcdServiceConfig{
 		Env:      e.Env,
 		Zone:     e.Zone,
 		Service:  e.Service,
 		CacheDir: cacheDir,
 		EtcdClusters: []etcdClusterConfig{{
-			Zone:      e.Zone,
-			Endpoints: append([]string(nil), e.Endpoints...),
-			TLS:       tlsCfg,
+			Zone:             e.Zone,
+			Endpoints:        append([]string(nil), e.Endpoints...),
+			TLS:              tlsCfg,
+			AutoSyncInterval: autoSync,
 		}},
 	}
 }

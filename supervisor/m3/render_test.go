@@ -3,6 +3,7 @@ package m3
 import (
 	"strings"
 	"testing"
+	"time"
 
 	yaml "go.yaml.in/yaml/v2"
 )
@@ -204,5 +205,44 @@ func TestRenderEtcdTLS(t *testing.T) {
 	b, _ = RenderCoordinator(p)
 	if strings.Contains(string(b), "tls:") {
 		t.Errorf("config without TLS has a tls section:\n%s", b)
+	}
+	if strings.Contains(string(b), "autoSyncInterval") {
+		t.Errorf("config without AutoSync sets autoSyncInterval:\n%s", b)
+	}
+}
+
+// TestRenderEtcdAutoSync: with AutoSync, M3's etcd clients refresh their
+// endpoints from the member list; the value decodes as the time.Duration
+// of M3's etcd ClusterConfig (yaml.v2, as go.uber.org/config reads it).
+func TestRenderEtcdAutoSync(t *testing.T) {
+	for _, render := range map[string]func(EtcdParams) ([]byte, error){
+		"m3dbnode": func(e EtcdParams) ([]byte, error) {
+			return RenderDBNode(DBNodeParams{HostID: "h", Etcd: e, FilePathPrefix: "/data", CacheDir: "/kv"})
+		},
+		"m3coordinator": func(e EtcdParams) ([]byte, error) {
+			return RenderCoordinator(CoordinatorParams{Etcd: e, CacheDir: "/kv"})
+		},
+	} {
+		b, err := render(EtcdParams{Endpoints: []string{"127.0.0.2:2379"}, AutoSync: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var clusters []struct {
+			AutoSyncInterval time.Duration `yaml:"autoSyncInterval"`
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, "autoSyncInterval:") {
+				var c struct {
+					AutoSyncInterval time.Duration `yaml:"autoSyncInterval"`
+				}
+				if err := yaml.Unmarshal([]byte(strings.TrimLeft(strings.TrimSpace(l), "- ")), &c); err != nil {
+					t.Fatalf("decode %q: %v", l, err)
+				}
+				clusters = append(clusters, c)
+			}
+		}
+		if len(clusters) != 1 || clusters[0].AutoSyncInterval != time.Minute {
+			t.Errorf("autoSyncInterval decoded as %+v, want one of 1m:\n%s", clusters, b)
+		}
 	}
 }
