@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -26,15 +27,16 @@ func (t headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	return http.DefaultTransport.RoundTrip(r)
 }
 
-// diagnoseMissing explains points that did not read back: which of them
-// each coordinator returns at read consistency one, unstrict_majority and
-// all, each host's commit-log and snapshot files, and each m3dbnode's log
-// lines about bootstrap, snapshots, flushes and commit logs. It only logs.
-func diagnoseMissing(t testing.TB, nodes []*node, metric string, missing []int, from, to time.Time) {
+// diagnoseMissing explains points that did not read back: which of the
+// written points each coordinator lacks at read consistency one (three
+// times: each answer is one replica's), unstrict_majority and all, each
+// host's commit-log and snapshot files, and each m3dbnode's log lines about
+// bootstrap, snapshots, flushes and commit logs. It only logs.
+func diagnoseMissing(t testing.TB, nodes []*node, metric string, written, missing []int, from, to time.Time) {
 	t.Helper()
 	var b strings.Builder
 	for _, n := range nodes {
-		for _, level := range []string{"one", "unstrict_majority", "all"} {
+		for _, level := range []string{"one", "one", "one", "unstrict_majority", "all"} {
 			mc := &m3.Client{BaseURL: n.coordURL, HTTP: &http.Client{Transport: headerTransport{map[string]string{"M3-Read-Consistency-Level": level}}}}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			res, err := mc.QueryRange(ctx, metric, from.Add(-time.Minute), to.Add(time.Minute), 5*time.Second)
@@ -43,13 +45,13 @@ func diagnoseMissing(t testing.TB, nodes []*node, metric string, missing []int, 
 				fmt.Fprintf(&b, "%s read %s: %v\n", n.coordURL, level, err)
 				continue
 			}
-			var found []int
-			for _, seq := range missing {
-				if hasValue(res, float64(seq)) {
-					found = append(found, seq)
+			var lacks []int
+			for _, seq := range written {
+				if !hasValue(res, float64(seq)) {
+					lacks = append(lacks, seq)
 				}
 			}
-			fmt.Fprintf(&b, "%s read %s: %d series, of the missing it returns %v\n", n.coordURL, level, len(res.Series), found)
+			fmt.Fprintf(&b, "%s read %s: %d series, lacks %s\n", n.coordURL, level, len(res.Series), seqRanges(lacks))
 		}
 	}
 	for _, n := range nodes {
@@ -58,7 +60,7 @@ func diagnoseMissing(t testing.TB, nodes []*node, metric string, missing []int, 
 			if err != nil || d.IsDir() {
 				return nil
 			}
-			if strings.Contains(p, "/commitlogs/") || strings.Contains(p, "/snapshots/") || strings.Contains(p, "/data/default/") {
+			if strings.Contains(p, "/commitlogs/") || strings.Contains(p, "/snapshots/") {
 				if info, err := d.Info(); err == nil {
 					fmt.Fprintf(&b, "  %s %d %s\n", strings.TrimPrefix(p, n.dir), info.Size(), info.ModTime().UTC().Format("15:04:05.000"))
 				}
@@ -84,4 +86,22 @@ func m3dbnodeLogLines(n *node) string {
 		}
 	}
 	return strings.Join(keep, "\n")
+}
+
+// seqRanges prints sorted sequence numbers as ranges: "1-50 77 80-82".
+func seqRanges(seqs []int) string {
+	var parts []string
+	for i := 0; i < len(seqs); {
+		j := i
+		for j+1 < len(seqs) && seqs[j+1] == seqs[j]+1 {
+			j++
+		}
+		if j > i {
+			parts = append(parts, fmt.Sprintf("%d-%d", seqs[i], seqs[j]))
+		} else {
+			parts = append(parts, strconv.Itoa(seqs[i]))
+		}
+		i = j + 1
+	}
+	return "[" + strings.Join(parts, " ") + "]"
 }

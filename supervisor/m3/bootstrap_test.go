@@ -84,7 +84,7 @@ func TestBootstrapFromScratchThenIdempotent(t *testing.T) {
 		ns.bufferPast != 10*time.Minute || !ns.indexEnabled {
 		t.Errorf("namespace long created as %+v", ns)
 	}
-	for _, k := range []string{"bootstrapEnabled", "flushEnabled", "writesToCommitLog", "cleanupEnabled", "snapshotEnabled"} {
+	for _, k := range []string{"bootstrapEnabled", "flushEnabled", "writesToCommitLog", "cleanupEnabled", "snapshotEnabled", "coldWritesEnabled"} {
 		if ns.raw[k] != true {
 			t.Errorf("namespace option %s = %v, want true", k, ns.raw[k])
 		}

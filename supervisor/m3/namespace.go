@@ -21,8 +21,16 @@ const (
 
 // Namespace is a namespace m3sup wants. Zero BlockSize is 2h, zero
 // BufferPast and BufferFuture are 10m, zero IndexBlockSize is BlockSize.
-// Bootstrap, flush, commit log, snapshots and cleanup are on; repair is off;
-// unread blocks expire from memory after 5m.
+// Bootstrap, flush, commit log, snapshots, cleanup and cold writes are on;
+// repair is off; unread blocks expire from memory after 5m.
+//
+// Cold writes are on because M3 v1.5 indexes a series it recovers from a
+// snapshot at start (Entry.LoadBlock) with its block's start time, and with
+// cold writes off its index refuses that time as "too far in the past"
+// whenever the block began more than bufferPast ago. The node then holds
+// the points but no longer finds their series, so after a rolling restart
+// reads at unstrict_majority can miss points acknowledged at majority
+// (measured here: 50 of 268 points written during a rollout).
 //
 // Zero Resolution is an unaggregated (raw) namespace. The coordinator
 // serves ONE unaggregated namespace: with several it logs "more than one
@@ -171,6 +179,7 @@ type namespaceAddOptions struct {
 	CleanupEnabled    bool                  `json:"cleanupEnabled"`
 	RepairEnabled     bool                  `json:"repairEnabled"`
 	SnapshotEnabled   bool                  `json:"snapshotEnabled"`
+	ColdWritesEnabled bool                  `json:"coldWritesEnabled"`
 	RetentionOptions  wireRetentionOptions  `json:"retentionOptions"`
 	IndexOptions      wireIndexOptionsInput `json:"indexOptions"`
 	// Without aggregation options the coordinator refuses the namespace
@@ -225,6 +234,8 @@ func addRequest(n Namespace) namespaceAddRequest {
 			CleanupEnabled:    true,
 			RepairEnabled:     false,
 			SnapshotEnabled:   true,
+			ColdWritesEnabled: true, // see Namespace
+
 			RetentionOptions: wireRetentionOptions{
 				RetentionPeriodDuration:                     n.Retention.String(),
 				BlockSizeDuration:                           n.BlockSize.String(),
