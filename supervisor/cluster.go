@@ -338,6 +338,7 @@ func clusterStatus(ctx context.Context, cli *clientv3.Client) *api.ClusterStatus
 		if r, ok := members[h.Name]; ok {
 			hs.EtcdRole = r
 		}
+		hs.HoldsCA, hs.JoinURL = h.HoldsCA, h.JoinURL
 		for _, r := range h.Roles {
 			hs.Roles = append(hs.Roles, string(r))
 		}

@@ -4,9 +4,10 @@ package supervisor
 // through:
 //
 //	Leave (API): refuse, changing nothing, on a single-node m3sup, on the
-//	host that holds the CA, when M3 would keep fewer than RF instances or
-//	isolation groups, or when removing this host's etcd member would risk
-//	quorum; else mark it leaving in etcd (cluster.MarkLeaving)
+//	last host that holds the CA (checkCAHolders), when M3 would keep fewer
+//	than RF instances or isolation groups, or when removing this host's
+//	etcd member would risk quorum; else mark it leaving in etcd
+//	(cluster.MarkLeaving)
 //	→ runLeave: the controller removes this host's instance; m3dbnode keeps
 //	running while M3 streams its shards away, until the instance is gone
 //	and every shard is AVAILABLE → errLeft stops the daemon's actors (the
@@ -133,9 +134,6 @@ func (s *Supervisor) Leave(ctx context.Context) (api.LeaveResult, error) {
 	s.mu.Lock()
 	e, c, ca := s.etcd, s.m3, s.ca
 	s.mu.Unlock()
-	if ca != nil || s.cfg.Cluster.JoinListen != "" {
-		return api.LeaveResult{}, api.Errorf(api.ErrConflict, "cannot leave: %s holds the cluster CA and serves the join endpoint (cluster.joinListen), without which no host could join the cluster", name)
-	}
 	if e == nil || c == nil {
 		return api.LeaveResult{}, api.Errorf(api.ErrConflict, "cannot leave yet: m3sup is still starting (etcd or M3 not connected yet); retry in a moment")
 	}
@@ -158,6 +156,19 @@ func (s *Supervisor) Leave(ctx context.Context) (api.LeaveResult, error) {
 		s.leave.request()
 		return res, nil
 	}
+	if ca != nil {
+		hosts, err := cluster.Hosts(ctx, cli)
+		if err != nil {
+			return api.LeaveResult{}, fmt.Errorf("leave: %w", err)
+		}
+		members, err := store.Members(ctx, cli)
+		if err != nil {
+			return api.LeaveResult{}, fmt.Errorf("leave: %w", err)
+		}
+		if err := checkCAHolders(name, hosts, members, lv); err != nil {
+			return api.LeaveResult{}, fmt.Errorf("%w: %w (nothing changed)", api.ErrConflict, err)
+		}
+	}
 	if exists {
 		delete(lv, name)
 		if err := cluster.CheckLeave(p, p.ReplicaFactor, name, slices.Sorted(maps.Keys(lv))); err != nil {
@@ -178,6 +189,27 @@ func (s *Supervisor) Leave(ctx context.Context) (api.LeaveResult, error) {
 	res.Message = "marked leaving; the cluster controller removes this host's instance, M3 streams its shards away, then m3sup stops its containers, leaves etcd and exits"
 	s.leave.request()
 	return res, nil
+}
+
+// checkCAHolders refuses the leave of name, a host that holds the cluster
+// CA, unless another host that stays (registered, not leaving, an etcd
+// voter) holds it too: without one, no host could issue tokens or admit new
+// hosts any more.
+func checkCAHolders(name string, hosts []cluster.Host, members []store.Member, leaving map[string]cluster.Leaving) error {
+	voters := map[string]bool{}
+	for _, m := range members {
+		if !m.IsLearner && m.Name != "" {
+			voters[m.Name] = true
+		}
+	}
+	for _, h := range hosts {
+		if _, l := leaving[h.Name]; h.Name != name && h.HoldsCA && voters[h.Name] && !l {
+			return nil
+		}
+	}
+	return fmt.Errorf("cannot leave: %s is the last host that holds the cluster CA, without which no host could join the cluster; "+
+		"first let another etcd voter hold it: a voter that joins now receives it with its join (voters that joined an older m3sup did not), "+
+		"and set cluster.joinListen on that voter to serve joins", name)
 }
 
 // LeaveDone implements api.Leaver.
@@ -264,6 +296,10 @@ func (s *Supervisor) finishLeave(ctx context.Context, lay layout, rt *containerd
 		if err := removeOwnMember(ctx, cli, e.MemberID()); err != nil {
 			return fmt.Errorf("leave: %w", err)
 		}
+		// At once: a Status request (another host's `m3sup status`, whose
+		// client may list this member first) reaching the removed member
+		// would crash this process (an etcd panic) before the leave is done.
+		e.StopMember()
 		s.log.Info("etcd member removed", zap.String("member", fmt.Sprintf("%x", e.MemberID())))
 	}
 	// Registry key, per-host keys, rollout state and, last, the leaving

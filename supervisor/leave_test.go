@@ -9,7 +9,9 @@ import (
 	"testing"
 
 	"github.com/m3sup/m3sup/supervisor/api"
+	"github.com/m3sup/m3sup/supervisor/cluster"
 	"github.com/m3sup/m3sup/supervisor/config"
+	"github.com/m3sup/m3sup/supervisor/store"
 )
 
 func TestLeaveRefusedWithoutACluster(t *testing.T) {
@@ -20,9 +22,11 @@ func TestLeaveRefusedWithoutACluster(t *testing.T) {
 		want string
 	}{
 		{name: "single node", cfg: func(*config.Config) {}, want: "single-node cluster"},
-		{name: "CA holder", cfg: func(c *config.Config) {
+		// The first host may leave once another voter holds the CA
+		// (TestCheckCAHolders); before etcd is up it cannot tell.
+		{name: "first host, not started", cfg: func(c *config.Config) {
 			c.Cluster.Advertise, c.Cluster.JoinListen = "127.0.0.2", "127.0.0.2:7443"
-		}, want: "holds the cluster CA"},
+		}, want: "still starting"},
 		{name: "joined, not started", cfg: func(c *config.Config) { c.Cluster.Advertise = "127.0.0.3" },
 			join: "https://127.0.0.2:7443", want: "still starting"},
 	} {
@@ -54,5 +58,40 @@ func TestCheckNotLeft(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "host4") || !strings.Contains(err.Error(), "left the cluster at 2026-01-02T03:04:05Z") ||
 		!strings.Contains(err.Error(), "To rejoin") || !errors.Is(err, ErrHostLeft) {
 		t.Fatalf("data dir that left: %v (want the reason, of kind ErrHostLeft)", err)
+	}
+}
+
+func TestCheckCAHolders(t *testing.T) {
+	voters := []store.Member{{ID: 1, Name: "host1"}, {ID: 2, Name: "host2"}, {ID: 3, Name: "host3"}}
+	ca := func(name string) cluster.Host { return cluster.Host{Name: name, HoldsCA: true} }
+	plain := func(name string) cluster.Host { return cluster.Host{Name: name} }
+	for _, tc := range []struct {
+		name    string
+		hosts   []cluster.Host
+		members []store.Member
+		leaving []string
+		ok      bool
+	}{
+		{name: "another voter holds the CA", hosts: []cluster.Host{ca("host1"), ca("host2"), plain("host3")}, members: voters, ok: true},
+		{name: "only this host holds it", hosts: []cluster.Host{ca("host1"), plain("host2"), plain("host3")}, members: voters},
+		{name: "the other holder is leaving", hosts: []cluster.Host{ca("host1"), ca("host2"), plain("host3")}, members: voters, leaving: []string{"host2"}},
+		{name: "the other holder is no voter", hosts: []cluster.Host{ca("host1"), ca("host4")}, members: voters},
+		{name: "the other holder is a learner", hosts: []cluster.Host{ca("host1"), ca("host2")},
+			members: []store.Member{{ID: 1, Name: "host1"}, {ID: 2, Name: "host2", IsLearner: true}}},
+		{name: "the other holder is not registered", hosts: []cluster.Host{ca("host1")}, members: voters},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lv := map[string]cluster.Leaving{}
+			for _, n := range tc.leaving {
+				lv[n] = cluster.Leaving{}
+			}
+			err := checkCAHolders("host1", tc.hosts, tc.members, lv)
+			if tc.ok != (err == nil) {
+				t.Fatalf("checkCAHolders = %v, want ok %t", err, tc.ok)
+			}
+			if err != nil && (!strings.Contains(err.Error(), "last host that holds the cluster CA") || !strings.Contains(err.Error(), "cluster.joinListen")) {
+				t.Fatalf("refusal does not say why and what to do: %v", err)
+			}
+		})
 	}
 }

@@ -1,11 +1,16 @@
 package supervisor
 
-// Multi-host mode (issue 6): the first host (cluster.joinListen set) owns the
-// CA under <dataDir>/pki, runs etcd over mutual TLS and serves the join
+// Multi-host mode (issue 6): the first host (cluster.joinListen set) creates
+// the CA under <dataDir>/pki, runs etcd over mutual TLS and serves the join
 // endpoint; a joining host (`m3sup run --join URL --token T`) asks it for
 // certificates and an etcd seat before it starts anything, persists the
 // answer in <dataDir>/cluster.json, starts its etcd member as a learner and
 // promotes it once it has caught up.
+//
+// Every etcd voter holds the CA (a joining voter gets its key in the join
+// answer, over the CA-pinned TLS connection, and keeps it under its pki dir,
+// which M3's containers never see), so any voter can issue tokens and, with
+// cluster.joinListen set, serve joins; the first host can leave.
 
 import (
 	"context"
@@ -157,6 +162,9 @@ func (s *Supervisor) joinCluster(ctx context.Context, lay layout) error {
 	switch resp.Role {
 	case join.RoleVoter:
 		files[peerCertFile], files[peerKeyFile] = []byte(resp.PeerCert), []byte(resp.PeerKey)
+		if resp.CAKey != "" { // Join checked that it matches CACert
+			files[pki.CAKeyFile] = []byte(resp.CAKey)
+		}
 	case join.RoleClient:
 	default:
 		return fmt.Errorf("join %s: unknown etcd role %q in the answer", s.opts.Join.URL, resp.Role)
@@ -212,6 +220,23 @@ func (s *Supervisor) firstHostPKI(lay layout) (*pki.CA, error) {
 	return ca, nil
 }
 
+// loadJoinedCA loads the CA a joined voter received with its join, if it
+// did (a voter that joined an m3sup that did not share the CA has none).
+func (s *Supervisor) loadJoinedCA(lay layout) error {
+	ca, err := pki.LoadCA(lay.pki())
+	if errors.Is(err, os.ErrNotExist) {
+		s.log.Info("this voter does not hold the cluster CA (it joined before voters received it): it cannot issue tokens or serve joins")
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.ca = ca
+	s.mu.Unlock()
+	return nil
+}
+
 func splitHosts(hosts []string) (dns []string, ips []net.IP) {
 	for _, h := range hosts {
 		if h == "" {
@@ -257,6 +282,11 @@ func (s *Supervisor) startEtcd(ctx context.Context, lay layout) (*store.Etcd, er
 		var err error
 		if cf, err = readClusterFile(lay); err != nil {
 			return nil, err
+		}
+		if cf.Role == join.RoleVoter {
+			if err := s.loadJoinedCA(lay); err != nil {
+				return nil, err
+			}
 		}
 	}
 	dir := lay.pki()
@@ -389,6 +419,9 @@ func (s *Supervisor) startMember(ctx context.Context, lay layout, cf *clusterFil
 			return nil, err
 		}
 		s.log.Info("etcd member promoted to voter", zap.String("member", fmt.Sprintf("%x", cf.MemberID)))
+		// A voter serves clients: use it, as the first host uses its own,
+		// not the voters of the join, which may leave (the first host too).
+		e.Client().SetEndpoints(clientURL)
 	}
 	return e, nil
 }
@@ -437,7 +470,7 @@ func (s *Supervisor) tokens() (*join.Tokens, error) {
 	ca, e := s.ca, s.etcd
 	s.mu.Unlock()
 	if ca == nil || e == nil {
-		return nil, fmt.Errorf("%w: join tokens are issued by the host that holds the cluster CA (cluster.joinListen), once its etcd is up", api.ErrConflict)
+		return nil, fmt.Errorf("%w: join tokens are issued by an etcd voter that holds the cluster CA (the first host, or a voter that joined it), once its etcd is up", api.ErrConflict)
 	}
 	return &join.Tokens{KV: e.Client(), CAHash: strings.TrimPrefix(ca.Fingerprint(), "sha256:")}, nil
 }
@@ -470,12 +503,17 @@ func (s *Supervisor) RevokeToken(ctx context.Context, id string) error {
 	return ts.Revoke(ctx, id)
 }
 
-// joinServer returns the join endpoint actor (first host only), or nil.
+// joinServer returns the join endpoint actor (cluster.joinListen on a host
+// that holds the CA: the first host or a voter that joined it), or nil.
 func (s *Supervisor) joinServer(e *store.Etcd) (func() error, func(error), error) {
 	s.mu.Lock()
 	ca := s.ca
 	s.mu.Unlock()
-	if s.cfg.Cluster.JoinListen == "" || ca == nil {
+	if s.cfg.Cluster.JoinListen == "" {
+		return nil, nil, nil
+	}
+	if ca == nil {
+		s.log.Warn("cluster.joinListen is set but this host does not hold the cluster CA (an etcd client-only host, or a voter that joined before voters received it): not serving joins")
 		return nil, nil, nil
 	}
 	ts := &join.Tokens{KV: e.Client(), CAHash: strings.TrimPrefix(ca.Fingerprint(), "sha256:")}
@@ -515,6 +553,16 @@ func (s *Supervisor) joinServer(e *store.Etcd) (func() error, func(error), error
 func (s *Supervisor) registeredHost() (cluster.Host, error) {
 	adv, cc := s.cfg.Cluster.Advertise, s.cfg.Cluster
 	h := cluster.Host{Name: s.cfg.NodeName, IsolationGroup: cc.IsolationGroup, Weight: cc.Weight, Hostname: adv}
+	s.mu.Lock()
+	h.HoldsCA = s.ca != nil
+	s.mu.Unlock()
+	if h.HoldsCA && cc.JoinListen != "" {
+		_, port, err := net.SplitHostPort(cc.JoinListen)
+		if err != nil {
+			return cluster.Host{}, fmt.Errorf("cluster.joinListen %q: %w", cc.JoinListen, err)
+		}
+		h.JoinURL = "https://" + net.JoinHostPort(adv, port)
+	}
 	if cc.HasRole(config.RoleDBNode) {
 		_, port, err := net.SplitHostPort(s.cfg.DBNode.ListenAddress)
 		if err != nil {

@@ -54,10 +54,12 @@ func newHostNode(t testing.TB, name, ip string, first bool, releaseURL, checksum
 }
 
 // hostOpts are the per-host settings a test may change: the replication
-// factor (zero: 3) and the host's roles (nil: both).
+// factor (zero: 3), the host's roles (nil: both) and whether a host that is
+// not the first serves joins too (cluster.joinListen).
 type hostOpts struct {
-	rf    int
-	roles []string
+	rf         int
+	roles      []string
+	joinListen bool
 }
 
 func newHostNodeWith(t testing.TB, name, ip string, first bool, releaseURL, checksum string, o hostOpts) *hostNode {
@@ -87,7 +89,7 @@ func newHostNodeWith(t testing.TB, name, ip string, first bool, releaseURL, chec
 	}
 	h := &hostNode{node: n, ip: ip}
 	joinListen := ""
-	if first {
+	if first || o.joinListen {
 		joinListen = fmt.Sprintf("  joinListen: %s:%d\n", ip, p[9])
 		h.joinURL = fmt.Sprintf("https://%s:%d", ip, p[9])
 	}
@@ -290,10 +292,21 @@ func TestE2EThreeHosts(t *testing.T) {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	// Only the CA's holder issues tokens.
+	// A joined voter received the CA with its join: it issues tokens that
+	// pin the same CA; M3's copy of its pki dir holds no CA key.
 	c3 := api.NewClient(h3.socket)
-	if _, err := c3.CreateToken(context.Background(), time.Hour, ""); err == nil {
-		t.Fatal("a joined host issued a token without holding the CA")
+	tok3, err := c3.CreateToken(context.Background(), time.Hour, "")
+	if err != nil {
+		t.Fatalf("token create on a joined voter: %v", err)
+	}
+	if p3, err := join.ParseToken(tok3.Token); err != nil || !strings.HasPrefix(tok, "K10"+p3.CAHash+"::") {
+		t.Fatalf("token from host3 %v pins another CA than host1's: %v", p3, err)
+	}
+	if _, err := os.Stat(filepath.Join(h3.dir, "pki", pki.CAKeyFile)); err != nil {
+		t.Fatalf("joined voter holds no CA key: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(h3.dir, "pki", "m3", pki.CAKeyFile)); err == nil {
+		t.Fatal("the CA key is in the pki dir M3's containers see")
 	}
 
 	// Refused joins: each exits non-zero with a clear message, nothing started.

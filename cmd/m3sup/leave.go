@@ -25,8 +25,9 @@ func newLeaveCmd() *cobra.Command {
      this host's containers, removes its etcd member (if it runs one),
      deregisters it, records the leave in <dataDir>/left.json and exits 0.
 
-Refused, with nothing changed, on a single-node m3sup, on the host that
-holds the cluster CA (cluster.joinListen), when M3 would keep fewer
+Refused, with nothing changed, on a single-node m3sup, on the last
+host that holds the cluster CA (no other etcd voter could issue tokens or
+serve joins; voters receive the CA when they join), when M3 would keep fewer
 instances or isolation groups than the replication factor, and when
 removing this host's etcd member would risk the cluster's quorum.
 A later 'm3sup run' on this data dir refuses; rejoin with a new data dir.`,

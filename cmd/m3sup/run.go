@@ -112,7 +112,7 @@ start (the systemd unit does not restart on 4); 1 any other error.`,
 	cmd.Flags().BoolVar(&insecure, "insecure-skip-checksum", false, "INSECURE: run a release without verifying its checksum")
 	cmd.Flags().StringArrayVar(&bundles, "bundle", nil, "air-gap bundle to import before starting (repeatable); no network is needed")
 	cmd.Flags().StringArrayVar(&trust, "trust", nil, "ed25519 public key (PEM) that must have signed bundles (repeatable; adds to bundles.trustedKeys)")
-	cmd.Flags().StringVar(&joinURL, "join", "", "join the cluster whose first host serves this https:// join endpoint (cluster.joinListen there)")
+	cmd.Flags().StringVar(&joinURL, "join", "", "join the cluster through this https:// join endpoint (cluster.joinListen of its first host or of any voter that holds the CA)")
 	cmd.Flags().StringVar(&token, "token", "", "join token from `m3sup token create` on the first host")
 	cmd.Flags().StringVar(&tokenFile, "token-file", "", "file holding the join token (keeps it out of ps)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"os"
@@ -25,8 +26,9 @@ import (
 	"github.com/m3sup/m3sup/supervisor/systemd"
 )
 
-// TestE2EScaleOut: three voters (127.0.0.2-4, cluster.maxVoters 3), then a
-// fourth host joins as an etcd client-only host: it runs no etcd member
+// TestE2EScaleOut: three voters (127.0.0.2-4, cluster.maxVoters 3; host2
+// also sets cluster.joinListen and serves joins with the CA it received
+// when it joined), then a fourth host joins as an etcd client-only host: it runs no etcd member
 // (etcd keeps 3 members), says "client" in status, the controller adds it
 // to the placement (4 instances, all AVAILABLE) and a point written through
 // its coordinator reads back through host 1's. Then, under continuous
@@ -34,13 +36,15 @@ import (
 // (SIGKILL of m3sup, containerd, shims, M3) and, once unregistered,
 // `m3sup remove-host host4` on host 2 removes it: status shows it leaving,
 // then gone; its instance leaves the placement with every shard AVAILABLE;
-// its records are deleted. After a fifth (client-only) host joined, voter
-// host 3 runs `m3sup leave`: its instance leaves the placement, its m3sup
-// exits 0, its containers are gone, its etcd member is removed (2 voters
-// remain and the cluster keeps working). No write fails and every point
-// reads back. Refusals change nothing: leave on the CA holder, remove-host
-// of a live host, leave below the replication factor, and `m3sup run` on a
-// data dir that left (exit status 4).
+// its records are deleted. A fifth (client-only) host joins through host2's
+// join endpoint with a token made on host2; then the first host, host1,
+// runs `m3sup leave` (allowed: host2 and host3 hold the CA too): its
+// instance leaves the placement, its m3sup exits 0, its containers are
+// gone, its etcd member is removed (2 voters remain and the cluster keeps
+// working, host2 still serves joins). No write fails and every point reads
+// back. Refusals change nothing: remove-host of a live host, leave below
+// the replication factor, and `m3sup run` on a data dir that left (exit
+// status 4); the last CA holder's refusal is TestCheckCAHolders'.
 func TestE2EScaleOut(t *testing.T) {
 	env := needE2E(t)
 	rs := serveRelease(t, env.tarball)
@@ -56,7 +60,7 @@ func TestE2EScaleOut(t *testing.T) {
 	h1.start("--config", maxVoters)
 	tok := h1.createToken(t, 2*time.Minute)
 	cli := h1.tlsEtcd(t)
-	h2 := newHostNode(t, "host2", "127.0.0.3", false, rs.url, sum)
+	h2 := newHostNodeWith(t, "host2", "127.0.0.3", false, rs.url, sum, hostOpts{joinListen: true})
 	h2.start("--join", h1.joinURL, "--token", tok)
 	waitVoters(t, cli, 2, 2*time.Minute, h1, h2)
 	h3 := newHostNode(t, "host3", "127.0.0.4", false, rs.url, sum)
@@ -72,6 +76,7 @@ func TestE2EScaleOut(t *testing.T) {
 	}
 	t.Logf("four hosts ready after %s", since())
 	checkClientOnly(t, cli, h4, 3)
+	checkJoinServers(t, h4, map[string]string{"host1": "serves joins at " + h1.joinURL, "host2": "serves joins at " + h2.joinURL, "host3": "holds the CA", "host4": ""})
 	p := waitPlacement(t, h1.coordURL, 4, 5*time.Minute, "host1", "host2", "host3", "host4")
 	t.Logf("placement after %s: %d instances, RF %d, shards %v", since(), len(p.Instances), p.ReplicaFactor, p.ShardStates())
 	ts := time.Now().Add(-5 * time.Second).Truncate(time.Second)
@@ -108,14 +113,6 @@ func TestE2EScaleOut(t *testing.T) {
 	waitPlacement(t, h1.coordURL, 4, 5*time.Minute, "host1", "host2", "host3", "host4")
 	t.Logf("host4 restarted from cluster.json (no join), ready again in %s", time.Since(restart).Round(100*time.Millisecond))
 
-	// The CA holder cannot leave; nothing changes.
-	out, code := leaveCLI(t, h1)
-	if code != 3 || !strings.Contains(out, "holds the cluster CA") {
-		t.Fatalf("leave on the CA holder: exit %d, output %q (want 3 and the reason)", code, out)
-	}
-	t.Logf("leave on host1 refused: %s", strings.TrimSpace(out))
-	assertNoLeaving(t, cli)
-
 	// remove-host of a live host is refused; nothing changes.
 	refuseRemoveLive(t, cli, h1, h2)
 
@@ -126,7 +123,7 @@ func TestE2EScaleOut(t *testing.T) {
 
 	// Three instances are RF: no host may leave now; nothing changes.
 	rev := placementModRev(t, cli)
-	out, code = leaveCLI(t, h3)
+	out, code := leaveCLI(t, h3)
 	if code != 3 || !strings.Contains(out, "would leave 2 instance(s) for replication factor 3") {
 		t.Fatalf("leave below RF: exit %d, output %q (want 3 and the reason)", code, out)
 	}
@@ -140,29 +137,54 @@ func TestE2EScaleOut(t *testing.T) {
 	}
 	waitVoters(t, cli, 3, 10*time.Second)
 
-	// A fifth host (client-only again) joins; then voter host3 leaves: its
-	// etcd member goes and two voters keep the cluster working.
+	// A fifth host (client-only again) joins through host2's join endpoint
+	// with a token made on host2; then the first host leaves: its etcd
+	// member goes and two voters keep the cluster working.
+	tok2 := h2.createToken(t, time.Minute)
 	h5 := newHostNode(t, "host5", "127.0.0.6", false, rs.url, sum)
-	h5.start("--join", h1.joinURL, "--token", tok)
+	h5.start("--join", h2.joinURL, "--token", tok2)
 	h5.waitReady(8 * time.Minute)
+	joinedVia := func(h *hostNode) bool {
+		return slices.ContainsFunc(strings.Split(h.log(), "\n"), func(l string) bool {
+			return strings.Contains(l, "host joined") && strings.Contains(l, `"node": "host5"`)
+		})
+	}
+	if !joinedVia(h2) || joinedVia(h1) {
+		t.Fatalf("host5 did not join through host2's join endpoint; host2 log:\n%s", h2.log())
+	}
 	checkClientOnly(t, cli, h5, 3)
 	waitPlacement(t, h1.coordURL, 4, 5*time.Minute, "host1", "host2", "host3", "host5")
-	t.Logf("host5 (client-only) in the placement after %s", since())
+	t.Logf("host5 (client-only) joined through host2, in the placement after %s", since())
 
-	leaveUnderWrites(t, cli, h1, h3, []*hostNode{h1, h2, h5}, 2)
-	t.Logf("host3 (voter) left after %s", since())
-	waitVoters(t, cli, 2, 30*time.Second, h1, h2, h5)
+	cli2 := h2.tlsEtcd(t) // host1's etcd goes with it
+	leaveUnderWrites(t, cli2, h2, h1, []*hostNode{h2, h3, h5}, 2)
+	t.Logf("host1 (the first host) left after %s", since())
+	waitVoters(t, cli2, 2, 30*time.Second, h2, h3, h5)
 	ts = time.Now().Add(-5 * time.Second).Truncate(time.Second)
-	writeAndRead(t, h5.coordURL, "m3sup_e2e_after_voter_left", ts, 13)
-	readBack(t, h2.coordURL, "m3sup_e2e_after_voter_left", ts, 13)
-	for _, h := range []*hostNode{h1, h2, h5} {
+	writeAndRead(t, h5.coordURL, "m3sup_e2e_after_first_left", ts, 13)
+	readBack(t, h3.coordURL, "m3sup_e2e_after_first_left", ts, 13)
+	for _, h := range []*hostNode{h2, h3, h5} {
 		h.waitReady(time.Minute)
 	}
+	// host2 still admits joins: its endpoint checks tokens (a wrong one is
+	// refused with 401) and host3 makes tokens.
+	parsed2, err := join.ParseToken(h3.createToken(t, time.Minute))
+	if err != nil || parsed2.CAHash != parsed.CAHash {
+		t.Fatalf("token made on host3 after host1 left: %v, pins %s (want %s)", err, parsed2.CAHash, parsed.CAHash)
+	}
+	parsed2.Secret = strings.Repeat("c", len(parsed2.Secret))
+	jctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	_, err = join.Join(jctx, h2.joinURL, parsed2.Encode(), join.Request{NodeName: "host9", Advertise: []string{"127.0.0.9"}})
+	cancel()
+	if !errors.Is(err, join.ErrRefused) || !strings.Contains(err.Error(), "invalid token") {
+		t.Fatalf("host2's join endpoint after host1 left, wrong secret: %v (want a 401 refusal)", err)
+	}
+	checkJoinServers(t, h3, map[string]string{"host2": "serves joins at " + h2.joinURL, "host3": "holds the CA", "host5": ""})
 
-	for _, h := range []*hostNode{h5, h2, h1} {
+	for _, h := range []*hostNode{h5, h3, h2} {
 		_ = h.cmd.Process.Signal(syscall.SIGTERM)
 	}
-	for _, h := range []*hostNode{h5, h2, h1} {
+	for _, h := range []*hostNode{h5, h3, h2} {
 		if code := h.waitExit(2 * time.Minute); code != 0 {
 			t.Fatalf("%s exited %d; log:\n%s", h.ip, code, h.log())
 		}
@@ -209,6 +231,26 @@ func checkClientOnly(t *testing.T, cli *clientv3.Client, h *hostNode, voters int
 		t.Errorf("%s status table does not say client only:\n%s", h.ip, out)
 	}
 	t.Logf("%s is an etcd client-only host: status etcd %+v, %d etcd members", h.ip, st.Etcd, len(ml.Members))
+}
+
+// checkJoinServers: the HOST table of h's status has a line per host in
+// notes, whose NOTE column says notes[host] ("" for: nothing about joins
+// or the CA).
+func checkJoinServers(t *testing.T, h *hostNode, notes map[string]string) {
+	t.Helper()
+	out := hostCLI(t, h, "status")
+	for host, want := range notes {
+		var line string
+		for _, l := range strings.Split(out, "\n") {
+			if strings.HasPrefix(l, host+" ") {
+				line = l
+			}
+		}
+		if line == "" || (want == "" && (strings.Contains(line, "joins") || strings.Contains(line, "CA"))) || !strings.Contains(line, want) {
+			t.Fatalf("%s status, host %s: line %q, want note %q:\n%s", h.ip, host, line, want, out)
+		}
+	}
+	t.Logf("%s status shows the join servers: %v", h.ip, notes)
 }
 
 // hostName is the node name newHostNode wrote into h's config.

@@ -110,6 +110,12 @@ func printStatus(w io.Writer, st api.Status, now time.Time) {
 				notes = append(notes, "holds the restart permit")
 			}
 			switch {
+			case h.JoinURL != "":
+				notes = append(notes, "serves joins at "+h.JoinURL)
+			case h.HoldsCA:
+				notes = append(notes, "holds the CA")
+			}
+			switch {
 			case h.RemovedBy != "":
 				notes = append(notes, "leaving: gone, removed by "+h.RemovedBy)
 			case h.Leaving:

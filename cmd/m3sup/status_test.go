@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -69,5 +70,27 @@ func TestPrintStatusRollout(t *testing.T) {
 	printStatus(&b, st, time.Now())
 	if !strings.Contains(b.String(), "rollout: rolling") {
 		t.Errorf("single-node status lacks the rollout line:\n%s", b.String())
+	}
+}
+
+func TestPrintStatusJoinServers(t *testing.T) {
+	st := api.Status{Node: "host1", Phase: "ready", Ready: true, Cluster: &api.ClusterStatus{
+		Hosts: []api.HostStatus{
+			{Name: "host1", EtcdRole: "voter", HoldsCA: true, JoinURL: "https://10.0.0.1:7443"},
+			{Name: "host2", EtcdRole: "voter", HoldsCA: true},
+			{Name: "host3", EtcdRole: "client"},
+		},
+	}}
+	var b bytes.Buffer
+	printStatus(&b, st, time.Now())
+	lines := strings.Split(b.String(), "\n")
+	for host, want := range map[string]string{"host1": "serves joins at https://10.0.0.1:7443", "host2": "holds the CA", "host3": ""} {
+		i := slices.IndexFunc(lines, func(l string) bool { return strings.HasPrefix(l, host+" ") })
+		if i < 0 {
+			t.Fatalf("no line for %s:\n%s", host, b.String())
+		}
+		if want == "" && (strings.Contains(lines[i], "joins") || strings.Contains(lines[i], "CA")) || !strings.Contains(lines[i], want) {
+			t.Errorf("%s line %q, want note %q", host, lines[i], want)
+		}
 	}
 }

@@ -12,7 +12,7 @@ import (
 )
 
 func newTokenCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "token", Short: "Manage join tokens (on the host that serves cluster.joinListen)"}
+	cmd := &cobra.Command{Use: "token", Short: "Manage join tokens (on any etcd voter that holds the cluster CA)"}
 
 	create := &cobra.Command{
 		Use:   "create",

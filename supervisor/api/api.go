@@ -101,6 +101,10 @@ type HostStatus struct {
 	// Leaving: `m3sup leave` runs on the host, or `m3sup remove-host`
 	// removes it; it is being decommissioned.
 	Leaving bool `json:"leaving,omitempty"`
+	// HoldsCA: the host holds the cluster CA (it can issue join tokens);
+	// JoinURL is the join endpoint it serves, if any.
+	HoldsCA bool   `json:"holdsCA,omitempty"`
+	JoinURL string `json:"joinURL,omitempty"`
 	// RemovedBy: the host is gone for good and `m3sup remove-host` on
 	// RemovedBy removes it; it is not registered (no Roles, no Endpoint).
 	RemovedBy string `json:"removedBy,omitempty"`

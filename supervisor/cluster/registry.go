@@ -44,6 +44,11 @@ type Host struct {
 	// Coordinator is the base URL of the host's m3coordinator API (a
 	// coordinator host's), for hosts that run none.
 	Coordinator string `json:"coordinator,omitempty"`
+	// HoldsCA: the host holds the cluster CA (an etcd voter), so it can
+	// issue join tokens and serve joins; JoinURL is its join endpoint when
+	// it serves one (cluster.joinListen).
+	HoldsCA bool   `json:"holdsCA,omitempty"`
+	JoinURL string `json:"joinURL,omitempty"`
 }
 
 // Has reports whether h runs role r.

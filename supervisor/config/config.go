@@ -179,7 +179,9 @@ type Cluster struct {
 	Advertise string `yaml:"advertise,omitempty"`
 	// JoinListen (host:port) serves the TLS join endpoint other hosts
 	// `m3sup run --join` to. Set on the first host, it turns on multi-host
-	// mode: a CA under <dataDir>/pki and etcd over mutual TLS.
+	// mode: a CA under <dataDir>/pki and etcd over mutual TLS. Set on a
+	// joined etcd voter (which received the CA with its join), that voter
+	// serves joins too.
 	JoinListen string `yaml:"joinListen,omitempty"`
 	// MaxVoters is how many etcd voters the cluster grows to (odd; 3 or 5);
 	// later hosts use etcd as clients. Zero means 3.

@@ -95,6 +95,11 @@ func Join(ctx context.Context, joinURL, token string, req Request) (Response, er
 	if fp, err := pki.Fingerprint([]byte(resp.CACert)); err != nil || fp != pin.fingerprint {
 		return Response{}, fmt.Errorf("join %s: the response's CA is not the pinned one: %w", u.Host, ErrRefused)
 	}
+	if resp.CAKey != "" {
+		if _, err := pki.ParseCA([]byte(resp.CACert), []byte(resp.CAKey)); err != nil {
+			return Response{}, fmt.Errorf("join %s: the response's CA key: %w: %w", u.Host, err, ErrRefused)
+		}
+	}
 	return resp, nil
 }
 

@@ -67,6 +67,11 @@ type Response struct {
 	InitialCluster string `json:"initialCluster,omitempty"`
 	PeerCert       string `json:"peerCert,omitempty"`
 	PeerKey        string `json:"peerKey,omitempty"`
+	// CAKey is the cluster CA's private key, given to voters only: with it
+	// every voter can issue tokens and serve joins (cluster.joinListen), so
+	// no host is the only one that can admit new hosts. Client-only hosts
+	// never get it.
+	CAKey string `json:"caKey,omitempty"`
 	// Client certificate for etcd's client API (pki.UsageClient).
 	ClientCert string `json:"clientCert"`
 	ClientKey  string `json:"clientKey"`
@@ -255,6 +260,9 @@ func (s *server) join(ctx context.Context, req Request) (Response, int, error) {
 			return Response{}, http.StatusInternalServerError, err
 		}
 		resp.PeerCert, resp.PeerKey = string(cert), string(key)
+		if resp.CAKey, err = s.caKey(); err != nil {
+			return Response{}, http.StatusInternalServerError, err
+		}
 		if pending != nil {
 			resp.MemberID = pending.ID
 		} else {
@@ -274,6 +282,14 @@ func (s *server) join(ctx context.Context, req Request) (Response, int, error) {
 		}
 	}
 	return resp, http.StatusOK, nil
+}
+
+func (s *server) caKey() (string, error) {
+	b, err := s.CA.KeyPEM()
+	if err != nil {
+		return "", fmt.Errorf("join: CA key: %w", err)
+	}
+	return string(b), nil
 }
 
 // decideRole gives a host that wants one a voter seat while the cluster has

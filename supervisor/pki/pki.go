@@ -140,20 +140,30 @@ func LoadCA(dir string) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load CA: %w", err)
 	}
-	cert, err := ParseCert(certPEM)
+	ca, err := ParseCA(certPEM, keyPEM)
 	if err != nil {
 		return nil, fmt.Errorf("load CA %s: %w", dir, err)
 	}
+	return ca, nil
+}
+
+// ParseCA builds a CA from its PEM certificate and key; the key must match
+// the certificate.
+func ParseCA(certPEM, keyPEM []byte) (*CA, error) {
+	cert, err := ParseCert(certPEM)
+	if err != nil {
+		return nil, err
+	}
 	if !cert.IsCA {
-		return nil, fmt.Errorf("load CA %s: certificate is not a CA: %w", dir, ErrInvalid)
+		return nil, fmt.Errorf("certificate is not a CA: %w", ErrInvalid)
 	}
 	key, err := parseKey(keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("load CA %s: %w", dir, err)
+		return nil, err
 	}
 	pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool })
 	if !ok || !pub.Equal(cert.PublicKey) {
-		return nil, fmt.Errorf("load CA %s: key does not match certificate: %w", dir, ErrInvalid)
+		return nil, fmt.Errorf("CA key does not match the CA certificate: %w", ErrInvalid)
 	}
 	return &CA{cert: cert, certPEM: encodeCert(cert.Raw), key: key}, nil
 }
@@ -183,6 +193,10 @@ func (ca *CA) Cert() *x509.Certificate { return ca.cert }
 
 // CertPEM returns the PEM-encoded CA certificate.
 func (ca *CA) CertPEM() []byte { return bytes.Clone(ca.certPEM) }
+
+// KeyPEM returns the CA's private key, PEM-encoded (PKCS #8): what a host
+// needs, with the certificate, to issue certificates as this CA.
+func (ca *CA) KeyPEM() ([]byte, error) { return encodeKey(ca.key) }
 
 // Fingerprint returns "sha256:<hex>" of the CA certificate's DER.
 func (ca *CA) Fingerprint() string { return FingerprintDER(ca.cert.Raw) }

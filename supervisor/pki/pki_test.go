@@ -293,3 +293,36 @@ func TestFingerprintInvalid(t *testing.T) {
 		t.Errorf("ClientTLS(junk) = %v", err)
 	}
 }
+
+func TestParseCA(t *testing.T) {
+	ca, err := pki.NewCA("cluster", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := pki.NewCA("other", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := ca.KeyPEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherKey, _ := other.KeyPEM()
+	got, err := pki.ParseCA(ca.CertPEM(), key)
+	if err != nil || got.Fingerprint() != ca.Fingerprint() {
+		t.Fatalf("ParseCA of its own parts: %v", err)
+	}
+	if _, _, err := got.Issue(pki.IssueOptions{CommonName: "c", Usage: pki.UsageClient}); err != nil {
+		t.Fatalf("the parsed CA cannot issue: %v", err)
+	}
+	leaf, leafKey, _ := ca.Issue(pki.IssueOptions{CommonName: "c", Usage: pki.UsageClient})
+	for name, parts := range map[string][2][]byte{
+		"another CA's key": {ca.CertPEM(), otherKey},
+		"a leaf":           {leaf, leafKey},
+		"no key":           {ca.CertPEM(), nil},
+	} {
+		if _, err := pki.ParseCA(parts[0], parts[1]); !errors.Is(err, pki.ErrInvalid) {
+			t.Errorf("%s: %v, want ErrInvalid", name, err)
+		}
+	}
+}

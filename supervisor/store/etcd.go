@@ -44,6 +44,7 @@ type Etcd struct {
 	client    *clientv3.Client
 	clientURL string
 	closeOnce sync.Once
+	stopOnce  sync.Once // stops the member (srv)
 	closing   *atomic.Bool
 }
 
@@ -145,13 +146,24 @@ func (e *Etcd) IsLeader() bool {
 // Close stops, in order, the client and the member. It is idempotent.
 func (e *Etcd) Close() {
 	e.closeOnce.Do(func() {
+		_ = e.client.Close()
+		e.StopMember()
+	})
+}
+
+// StopMember stops this host's member and keeps the client, which must by
+// then point at other members. A member removed from the cluster must stop
+// serving at once: etcd panics on a Status request that reaches a member
+// no longer in the membership. Idempotent; a no-op without a member.
+func (e *Etcd) StopMember() {
+	if e.srv == nil {
+		return
+	}
+	e.stopOnce.Do(func() {
 		if e.closing != nil {
 			e.closing.Store(true)
 		}
-		_ = e.client.Close()
-		if e.srv != nil {
-			e.srv.Close()
-		}
+		e.srv.Close()
 	})
 }
 

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/m3sup/m3sup/internal/etcdtest"
 	"github.com/m3sup/m3sup/supervisor/store"
 )
 
@@ -229,4 +231,22 @@ func TestRestartKeepsData(t *testing.T) {
 	if !e2.IsLeader() {
 		t.Fatal("restarted single member is not the leader")
 	}
+}
+
+// TestStopMember: the member stops (its client URL refuses connections),
+// the Etcd stays usable for Close, and both are idempotent.
+func TestStopMember(t *testing.T) {
+	e := etcdtest.Start(t, "stop")
+	u, err := url.Parse(e.Endpoint())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.StopMember()
+	e.StopMember()
+	if c, err := net.DialTimeout("tcp", u.Host, time.Second); err == nil {
+		c.Close()
+		t.Fatalf("the stopped member still accepts connections on %s", u.Host)
+	}
+	e.Close()
+	e.Close()
 }

@@ -1,0 +1,142 @@
+package supervisor
+
+import (
+	"context"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/m3sup/m3sup/internal/etcdtest"
+	"github.com/m3sup/m3sup/supervisor/config"
+	"github.com/m3sup/m3sup/supervisor/join"
+	"github.com/m3sup/m3sup/supervisor/pki"
+)
+
+// oneVoter is a membership with one started voter; AddLearner adds one.
+type oneVoter struct {
+	mu      sync.Mutex
+	members []join.Member
+}
+
+func (m *oneVoter) Members(context.Context) ([]join.Member, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]join.Member(nil), m.members...), nil
+}
+
+func (m *oneVoter) AddLearner(_ context.Context, peerURL string) (uint64, []join.Member, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	id := uint64(len(m.members) + 1)
+	m.members = append(m.members, join.Member{ID: id, PeerURLs: []string{peerURL}, IsLearner: true})
+	return id, append([]join.Member(nil), m.members...), nil
+}
+
+// TestJoinedVoterHoldsCA: a voter that joins keeps the CA key under its
+// pki dir (not in the copy M3's containers see), loads it on start, issues
+// tokens that pin the cluster CA, registers as a CA holder that serves
+// joins with cluster.joinListen; a client-only host gets no CA key.
+func TestJoinedVoterHoldsCA(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	e := etcdtest.Start(t, "first")
+	ca, err := pki.NewCA("m3sup-test", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	caHash := strings.TrimPrefix(ca.Fingerprint(), "sha256:")
+	tokens := &join.Tokens{KV: e.Client(), CAHash: caHash}
+	tok, _, err := tokens.Create(ctx, time.Hour, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve := func(maxVoters int) string {
+		h, err := join.Handler(join.ServerConfig{CA: ca, Tokens: tokens, MaxVoters: maxVoters,
+			Members: &oneVoter{members: []join.Member{{ID: 1, Name: "host1", PeerURLs: []string{"https://127.0.0.2:2380"}, ClientURLs: []string{"https://127.0.0.2:2379"}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := httptest.NewUnstartedServer(h)
+		if srv.TLS, err = join.ServerTLS(ca, []string{"127.0.0.1"}, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		srv.StartTLS()
+		t.Cleanup(srv.Close)
+		return srv.URL
+	}
+	joined := func(name, ip, url string) (*Supervisor, layout) {
+		cfg := config.Default()
+		cfg.DataDir, cfg.NodeName, cfg.Cluster.Advertise = t.TempDir(), name, ip
+		s := New(Options{Config: cfg, Join: JoinOptions{URL: url, Token: tok.Encode()}})
+		lay := layout{root: cfg.DataDir}
+		if err := s.joinCluster(ctx, lay); err != nil {
+			t.Fatal(err)
+		}
+		return s, lay
+	}
+
+	s, lay := joined("host2", "127.0.0.3", serve(3))
+	fi, err := os.Stat(filepath.Join(lay.pki(), pki.CAKeyFile))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("the voter's CA key: %v, mode %v (want 0600)", err, fi.Mode())
+	}
+	if err := s.loadJoinedCA(lay); err != nil || s.ca == nil || s.ca.Fingerprint() != ca.Fingerprint() {
+		t.Fatalf("loadJoinedCA: %v, CA %v", err, s.ca)
+	}
+	if err := copyFiles(lay.pki(), lay.m3PKI(), pki.CACertFile, clientCertFile, clientKeyFile); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(lay.m3PKI(), pki.CAKeyFile)); err == nil {
+		t.Fatal("M3's pki copy holds the CA key")
+	}
+
+	// Tokens made on this voter pin the cluster CA and pass the first host's check.
+	s.etcd = e
+	text, _, err := s.CreateToken(ctx, time.Hour, "made on host2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t2, err := join.ParseToken(text)
+	if err != nil || t2.CAHash != caHash {
+		t.Fatalf("token from host2: %v, pins %s (want %s)", err, t2.CAHash, caHash)
+	}
+	if _, err := tokens.Check(ctx, t2); err != nil {
+		t.Fatalf("the first host refuses host2's token: %v", err)
+	}
+
+	h, err := s.registeredHost()
+	if err != nil || !h.HoldsCA || h.JoinURL != "" {
+		t.Fatalf("registered without joinListen: %+v, %v", h, err)
+	}
+	s.cfg.Cluster.JoinListen = "127.0.0.1:0"
+	if h, err = s.registeredHost(); err != nil || !h.HoldsCA || h.JoinURL != "https://127.0.0.3:0" {
+		t.Fatalf("registered with joinListen: %+v, %v", h, err)
+	}
+	execute, interrupt, err := s.joinServer(e)
+	if err != nil || execute == nil {
+		t.Fatalf("joinServer on a voter that holds the CA: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- execute() }()
+	interrupt(nil)
+	if err := <-done; err != nil {
+		t.Fatalf("join server: %v", err)
+	}
+
+	// Beyond maxVoters (1 here): a client-only host, no CA key.
+	c, clay := joined("host3", "127.0.0.4", serve(1))
+	if _, err := os.Stat(filepath.Join(clay.pki(), pki.CAKeyFile)); err == nil {
+		t.Fatal("a client-only host got the CA key")
+	}
+	c.cfg.Cluster.JoinListen = "127.0.0.1:0"
+	if execute, _, err := c.joinServer(e); err != nil || execute != nil {
+		t.Fatalf("joinServer on a host without the CA: %v, serving %t", err, execute != nil)
+	}
+	if h, err := c.registeredHost(); err != nil || h.HoldsCA || h.JoinURL != "" {
+		t.Fatalf("client-only host registered: %+v, %v", h, err)
+	}
+}
