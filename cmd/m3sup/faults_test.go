@@ -31,8 +31,16 @@ type faults struct {
 	metric string
 	ts     time.Time
 	value  float64
+	// every point writePoint wrote, each read back again after the adoption
+	points []faultPoint
 	// a cluster doc that an apply has since made stale
 	stale api.ClusterDoc
+}
+
+type faultPoint struct {
+	metric string
+	ts     time.Time
+	value  float64
 }
 
 // TestFaults brings up one real single-node cluster and injects faults
@@ -107,6 +115,7 @@ func (f *faults) writePoint(t *testing.T, metric string, v float64) {
 	t.Helper()
 	f.metric, f.ts, f.value = metric, time.Now().Add(-5*time.Second).Truncate(time.Second), v
 	writeAndRead(t, f.n.coordURL, f.metric, f.ts, f.value)
+	f.points = append(f.points, faultPoint{f.metric, f.ts, f.value})
 }
 
 // readBack reads the last written point back; when it cannot, it shows
@@ -837,6 +846,15 @@ func (f *faults) sigkillM3sup(t *testing.T) {
 		}
 	}
 	f.readBack(t, "after the adoption")
+	// Every point survives every restart after it, not only the next one:
+	// the first went through a SIGKILL, a crash loop, a manual restart and
+	// snapshots plus commit-log cleanups in between.
+	for _, p := range f.points {
+		if err := tryReadBack(f.n.coordURL, p.metric, p.ts, p.value, 60*time.Second); err != nil {
+			t.Logf("m3dbnode log lines about bootstrap, snapshots and commit logs:\n%s", m3dbnodeLogLines(f.n))
+			t.Fatalf("point %s=%v written before earlier restarts, after the adoption: %v", p.metric, p.value, err)
+		}
+	}
 }
 
 // i: SIGTERM stops everything and m3sup exits 0.
