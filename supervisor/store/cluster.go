@@ -239,9 +239,13 @@ func ConnectCluster(ctx context.Context, o ClientOptions) (*Etcd, error) {
 		Endpoints:   o.Endpoints,
 		DialTimeout: 5 * time.Second,
 		TLS:         tlsCfg,
-		// Follow voters that join or leave after this host joined.
-		AutoSyncInterval: 30 * time.Second,
-		Logger:           o.Logger.Named("etcd-client").WithOptions(zap.IncreaseLevel(zap.WarnLevel)),
+		// No AutoSyncInterval: in client v3.6.16 its SetEndpoints races
+		// with the unlocked endpoint read of every Maintenance dial
+		// (Status, Snapshot), which status, metrics and backups make. The
+		// endpoints are the voters of cluster.json, which m3sup rewrites
+		// with the voters of now at every start and desired-state change;
+		// the client fails over among them.
+		Logger: o.Logger.Named("etcd-client").WithOptions(zap.IncreaseLevel(zap.WarnLevel)),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("connect to etcd at %v: %w", o.Endpoints, err)
