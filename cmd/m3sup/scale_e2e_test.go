@@ -34,7 +34,9 @@ import (
 // (SIGKILL of m3sup, containerd, shims, M3) and, once unregistered,
 // `m3sup remove-host host4` on host 2 removes it: status shows it leaving,
 // then gone; its instance leaves the placement with every shard AVAILABLE;
-// its records are deleted. After a fifth (client-only) host joined, voter
+// its records are deleted, its tombstone written; started again on its
+// old data dir it refuses to run (exit status 4, the remover named, how to
+// rejoin), twice, and stays out of the registry and the placement. After a fifth (client-only) host joined, voter
 // host 3 runs `m3sup leave`: its instance leaves the placement, its m3sup
 // exits 0, its containers are gone, its etcd member is removed (2 voters
 // remain and the cluster keeps working). No write fails and every point
@@ -123,6 +125,11 @@ func TestE2EScaleOut(t *testing.T) {
 	// under continuous writes (etcd keeps its 3 voters).
 	removeDeadUnderWrites(t, cli, h1, h2, h4, []*hostNode{h1, h2, h3}, 3)
 	t.Logf("host4 (killed) removed after %s", since())
+
+	// Its machine comes back on the old data dir with the same arguments:
+	// it refuses to run (exit 4), twice, and stays out of the cluster.
+	removedComesBack(t, cli, h4, h2, h1.joinURL, []*hostNode{h1, h2, h3}, "--join", h1.joinURL, "--token", wrong)
+	t.Logf("removed host4 came back and was refused after %s", since())
 
 	// Three instances are RF: no host may leave now; nothing changes.
 	rev := placementModRev(t, cli)
