@@ -242,8 +242,9 @@ func assertNoHostKeys(t *testing.T, cli *clientv3.Client, name string) {
 // tombstone names the remover, it never re-appears in the registry or the
 // placement (rest), and a second start refuses again from the record in
 // its data dir, before it reaches etcd. joinURL is the cluster's join
-// endpoint, which the refusal names.
-func removedComesBack(t *testing.T, cli *clientv3.Client, h, remover *hostNode, joinURL string, rest []*hostNode, args ...string) {
+// endpoint, which the refusal names. A former voter (voter) must have
+// been refused by etcd itself on its first start: its member was removed.
+func removedComesBack(t *testing.T, cli *clientv3.Client, h, remover *hostNode, joinURL string, voter bool, rest []*hostNode, args ...string) {
 	t.Helper()
 	name, by := hostName(h), hostName(remover)
 	var restIDs []string
@@ -259,7 +260,7 @@ func removedComesBack(t *testing.T, cli *clientv3.Client, h, remover *hostNode, 
 	}
 	t.Logf("%s's tombstone: %+v", name, tomb)
 
-	for i, want := range []string{"from its tombstone", "from left.json"} {
+	for i, want := range []string{"from etcd", "from left.json"} {
 		logOff := len(h.log())
 		begin := time.Now()
 		h.start(args...)
@@ -276,6 +277,9 @@ func removedComesBack(t *testing.T, cli *clientv3.Client, h, remover *hostNode, 
 		}
 		if reached := strings.Contains(l, "starting-etcd"); (i == 1) == reached {
 			t.Fatalf("removed %s started again (%s): reached etcd %t:\n%s", name, want, reached, l)
+		}
+		if refused := strings.Contains(l, "the member has been permanently removed from the cluster"); i == 0 && voter != refused {
+			t.Fatalf("removed %s started again (%s): voter %t, its etcd member refused %t:\n%s", name, want, voter, refused, l)
 		}
 		if took > time.Minute {
 			t.Errorf("removed %s took %s to refuse (%s)", name, took.Round(100*time.Millisecond), want)

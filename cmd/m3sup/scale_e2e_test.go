@@ -40,7 +40,9 @@ import (
 // host 3 runs `m3sup leave`: its instance leaves the placement, its m3sup
 // exits 0, its containers are gone, its etcd member is removed (2 voters
 // remain and the cluster keeps working). No write fails and every point
-// reads back. Refusals change nothing: leave on the CA holder, remove-host
+// reads back. Then a sixth host joins as the third voter, is killed and
+// removed: started again on its old data dir, its etcd member is refused
+// and it exits 4 the same way. Refusals change nothing: leave on the CA holder, remove-host
 // of a live host, leave below the replication factor, and `m3sup run` on a
 // data dir that left (exit status 4).
 func TestE2EScaleOut(t *testing.T) {
@@ -128,7 +130,7 @@ func TestE2EScaleOut(t *testing.T) {
 
 	// Its machine comes back on the old data dir with the same arguments:
 	// it refuses to run (exit 4), twice, and stays out of the cluster.
-	removedComesBack(t, cli, h4, h2, h1.joinURL, []*hostNode{h1, h2, h3}, "--join", h1.joinURL, "--token", wrong)
+	removedComesBack(t, cli, h4, h2, h1.joinURL, false, []*hostNode{h1, h2, h3}, "--join", h1.joinURL, "--token", wrong)
 	t.Logf("removed host4 came back and was refused after %s", since())
 
 	// Three instances are RF: no host may leave now; nothing changes.
@@ -165,6 +167,22 @@ func TestE2EScaleOut(t *testing.T) {
 	for _, h := range []*hostNode{h1, h2, h5} {
 		h.waitReady(time.Minute)
 	}
+
+	// A sixth host joins as the third voter, dies for good and is removed
+	// with remove-host on host2 (its etcd member too); started again on its
+	// old data dir, its etcd member is refused by the others and it exits
+	// 4, twice, naming the remover.
+	h6 := newHostNode(t, "host6", "127.0.0.7", false, rs.url, sum)
+	h6.start("--join", h1.joinURL, "--token", tok)
+	waitVoters(t, cli, 3, 2*time.Minute, h1, h2, h6)
+	h6.waitReady(8 * time.Minute)
+	waitPlacement(t, h1.coordURL, 4, 5*time.Minute, "host1", "host2", "host5", "host6")
+	t.Logf("host6 (voter) in the placement after %s", since())
+	removeDeadUnderWrites(t, cli, h1, h2, h6, []*hostNode{h1, h2, h5}, 2)
+	t.Logf("host6 (killed voter) removed after %s", since())
+	removedComesBack(t, cli, h6, h2, h1.joinURL, true, []*hostNode{h1, h2, h5}, "--join", h1.joinURL, "--token", tok)
+	waitVoters(t, cli, 2, 10*time.Second, h1, h2, h5)
+	t.Logf("removed voter host6 came back and was refused after %s", since())
 
 	for _, h := range []*hostNode{h5, h2, h1} {
 		_ = h.cmd.Process.Signal(syscall.SIGTERM)
