@@ -93,11 +93,17 @@ func (l *leaveState) finish(err error) {
 	l.doneOnce.Do(func() { l.err = err; close(l.done) })
 }
 
-// leftFile records that this host left (<dataDir>/left.json).
+// leftFile records that this host left (<dataDir>/left.json): by itself
+// with `m3sup leave`, or removed by another host with `m3sup remove-host`
+// while it was down (Removed; removed.go).
 type leftFile struct {
 	Node    string    `json:"node"`
 	Left    time.Time `json:"left"`
 	JoinURL string    `json:"joinURL,omitempty"`
+	// Removed: another host removed this one; RemovedBy names it when this
+	// host could learn it (its tombstone or leaving record).
+	Removed   bool   `json:"removed,omitempty"`
+	RemovedBy string `json:"removedBy,omitempty"`
 }
 
 func (l layout) leftFile() string { return filepath.Join(l.root, "left.json") }
@@ -113,9 +119,27 @@ func checkNotLeft(lay layout) error {
 	}
 	var lf leftFile
 	_ = json.Unmarshal(b, &lf)
-	return hostLeftError(fmt.Sprintf("this host (%s) left the cluster at %s with `m3sup leave` (%s); its etcd and M3 data are stale. "+
-		"To rejoin, move %s aside (or use a new dataDir) and run `m3sup run --join <URL> --token <T>` with a new token from `m3sup token create`",
-		lf.Node, lf.Left.Format(time.RFC3339), lay.leftFile(), lay.root))
+	return lf.refusal(lay)
+}
+
+// refusal is why m3sup will not run on lay, whose host left as lf says.
+func (lf leftFile) refusal(lay layout) error {
+	joinURL := lf.JoinURL
+	if joinURL == "" {
+		joinURL = "<URL>"
+	}
+	rejoin := fmt.Sprintf("To rejoin, move %s aside (or use a new dataDir) and run `m3sup run --join %s --token <T>` with a new token from `m3sup token create`",
+		lay.root, joinURL)
+	if !lf.Removed {
+		return hostLeftError(fmt.Sprintf("this host (%s) left the cluster at %s with `m3sup leave` (%s); its etcd and M3 data are stale. %s",
+			lf.Node, lf.Left.Format(time.RFC3339), lay.leftFile(), rejoin))
+	}
+	how := fmt.Sprintf("by %s with `m3sup remove-host` at %s", lf.RemovedBy, lf.Left.Format(time.RFC3339))
+	if lf.RemovedBy == "" {
+		how = fmt.Sprintf("with `m3sup remove-host` on another host (which one, and when, could not be read; noticed at %s)", lf.Left.Format(time.RFC3339))
+	}
+	return hostLeftError(fmt.Sprintf("this host (%s) was removed from the cluster %s, while it was down (%s); its etcd and M3 data are stale and m3sup will not run on them. %s",
+		lf.Node, how, lay.leftFile(), rejoin))
 }
 
 // hostLeftError is checkNotLeft's refusal: its own message, of kind
@@ -304,7 +328,7 @@ func (s *Supervisor) finishLeave(ctx context.Context, lay layout, rt *containerd
 	}
 	// Registry key, per-host keys, rollout state and, last, the leaving
 	// record, in one transaction.
-	if err := deleteHostKeys(ctx, cli, name); err != nil {
+	if err := deleteHostKeys(ctx, cli, name, nil); err != nil {
 		return fmt.Errorf("leave: %w", err)
 	}
 	lf := leftFile{Node: name, Left: time.Now().UTC(), JoinURL: s.opts.Join.URL}

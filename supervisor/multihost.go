@@ -518,7 +518,10 @@ func (s *Supervisor) joinServer(e *store.Etcd) (func() error, func(error), error
 	}
 	ts := &join.Tokens{KV: e.Client(), CAHash: strings.TrimPrefix(ca.Fingerprint(), "sha256:")}
 	h, err := join.Handler(join.ServerConfig{CA: ca, Tokens: ts, Members: membership{e.Client()},
-		MaxVoters: s.cfg.Cluster.MaxVoters, Logger: s.log.Named("join")})
+		MaxVoters: s.cfg.Cluster.MaxVoters, Logger: s.log.Named("join"),
+		Readmit: func(ctx context.Context, name string) (bool, error) {
+			return cluster.ClearRemoved(ctx, e.Client(), name)
+		}})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -602,7 +605,7 @@ func (s *Supervisor) runMultiHost(ctx context.Context, cli *clientv3.Client, c *
 		ctx, cancel := context.WithCancel(ctx)
 		ctl := &cluster.Controller{Cli: cli, M3: c, Node: s.cfg.NodeName,
 			RF: desired.M3.ReplicationFactor, Shards: desired.M3.NumShards, Logger: s.log.Named("controller"),
-			Forget: func(ctx context.Context, name string) error { return forgetHost(ctx, cli, name) },
+			Forget: func(ctx context.Context, name string) error { return forgetHost(ctx, cli, name, s.cfg.NodeName) },
 			OnStep: func(st cluster.Step) {
 				if st.Action.Mutates() || st.Err != nil {
 					s.log.Info("cluster controller step", zap.String("action", st.Action.String()), zap.Error(st.Err))

@@ -13,7 +13,8 @@ package supervisor
 //	→ forgetHost (the waiting RemoveHostDone, or the controller leader for
 //	a remove-host nobody waits for): its etcd member if one is left, then
 //	one transaction deleting its registry, per-host, rollout and leaving
-//	keys → gone.
+//	keys and writing its tombstone (cluster.RemovedPrefix) → gone; should
+//	it come back on its old data dir, it refuses to run (removed.go).
 //
 // Every step is idempotent and keyed by name: a remove-host interrupted
 // anywhere (this m3sup restarted, the CLI killed) is finished by the
@@ -94,9 +95,12 @@ func (s *Supervisor) RemoveHost(ctx context.Context, name string) (api.RemoveHos
 			return api.RemoveHostResult{}, fmt.Errorf("remove-host: %w", err)
 		}
 		if n == 0 {
+			if r, ok, err := cluster.RemovedHost(ctx, cli, name); err == nil && ok {
+				return api.RemoveHostResult{}, api.Errorf(api.ErrNotFound, "no host %s: not in M3's placement, not an etcd member, no records in etcd; it was removed by %s at %s", name, r.RemovedBy, r.At.Format(time.RFC3339))
+			}
 			return api.RemoveHostResult{}, api.Errorf(api.ErrNotFound, "no host %s: not in M3's placement, not an etcd member, no records in etcd", name)
 		}
-		if err := forgetHost(ctx, cli, name); err != nil {
+		if err := forgetHost(ctx, cli, name, s.cfg.NodeName); err != nil {
 			return api.RemoveHostResult{}, fmt.Errorf("remove-host: %w", err)
 		}
 		s.log.Info("removed host's leftover records deleted", zap.String("host", name), zap.Int64("keys", n))
@@ -145,7 +149,7 @@ func (s *Supervisor) RemoveHost(ctx context.Context, name string) (api.RemoveHos
 		}
 	}
 	if !res.InPlacement && (!exists || p.AllAvailable()) {
-		if err := forgetHost(ctx, cli, name); err != nil {
+		if err := forgetHost(ctx, cli, name, s.cfg.NodeName); err != nil {
 			return api.RemoveHostResult{}, fmt.Errorf("remove-host: %w", err)
 		}
 		res.State, res.Message = api.RemoveStateRemoved, "removed: it had no instance in the placement; its records are gone"
@@ -168,7 +172,7 @@ func (s *Supervisor) RemoveHostDone(ctx context.Context, name string) error {
 	defer tick.Stop()
 	last := ""
 	for {
-		msg, done, err := removeHostStep(ctx, cli, c, name)
+		msg, done, err := removeHostStep(ctx, cli, c, name, s.cfg.NodeName)
 		if err != nil {
 			msg = err.Error()
 		}
@@ -193,8 +197,8 @@ type placementReader interface {
 }
 
 // removeHostStep looks once at host name's removal and forgets the host
-// when it is done; it says what it waits for otherwise.
-func removeHostStep(ctx context.Context, cli *clientv3.Client, c placementReader, name string) (msg string, done bool, err error) {
+// when it is done (on host self); it says what it waits for otherwise.
+func removeHostStep(ctx context.Context, cli *clientv3.Client, c placementReader, name, self string) (msg string, done bool, err error) {
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	hosts, err := cluster.Hosts(sctx, cli)
@@ -214,7 +218,7 @@ func removeHostStep(ctx context.Context, cli *clientv3.Client, c placementReader
 		return "", true, nil // forgotten (by the controller leader)
 	}
 	if slices.Contains(cluster.Forgettable(lv, hosts, p, exists), name) {
-		if err := forgetHost(sctx, cli, name); err != nil {
+		if err := forgetHost(sctx, cli, name, self); err != nil {
 			return "", false, err
 		}
 		return "", true, nil
@@ -230,19 +234,43 @@ func removeHostStep(ctx context.Context, cli *clientv3.Client, c placementReader
 
 // forgetHost drops a removed host from the cluster: its etcd member if one
 // is left (quorum-guarded), then, in one transaction, its per-host keys,
-// registry key, rollout state and leaving record. Idempotent.
-func forgetHost(ctx context.Context, cli *clientv3.Client, name string) error {
+// registry key, rollout state and leaving record, and its tombstone is
+// written (unless it has one): removed by its leaving record's RemovedBy,
+// else by self (the host forgetting it). Idempotent.
+func forgetHost(ctx context.Context, cli *clientv3.Client, name, self string) error {
 	if _, err := store.RemoveMemberNamed(ctx, cli, name); err != nil {
 		return fmt.Errorf("forget %s: %w", name, err)
 	}
-	return deleteHostKeys(ctx, cli, name)
+	by := self
+	lv, err := cluster.LeavingHosts(ctx, cli)
+	if err != nil {
+		return fmt.Errorf("forget %s: %w", name, err)
+	}
+	if rec := lv[name]; rec.RemovedBy != "" {
+		by = rec.RemovedBy
+	}
+	return deleteHostKeys(ctx, cli, name, &cluster.Removed{Node: name, RemovedBy: by, At: time.Now()})
 }
 
 // deleteHostKeys deletes every etcd key about host name in one
-// transaction, its leaving record last.
-func deleteHostKeys(ctx context.Context, cli *clientv3.Client, name string) error {
+// transaction, its leaving record last, and writes tomb, if not nil, as
+// its tombstone unless it has one. `m3sup leave` writes none: the host
+// that left records it in its own data dir (left.json), which refuses
+// before etcd is reached, and a host that left may join again with a new
+// data dir without anything to clear.
+func deleteHostKeys(ctx context.Context, cli *clientv3.Client, name string, tomb *cluster.Removed) error {
 	ops := append([]clientv3.Op{clientv3.OpDelete(store.HostKeysPrefix(name), clientv3.WithPrefix())}, cluster.ForgetOps(name)...)
-	if _, err := cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+	txn := cli.Txn(ctx)
+	if tomb != nil {
+		cmp, put, err := cluster.Tombstone(*tomb)
+		if err != nil {
+			return fmt.Errorf("delete %s's keys: %w", name, err)
+		}
+		txn = txn.If(cmp).Then(append(ops, put)...).Else(ops...)
+	} else {
+		txn = txn.Then(ops...)
+	}
+	if _, err := txn.Commit(); err != nil {
 		return fmt.Errorf("delete %s's keys: %w", name, err)
 	}
 	return nil

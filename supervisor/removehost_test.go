@@ -130,7 +130,7 @@ func TestRemoveHost(t *testing.T) {
 	// The instance is still placed, then gone with shards moving: not done.
 	for _, p := range []m3.Placement{placementOf(m3.ShardAvailable, "h1", "h2", "h3", "h4"), placementOf(m3.ShardInitializing, "h1", "h2", "h3")} {
 		ps.set(p)
-		msg, done, err := removeHostStep(ctx, cli, s.m3, "h4")
+		msg, done, err := removeHostStep(ctx, cli, s.m3, "h4", "h1")
 		if done || err != nil || msg == "" {
 			t.Fatalf("removeHostStep with %v: %q, %t, %v (want waiting)", p.ShardStates(), msg, done, err)
 		}
@@ -145,6 +145,10 @@ func TestRemoveHost(t *testing.T) {
 	if n := keyCount(t, cli, "h4"); n != 0 {
 		t.Fatalf("h4's keys after the removal: %d, want 0", n)
 	}
+	tomb, ok, err := cluster.RemovedHost(ctx, cli, "h4")
+	if err != nil || !ok || tomb.RemovedBy != "h1" || tomb.At.IsZero() {
+		t.Fatalf("h4's tombstone after the removal: %+v, %t, %v (want removed by h1)", tomb, ok, err)
+	}
 	if st := clusterStatus(ctx, cli); strings.Contains(fmt.Sprint(st.Hosts), "h4") {
 		t.Errorf("status hosts after h4 was removed: %+v", st.Hosts)
 	}
@@ -156,8 +160,11 @@ func TestRemoveHost(t *testing.T) {
 	if res, err := s.RemoveHost(ctx, "h4"); err != nil || res.State != api.RemoveStateRemoved {
 		t.Fatalf("RemoveHost(h4) with a leftover record = %+v, %v", res, err)
 	}
-	if _, err := s.RemoveHost(ctx, "h4"); !errors.Is(err, api.ErrNotFound) {
-		t.Fatalf("RemoveHost(h4) once nothing is left = %v, want not found", err)
+	if r, _, _ := cluster.RemovedHost(ctx, cli, "h4"); r != tomb {
+		t.Fatalf("h4's tombstone after the leftover cleanup: %+v, want the first %+v", r, tomb)
+	}
+	if _, err := s.RemoveHost(ctx, "h4"); !errors.Is(err, api.ErrNotFound) || !strings.Contains(err.Error(), "it was removed by h1 at") {
+		t.Fatalf("RemoveHost(h4) once nothing is left = %v, want not found, removed by h1", err)
 	}
 }
 

@@ -297,10 +297,20 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	}
 	s.setPhase(PhaseStartingEtcd, etcdURL)
 	etcd, err := s.startEtcd(ctx, lay)
+	if errors.Is(err, store.ErrMemberRemoved) { // removed with `m3sup remove-host` while it was down
+		return s.memberRemoved(ctx, lay, err)
+	}
 	if err != nil {
 		return err
 	}
 	defer etcd.Close()
+	// A host removed with `m3sup remove-host` never registers or starts M3
+	// again on the same data.
+	if s.multiHost() {
+		if err := s.checkNotRemoved(ctx, lay, etcd.Client()); err != nil {
+			return err
+		}
+	}
 	// The join endpoint (the host that holds the CA, multi-host mode) serves
 	// as soon as etcd does, before M3 is fetched, and stops before etcd.
 	var joinDone chan error
@@ -396,12 +406,30 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 			}
 		}, func(error) { close(stop) })
 	}
-	{ // the embedded etcd: a fatal server error stops the daemon
+	{ // the embedded etcd: a fatal server error, or its stop (this member
+		// was removed from the cluster), stops the daemon
 		stop := make(chan struct{})
 		g.Add(func() error {
 			select {
 			case err := <-etcd.Err():
+				if etcd.StopRequested() { // a leave stopped the member
+					<-stop
+					return nil
+				}
+				if serr := etcd.StopErr(); serr != nil {
+					err = serr
+				}
 				return fmt.Errorf("embedded etcd failed: %w", err)
+			case <-etcd.Stopped():
+				if etcd.StopRequested() {
+					<-stop
+					return nil
+				}
+				err := etcd.StopErr()
+				if err == nil {
+					err = errors.New("stopped")
+				}
+				return fmt.Errorf("embedded etcd stopped: %w", err)
 			case <-stop:
 				return nil
 			}
@@ -478,6 +506,9 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 		s.leave.finish(fmt.Errorf("m3sup stopped before the leave finished (%v); it resumes when m3sup starts again", err))
 	}
 	s.setPhase(PhaseStopping, "")
+	if errors.Is(err, store.ErrMemberRemoved) { // removed while cut off from the cluster
+		return s.memberRemoved(ctx, lay, err)
+	}
 	return err
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/m3sup/m3sup/supervisor/api"
 	"github.com/m3sup/m3sup/supervisor/cluster"
 	"github.com/m3sup/m3sup/supervisor/store"
+	"github.com/m3sup/m3sup/supervisor/systemd"
 )
 
 // removeHostCLI runs `m3sup remove-host` against h and returns its output
@@ -232,4 +233,62 @@ func assertNoHostKeys(t *testing.T, cli *clientv3.Client, name string) {
 			t.Errorf("keys under %s after %s was removed: %v, err %v", k, name, resp.Kvs, err)
 		}
 	}
+}
+
+// removedComesBack starts removed host h again on its old data dir with
+// args (the arguments it last ran with), as a scrapped machine powered on
+// again: m3sup refuses to run and exits with systemd.ExitLeft within a
+// short time, its output names the remover and says how to rejoin, its
+// tombstone names the remover, it never re-appears in the registry or the
+// placement (rest), and a second start refuses again from the record in
+// its data dir, before it reaches etcd. joinURL is the cluster's join
+// endpoint, which the refusal names. A former voter (voter) must have
+// been refused by etcd itself on its first start: its member was removed.
+func removedComesBack(t *testing.T, cli *clientv3.Client, h, remover *hostNode, joinURL string, voter bool, rest []*hostNode, args ...string) {
+	t.Helper()
+	name, by := hostName(h), hostName(remover)
+	var restIDs []string
+	for _, r := range rest {
+		restIDs = append(restIDs, hostName(r))
+	}
+	slices.Sort(restIDs)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tomb, ok, err := cluster.RemovedHost(ctx, cli, name)
+	if err != nil || !ok || tomb.RemovedBy != by || tomb.At.IsZero() {
+		t.Fatalf("%s's tombstone: %+v, %t, %v (want removed by %s)", name, tomb, ok, err, by)
+	}
+	t.Logf("%s's tombstone: %+v", name, tomb)
+
+	for i, want := range []string{"from etcd", "from left.json"} {
+		logOff := len(h.log())
+		begin := time.Now()
+		h.start(args...)
+		if c := h.waitExit(2 * time.Minute); c != systemd.ExitLeft {
+			t.Fatalf("removed %s started again (%s): exit %d, want %d; log:\n%s", name, want, c, systemd.ExitLeft, h.log()[logOff:])
+		}
+		took := time.Since(begin)
+		l := h.log()[logOff:]
+		for _, s := range []string{"was removed from the cluster by " + by + " with `m3sup remove-host` at " + tomb.At.Format(time.RFC3339),
+			"To rejoin", "--join " + joinURL, "m3sup token create"} {
+			if !strings.Contains(l, s) {
+				t.Fatalf("removed %s started again (%s): output lacks %q:\n%s", name, want, s, l)
+			}
+		}
+		if reached := strings.Contains(l, "starting-etcd"); (i == 1) == reached {
+			t.Fatalf("removed %s started again (%s): reached etcd %t:\n%s", name, want, reached, l)
+		}
+		if refused := strings.Contains(l, "the member has been permanently removed from the cluster"); i == 0 && voter != refused {
+			t.Fatalf("removed %s started again (%s): voter %t, its etcd member refused %t:\n%s", name, want, voter, refused, l)
+		}
+		if took > time.Minute {
+			t.Errorf("removed %s took %s to refuse (%s)", name, took.Round(100*time.Millisecond), want)
+		}
+		t.Logf("removed %s started again: exit %d after %s (%s): %s", name, systemd.ExitLeft, took.Round(100*time.Millisecond), want, lastLine(l))
+		if hosts, err := cluster.Hosts(ctx, cli); err != nil || slices.ContainsFunc(hosts, func(x cluster.Host) bool { return x.Name == name }) {
+			t.Fatalf("registry after removed %s started again: %v, err %v", name, hosts, err)
+		}
+		waitPlacement(t, remover.coordURL, len(restIDs), 10*time.Second, restIDs...)
+	}
+	assertNoLeaving(t, cli)
 }

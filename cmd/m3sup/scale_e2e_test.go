@@ -36,15 +36,20 @@ import (
 // (SIGKILL of m3sup, containerd, shims, M3) and, once unregistered,
 // `m3sup remove-host host4` on host 2 removes it: status shows it leaving,
 // then gone; its instance leaves the placement with every shard AVAILABLE;
-// its records are deleted. A fifth (client-only) host joins through host2's
-// join endpoint with a token made on host2; then the first host, host1,
-// runs `m3sup leave` (allowed: host2 and host3 hold the CA too): its
-// instance leaves the placement, its m3sup exits 0, its containers are
-// gone, its etcd member is removed (2 voters remain and the cluster keeps
-// working, host2 still serves joins). No write fails and every point reads
-// back. Refusals change nothing: remove-host of a live host, leave below
-// the replication factor, and `m3sup run` on a data dir that left (exit
-// status 4); the last CA holder's refusal is TestCheckCAHolders'.
+// its records are deleted and its tombstone written; started again on its
+// old data dir it refuses to run (exit status 4, the remover named, how to
+// rejoin), twice, and stays out of the registry and the placement. A fifth
+// (client-only) host joins through host2's join endpoint with a token made
+// on host2; then the first host, host1, runs `m3sup leave` (allowed: host2
+// and host3 hold the CA too): its instance leaves the placement, its m3sup
+// exits 0, its containers are gone, its etcd member is removed (2 voters
+// remain and the cluster keeps working, host2 still serves joins). A sixth
+// host joins as the third voter, is killed and removed: started again on its
+// old data dir, its etcd member is refused and it exits 4 the same way. No
+// write fails and every point reads back. Refusals change nothing:
+// remove-host of a live host, leave below the replication factor, and
+// `m3sup run` on a data dir that left (exit status 4); the last CA holder's
+// refusal is TestCheckCAHolders'.
 func TestE2EScaleOut(t *testing.T) {
 	env := needE2E(t)
 	rs := serveRelease(t, env.tarball)
@@ -121,6 +126,11 @@ func TestE2EScaleOut(t *testing.T) {
 	removeDeadUnderWrites(t, cli, h1, h2, h4, []*hostNode{h1, h2, h3}, 3)
 	t.Logf("host4 (killed) removed after %s", since())
 
+	// Its machine comes back on the old data dir with the same arguments:
+	// it refuses to run (exit 4), twice, and stays out of the cluster.
+	removedComesBack(t, cli, h4, h2, h1.joinURL, false, []*hostNode{h1, h2, h3}, "--join", h1.joinURL, "--token", wrong)
+	t.Logf("removed host4 came back and was refused after %s", since())
+
 	// Three instances are RF: no host may leave now; nothing changes.
 	rev := placementModRev(t, cli)
 	out, code := leaveCLI(t, h3)
@@ -180,6 +190,23 @@ func TestE2EScaleOut(t *testing.T) {
 		t.Fatalf("host2's join endpoint after host1 left, wrong secret: %v (want a 401 refusal)", err)
 	}
 	checkJoinServers(t, h3, map[string]string{"host2": "serves joins at " + h2.joinURL, "host3": "holds the CA", "host5": ""})
+
+	// A sixth host joins as the third voter (through host2), dies for
+	// good and is removed with remove-host on host2 (its etcd member too);
+	// started again on its old data dir, its etcd member is refused by the
+	// others and it exits 4, twice, naming the remover.
+	tok6 := h2.createToken(t, 10*time.Minute)
+	h6 := newHostNode(t, "host6", "127.0.0.7", false, rs.url, sum)
+	h6.start("--join", h2.joinURL, "--token", tok6)
+	waitVoters(t, cli2, 3, 2*time.Minute, h2, h3, h6)
+	h6.waitReady(8 * time.Minute)
+	waitPlacement(t, h2.coordURL, 4, 5*time.Minute, "host2", "host3", "host5", "host6")
+	t.Logf("host6 (voter) in the placement after %s", since())
+	removeDeadUnderWrites(t, cli2, h3, h2, h6, []*hostNode{h2, h3, h5}, 2)
+	t.Logf("host6 (killed voter) removed after %s", since())
+	removedComesBack(t, cli2, h6, h2, h2.joinURL, true, []*hostNode{h2, h3, h5}, "--join", h2.joinURL, "--token", tok6)
+	waitVoters(t, cli2, 2, 10*time.Second, h2, h3, h5)
+	t.Logf("removed voter host6 came back and was refused after %s", since())
 
 	for _, h := range []*hostNode{h5, h3, h2} {
 		_ = h.cmd.Process.Signal(syscall.SIGTERM)

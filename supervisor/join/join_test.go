@@ -88,6 +88,22 @@ type cluster struct {
 	clock   *clock
 	srv     *httptest.Server
 	calls   atomic.Int32 // requests that reached the handler
+
+	mu         sync.Mutex
+	tombstones map[string]bool // hosts removed with `m3sup remove-host`
+	readmitErr error
+}
+
+// readmit is the server's Readmit: it clears name's tombstone.
+func (c *cluster) readmit(_ context.Context, name string) (bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.readmitErr != nil {
+		return false, c.readmitErr
+	}
+	had := c.tombstones[name]
+	delete(c.tombstones, name)
+	return had, nil
 }
 
 func newCluster(t *testing.T) *cluster {
@@ -97,10 +113,10 @@ func newCluster(t *testing.T) *cluster {
 		t.Fatal(err)
 	}
 	e := startEtcd(t)
-	c := &cluster{ca: ca, clock: &clock{now: time.Now()}}
+	c := &cluster{ca: ca, clock: &clock{now: time.Now()}, tombstones: map[string]bool{}}
 	c.tokens = &join.Tokens{KV: e.Client(), CAHash: strings.TrimPrefix(ca.Fingerprint(), "sha256:"), Now: c.clock.Now}
 	c.members = &fakeMembers{next: 100, members: []join.Member{{ID: 1, Name: "node-1", PeerURLs: []string{"https://10.0.0.1:2380"}, ClientURLs: []string{"https://10.0.0.1:2379"}}}}
-	h, err := join.Handler(join.ServerConfig{CA: ca, Tokens: c.tokens, Members: c.members, Now: c.clock.Now})
+	h, err := join.Handler(join.ServerConfig{CA: ca, Tokens: c.tokens, Members: c.members, Now: c.clock.Now, Readmit: c.readmit})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -407,5 +423,38 @@ func TestHandlerConfig(t *testing.T) {
 	}
 	if _, err := join.Handler(join.ServerConfig{CA: ca, Tokens: &join.Tokens{}, Members: &fakeMembers{}, MaxVoters: 4}); err == nil {
 		t.Error("even MaxVoters accepted")
+	}
+}
+
+// TestJoinReadmits: a join with a valid token under the name of a removed
+// host clears its tombstone (and no other's); a join refused for its token
+// clears nothing; a tombstone that cannot be cleared fails the join before
+// any learner is added.
+func TestJoinReadmits(t *testing.T) {
+	c := newCluster(t)
+	ctx := testCtx(t)
+	c.tombstones["node-2"], c.tombstones["node-3"] = true, true
+	bad := c.token(t, time.Hour)
+	bad.Secret = strings.Repeat("a", 32)
+	if _, err := join.Join(ctx, c.srv.URL, bad.Encode(), voterReq("node-2", "10.0.0.2")); !errors.Is(err, join.ErrRefused) {
+		t.Fatalf("join with a bad token: %v", err)
+	}
+	if !c.tombstones["node-2"] {
+		t.Fatal("a join refused for its token cleared the tombstone")
+	}
+	c.readmitErr = errors.New("etcd unavailable")
+	if _, err := join.Join(ctx, c.srv.URL, c.token(t, time.Hour).Encode(), voterReq("node-2", "10.0.0.2")); err == nil || !strings.Contains(err.Error(), "readmit node-2") {
+		t.Fatalf("join with an uncleared tombstone: %v, want refused", err)
+	}
+	if c.members.adds != 0 {
+		t.Fatalf("a failed readmit added %d learners", c.members.adds)
+	}
+	c.readmitErr = nil
+	resp, err := join.Join(ctx, c.srv.URL, c.token(t, time.Hour).Encode(), voterReq("node-2", "10.0.0.2"))
+	if err != nil || resp.Role != join.RoleVoter {
+		t.Fatalf("join of removed node-2 again: %+v, %v", resp, err)
+	}
+	if c.tombstones["node-2"] || !c.tombstones["node-3"] {
+		t.Fatalf("tombstones after node-2 joined again: %v, want only node-3's", c.tombstones)
 	}
 }

@@ -110,6 +110,12 @@ type ServerConfig struct {
 	CertTTL   time.Duration    // issued certificates' validity; zero means pki.DefaultTTL
 	Now       func() time.Time // nil means time.Now
 	Logger    *zap.Logger      // nil means no logs
+	// Readmit, when set, clears what the cluster remembers of an earlier
+	// host removed under the joining host's name (its tombstone), before
+	// anything is added for the join: a join under that name with a valid
+	// token is the operator's consent to let it in again. It reports
+	// whether there was anything to clear.
+	Readmit func(ctx context.Context, name string) (bool, error)
 }
 
 // Validate checks the config and fills its defaults.
@@ -238,6 +244,15 @@ func (s *server) join(ctx context.Context, req Request) (Response, int, error) {
 		}
 		if req.WantVoter && m.Name == "" && slices.Contains(m.PeerURLs, req.PeerURL) {
 			pending = &members[i]
+		}
+	}
+	if s.Readmit != nil {
+		had, err := s.Readmit(ctx, req.NodeName)
+		if err != nil {
+			return Response{}, http.StatusServiceUnavailable, fmt.Errorf("readmit %s: %w", req.NodeName, err)
+		}
+		if had {
+			s.Logger.Info("host joins again under the name of a removed host: its tombstone is cleared", zap.String("node", req.NodeName))
 		}
 	}
 	role := decideRole(members, req.WantVoter, s.MaxVoters)

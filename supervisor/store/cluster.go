@@ -136,7 +136,7 @@ func StartClusterEtcd(ctx context.Context, o ClusterOptions) (*Etcd, error) {
 		return nil, fmt.Errorf("start etcd: create data dir: %w", err)
 	}
 
-	cfg, closing := memberConfig(o.Name, o.Dir, cu, pu, o.Logger)
+	cfg, st := memberConfig(o.Name, o.Dir, cu, pu, o.Logger)
 	cfg.InitialCluster = o.InitialCluster
 	cfg.ClusterState = o.State
 	cfg.ClientTLSInfo = transport.TLSInfo{
@@ -162,7 +162,7 @@ func StartClusterEtcd(ctx context.Context, o ClusterOptions) (*Etcd, error) {
 	// beneath RemoveMember's).
 	cfg.StrictReconfigCheck = true
 
-	srv, err := startMember(ctx, cfg, cu, pu, o.StartTimeout)
+	srv, err := startMember(ctx, cfg, cu, pu, o.StartTimeout, st)
 	if err != nil {
 		return nil, err
 	}
@@ -186,7 +186,7 @@ func StartClusterEtcd(ctx context.Context, o ClusterOptions) (*Etcd, error) {
 		srv.Close()
 		return nil, fmt.Errorf("connect to etcd at %v: %w", o.Endpoints, err)
 	}
-	return &Etcd{srv: srv, client: client, clientURL: cu.String(), closing: closing}, nil
+	return &Etcd{srv: srv, client: client, clientURL: cu.String(), state: st}, nil
 }
 
 // MemberID returns this member's ID; zero on a client-only host.

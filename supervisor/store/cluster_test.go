@@ -440,3 +440,70 @@ func TestConnectCluster(t *testing.T) {
 		}
 	}
 }
+
+// TestRemovedMember: a member removed while it runs stops on its own with
+// ErrMemberRemoved; a member removed while it was down is refused by its
+// peers when it starts again on its old data dir, and StartClusterEtcd
+// says so (ErrMemberRemoved) well before its start timeout.
+func TestRemovedMember(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts four etcd members")
+	}
+	ca, err := pki.NewCA("test", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m1 := newClusterMember(t, ca, "node-1", "127.0.0.2")
+	m2 := newClusterMember(t, ca, "node-2", "127.0.0.3")
+	m3 := newClusterMember(t, ca, "node-3", "127.0.0.4")
+	m1.start(t)
+	m2.join(t, m1)
+	m3.join(t, m1, m2)
+	ctx := testCtx(t)
+	cli := m1.etcd.Client()
+
+	// node-3 removed while it runs.
+	if err := m3.etcd.StopErr(); err != nil {
+		t.Fatalf("StopErr of a running member: %v", err)
+	}
+	if err := store.RemoveMember(ctx, cli, m3.id); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-m3.etcd.Stopped():
+	case <-time.After(30 * time.Second):
+		t.Fatal("node-3 still runs 30 s after its removal")
+	}
+	if err := m3.etcd.StopErr(); !errors.Is(err, store.ErrMemberRemoved) {
+		t.Fatalf("node-3 StopErr after its removal = %v, want ErrMemberRemoved", err)
+	}
+	m3.etcd.Close()
+	if err := m3.etcd.StopErr(); err != nil {
+		t.Fatalf("StopErr after Close = %v, want nil", err)
+	}
+
+	// node-4 joins, dies, is removed while down, and comes back.
+	m4 := newClusterMember(t, ca, "node-4", "127.0.0.5")
+	m4.join(t, m1, m2)
+	m4.etcd.Close()
+	if err := store.RemoveMember(ctx, cli, m4.id); err != nil {
+		t.Fatal(err)
+	}
+	m4.opts.StartTimeout = time.Minute
+	begin := time.Now()
+	e, err := store.StartClusterEtcd(ctx, m4.opts)
+	if err == nil {
+		e.Close()
+		t.Fatal("a removed member started again")
+	}
+	if !errors.Is(err, store.ErrMemberRemoved) {
+		t.Fatalf("start of a removed member: %v, want ErrMemberRemoved", err)
+	}
+	if took := time.Since(begin); took > 20*time.Second {
+		t.Fatalf("start of a removed member failed after %s, want well before its start timeout", took)
+	}
+	t.Logf("removed member refused after %s: %v", time.Since(begin).Round(time.Millisecond), err)
+	if v, l := voters(t, cli); v != 2 || l != 0 {
+		t.Fatalf("after the removed members came back: %d voters, %d learners", v, l)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -38,15 +39,38 @@ type EtcdOptions struct {
 // facts (Err, IsLeader, MemberID) answer "none" on a client-only host.
 //
 // Lifecycle: StartEtcd returns once the member serves requests (or fails);
-// Err reports a fatal server error; Close stops the client, then the member.
+// Err reports a fatal server error; Stopped is closed when the server
+// stopped, on its own (StopErr says why: ErrMemberRemoved) or by Close;
+// Close stops the client, then the member.
 type Etcd struct {
 	srv       *embed.Etcd
 	client    *clientv3.Client
 	clientURL string
 	closeOnce sync.Once
 	stopOnce  sync.Once // stops the member (srv)
-	closing   *atomic.Bool
+	state     *memberState
 }
+
+// ErrMemberRemoved means this host's etcd member was removed from the
+// cluster (`m3sup remove-host` on another host): etcd refuses to run it
+// again ("the member has been permanently removed from the cluster"), and
+// its data dir is of no use any more.
+var ErrMemberRemoved = errors.New("this etcd member was removed from the cluster")
+
+// memberState is what m3sup learns from its member's log: that Close
+// began (the member's entries are dropped from then on), or that etcd
+// stopped the member because it was removed from the cluster. etcd v3.6
+// surfaces neither through embed.Etcd.Err(): its raft transport reports
+// the removal (rafthttp's unexported errMemberRemoved, or the same text
+// when the member applies its own removal) to the server loop, which logs
+// it as "server error" and stops.
+type memberState struct {
+	closing atomic.Bool
+	removed atomic.Bool
+}
+
+// removedText is how etcd words a member's removal in its errors.
+const removedText = "the member has been permanently removed from the cluster"
 
 // StartEtcd starts the member and waits until it is ready to serve, the
 // timeout expires or ctx is cancelled.
@@ -69,7 +93,7 @@ func StartEtcd(ctx context.Context, o EtcdOptions) (*Etcd, error) {
 		return nil, fmt.Errorf("start etcd: create data dir: %w", err)
 	}
 
-	cfg, closing := memberConfig(o.Name, o.Dir, cu, pu, o.Logger)
+	cfg, st := memberConfig(o.Name, o.Dir, cu, pu, o.Logger)
 	cfg.InitialCluster = fmt.Sprintf("%s=%s", o.Name, pu.String())
 	// A lone member elects itself within a randomized 1..(election ticks)
 	// after start; five 100 ms ticks keep a (re)start quick while the idle
@@ -78,7 +102,7 @@ func StartEtcd(ctx context.Context, o EtcdOptions) (*Etcd, error) {
 	cfg.TickMs = 100
 	cfg.ElectionMs = 500
 
-	srv, err := startMember(ctx, cfg, cu, pu, o.StartTimeout)
+	srv, err := startMember(ctx, cfg, cu, pu, o.StartTimeout, st)
 	if err != nil {
 		return nil, err
 	}
@@ -92,7 +116,7 @@ func StartEtcd(ctx context.Context, o EtcdOptions) (*Etcd, error) {
 		srv.Close()
 		return nil, fmt.Errorf("connect to embedded etcd at %s: %w", cu, err)
 	}
-	return &Etcd{srv: srv, client: client, clientURL: cu.String(), closing: closing}, nil
+	return &Etcd{srv: srv, client: client, clientURL: cu.String(), state: st}, nil
 }
 
 // Client returns the client connected to this member (or, on a client-only
@@ -137,6 +161,48 @@ func (e *Etcd) StoppingNotify() <-chan struct{} {
 	return e.srv.Server.StoppingNotify()
 }
 
+// Stopped is closed once the member's server has stopped: by Close, or on
+// its own (StopErr); never without a member.
+func (e *Etcd) Stopped() <-chan struct{} {
+	if e.srv == nil {
+		return nil
+	}
+	return e.srv.Server.StopNotify()
+}
+
+// StopErr says why the member's server stopped, or is stopping, on its
+// own: ErrMemberRemoved when etcd stops it because it was removed from the
+// cluster, else a generic error once it stopped; nil while it runs, after
+// Close, and without a member. Ask it too when Err reports an error: a
+// removed member's listeners fail as its server stops.
+func (e *Etcd) StopErr() error {
+	if e.srv == nil || e.state.closing.Load() {
+		return nil
+	}
+	select {
+	case <-e.srv.Server.StopNotify():
+		return stopErr(e.state)
+	default:
+		if e.state.removed.Load() {
+			return ErrMemberRemoved
+		}
+		return nil
+	}
+}
+
+// StopRequested reports whether m3sup itself stopped the member (Close or
+// StopMember), so its stop is no failure.
+func (e *Etcd) StopRequested() bool {
+	return e.state != nil && e.state.closing.Load()
+}
+
+func stopErr(st *memberState) error {
+	if st.removed.Load() {
+		return ErrMemberRemoved
+	}
+	return errors.New("the etcd server stopped (see etcd's log)")
+}
+
 // IsLeader reports whether this member leads the raft group; false without
 // a member.
 func (e *Etcd) IsLeader() bool {
@@ -160,18 +226,18 @@ func (e *Etcd) StopMember() {
 		return
 	}
 	e.stopOnce.Do(func() {
-		if e.closing != nil {
-			e.closing.Store(true)
+		if e.state != nil {
+			e.state.closing.Store(true)
 		}
 		e.srv.Close()
 	})
 }
 
 // memberConfig is the embed config every m3sup member shares: its URLs,
-// m3sup's logger (etcd's info chatter off unless m3sup logs at debug, and
-// silent once the returned flag is set by Close), no metrics listener,
-// periodic compaction.
-func memberConfig(name, dir string, cu, pu *url.URL, logger *zap.Logger) (*embed.Config, *atomic.Bool) {
+// m3sup's logger (etcd's info chatter off unless m3sup logs at debug,
+// silent once Close began, watched for the member's removal: the returned
+// memberState), no metrics listener, periodic compaction.
+func memberConfig(name, dir string, cu, pu *url.URL, logger *zap.Logger) (*embed.Config, *memberState) {
 	cfg := embed.NewConfig()
 	cfg.Name = name
 	cfg.Dir = dir
@@ -187,20 +253,21 @@ func memberConfig(name, dir string, cu, pu *url.URL, logger *zap.Logger) (*embed
 	if !logger.Core().Enabled(zap.DebugLevel) {
 		etcdLog = etcdLog.WithOptions(zap.IncreaseLevel(zap.WarnLevel))
 	}
-	closing := &atomic.Bool{}
-	etcdLog = etcdLog.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core { return &quietOnClose{Core: c, closing: closing} }))
+	st := &memberState{}
+	etcdLog = etcdLog.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core { return &memberLog{Core: c, st: st} }))
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(etcdLog)
 	cfg.WarningUnaryRequestDuration = embed.DefaultWarningUnaryRequestDuration
 	// A single edge host does not need a large in-memory snapshot backlog.
 	cfg.SnapshotCount = 10000
 	cfg.AutoCompactionMode = "periodic"
 	cfg.AutoCompactionRetention = "1h"
-	return cfg, closing
+	return cfg, st
 }
 
-// startMember starts the member and waits until it serves, fails, the
+// startMember starts the member and waits until it serves, fails, stops
+// (ErrMemberRemoved when etcd reports it removed from the cluster), the
 // timeout passes or ctx ends.
-func startMember(ctx context.Context, cfg *embed.Config, cu, pu *url.URL, timeout time.Duration) (*embed.Etcd, error) {
+func startMember(ctx context.Context, cfg *embed.Config, cu, pu *url.URL, timeout time.Duration, st *memberState) (*embed.Etcd, error) {
 	srv, err := embed.StartEtcd(cfg)
 	if errors.Is(err, syscall.EADDRINUSE) {
 		return nil, fmt.Errorf("start etcd: a client or peer address (%s, %s) is already in use by another process: %w", cu.Host, pu.Host, err)
@@ -215,7 +282,13 @@ func startMember(ctx context.Context, cfg *embed.Config, cu, pu *url.URL, timeou
 		return srv, nil
 	case err := <-srv.Err():
 		srv.Close()
-		return nil, fmt.Errorf("start etcd: %w", err)
+		if st.removed.Load() { // its listeners fail as its server stops
+			err = ErrMemberRemoved
+		}
+		return nil, fmt.Errorf("start etcd in %s: %w", cfg.Dir, err)
+	case <-srv.Server.StopNotify():
+		srv.Close()
+		return nil, fmt.Errorf("start etcd in %s: %w", cfg.Dir, stopErr(st))
 	case <-timer.C:
 		srv.Close()
 		return nil, fmt.Errorf("start etcd: not ready after %s (data dir %s)", timeout, cfg.Dir)
@@ -225,23 +298,57 @@ func startMember(ctx context.Context, cfg *embed.Config, cu, pu *url.URL, timeou
 	}
 }
 
-// quietOnClose drops etcd's log entries once an orderly Close began: etcd
-// reports its own listeners closing as errors ("use of closed network
-// connection"), which would alarm a reader of a clean shutdown.
-type quietOnClose struct {
+// memberLog wraps the member's log core: it drops etcd's entries once an
+// orderly Close began (etcd reports its own listeners closing as errors,
+// "use of closed network connection", which would alarm a reader of a
+// clean shutdown), and it watches warnings and errors, whatever m3sup's
+// log level, for the member's removal.
+type memberLog struct {
 	zapcore.Core
-	closing *atomic.Bool
+	st *memberState
 }
 
-func (q *quietOnClose) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
-	if q.closing.Load() && e.Level < zapcore.DPanicLevel {
+func (l *memberLog) Enabled(lvl zapcore.Level) bool {
+	return lvl >= zapcore.WarnLevel || l.Core.Enabled(lvl)
+}
+
+func (l *memberLog) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if l.st.closing.Load() && e.Level < zapcore.DPanicLevel {
 		return ce
 	}
-	return q.Core.Check(e, ce)
+	if e.Level >= zapcore.WarnLevel {
+		ce = ce.AddCore(e, removalWatch{l.st})
+	}
+	return l.Core.Check(e, ce)
 }
 
-func (q *quietOnClose) With(f []zapcore.Field) zapcore.Core {
-	return &quietOnClose{Core: q.Core.With(f), closing: q.closing}
+func (l *memberLog) With(f []zapcore.Field) zapcore.Core {
+	return &memberLog{Core: l.Core.With(f), st: l.st}
+}
+
+// removalWatch is the core memberLog adds to warnings and errors: an
+// entry that says the member was removed marks it so.
+type removalWatch struct{ st *memberState }
+
+func (w removalWatch) Enabled(zapcore.Level) bool        { return true }
+func (w removalWatch) With([]zapcore.Field) zapcore.Core { return w }
+func (w removalWatch) Sync() error                       { return nil }
+
+func (w removalWatch) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	return ce.AddCore(e, w)
+}
+
+func (w removalWatch) Write(e zapcore.Entry, fields []zapcore.Field) error {
+	removed := strings.Contains(e.Message, removedText)
+	for _, f := range fields {
+		if err, ok := f.Interface.(error); ok && f.Type == zapcore.ErrorType && strings.Contains(err.Error(), removedText) {
+			removed = true
+		}
+	}
+	if removed {
+		w.st.removed.Store(true)
+	}
+	return nil
 }
 
 // DirHasData reports whether an etcd data dir was initialised before.
