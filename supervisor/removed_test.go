@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/m3sup/m3sup/internal/etcdtest"
 	"github.com/m3sup/m3sup/supervisor/cluster"
 	"github.com/m3sup/m3sup/supervisor/config"
 	"github.com/m3sup/m3sup/supervisor/join"
@@ -113,19 +114,7 @@ func TestMemberRemovedLooksUp(t *testing.T) {
 	}
 	issue(voter, pki.IssueOptions{CommonName: pki.EtcdPeerCN, IPs: []net.IP{net.ParseIP("127.0.0.2")}, Usage: pki.UsagePeer}, peerCertFile, peerKeyFile)
 	issue(voter, pki.IssueOptions{CommonName: "m3sup-node:h1", Usage: pki.UsageClient}, clientCertFile, clientKeyFile)
-	var ports []int
-	var lns []net.Listener
-	for range 2 { // hold both listeners so the ports differ
-		ln, err := net.Listen("tcp", "127.0.0.2:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	for _, ln := range lns {
-		_ = ln.Close()
-	}
+	ports := etcdtest.FreePorts(t, "127.0.0.2", 2)
 	voterURL := fmt.Sprintf("https://127.0.0.2:%d", ports[0])
 	o := store.ClusterOptions{Name: "h1", Dir: filepath.Join(voter, "etcd"), ClientURL: voterURL, PeerURL: fmt.Sprintf("https://127.0.0.2:%d", ports[1]),
 		TLS: store.ClusterTLS{CAFile: filepath.Join(voter, pki.CACertFile), CertFile: filepath.Join(voter, peerCertFile), KeyFile: filepath.Join(voter, peerKeyFile),

@@ -16,19 +16,7 @@ import (
 // ports, with its data under t.TempDir(); it is closed when the test ends.
 func Start(t testing.TB, name string) *store.Etcd {
 	t.Helper()
-	var ports []int
-	var lns []net.Listener
-	for range 2 { // hold both listeners so the ports differ
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	for _, ln := range lns {
-		_ = ln.Close()
-	}
+	ports := FreePorts(t, "127.0.0.1", 2)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	e, err := store.StartEtcd(ctx, store.EtcdOptions{
@@ -43,4 +31,24 @@ func Start(t testing.TB, name string) *store.Etcd {
 	}
 	t.Cleanup(e.Close)
 	return e
+}
+
+// FreePorts returns n distinct ports free on ip (all listeners are held
+// until every port is picked, so they differ).
+func FreePorts(t testing.TB, ip string, n int) []int {
+	t.Helper()
+	var ports []int
+	var lns []net.Listener
+	for range n {
+		ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	for _, ln := range lns {
+		_ = ln.Close()
+	}
+	return ports
 }
