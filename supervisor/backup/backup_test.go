@@ -23,29 +23,12 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/m3sup/m3sup/internal/etcdtest"
 	"github.com/m3sup/m3sup/supervisor/api"
 	"github.com/m3sup/m3sup/supervisor/backup"
 	"github.com/m3sup/m3sup/supervisor/spec"
 	"github.com/m3sup/m3sup/supervisor/store"
 )
-
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	var ports []int
-	var lns []net.Listener
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	for _, ln := range lns {
-		_ = ln.Close()
-	}
-	return ports
-}
 
 // member is one embedded etcd's data dir and URLs.
 type member struct {
@@ -55,7 +38,7 @@ type member struct {
 
 func newMember(t *testing.T) member {
 	t.Helper()
-	p := freePorts(t, 2)
+	p := etcdtest.FreePorts(t, "127.0.0.1", 2)
 	return member{
 		dataDir:   t.TempDir(),
 		clientURL: fmt.Sprintf("http://127.0.0.1:%d", p[0]),
