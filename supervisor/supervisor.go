@@ -410,29 +410,23 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 		// was removed from the cluster), stops the daemon
 		stop := make(chan struct{})
 		g.Add(func() error {
+			var err error
 			select {
-			case err := <-etcd.Err():
-				if etcd.StopRequested() { // a leave stopped the member
-					<-stop
-					return nil
-				}
-				if serr := etcd.StopErr(); serr != nil {
-					err = serr
-				}
-				return fmt.Errorf("embedded etcd failed: %w", err)
+			case err = <-etcd.Err():
 			case <-etcd.Stopped():
-				if etcd.StopRequested() {
-					<-stop
-					return nil
-				}
-				err := etcd.StopErr()
-				if err == nil {
-					err = errors.New("stopped")
-				}
-				return fmt.Errorf("embedded etcd stopped: %w", err)
 			case <-stop:
 				return nil
 			}
+			if etcd.StopRequested() { // a leave stopped the member
+				<-stop
+				return nil
+			}
+			if serr := etcd.StopErr(); serr != nil {
+				err = serr
+			} else if err == nil {
+				err = errors.New("stopped")
+			}
+			return fmt.Errorf("embedded etcd stopped: %w", err)
 		}, func(error) { close(stop) })
 	}
 	{ // the container runtime (restarts a managed containerd that dies)

@@ -139,6 +139,7 @@ type rolloutWatch struct {
 	maxDown   int
 	downSeen  string
 	firstDown time.Time         // when the poller first saw an m3dbnode down
+	early     int               // points finish read back at consistency one
 	pids      []map[uint32]bool // per host: m3dbnode pids seen
 	holders   map[string]bool
 	messages  map[string]bool
@@ -282,6 +283,7 @@ func (w *rolloutWatch) finish(t *testing.T) int {
 			early = append(early, seq)
 		}
 	}
+	w.early = len(early)
 	if len(early) > 0 {
 		var lacks []string
 		for _, h := range w.hosts {
@@ -469,6 +471,9 @@ func TestE2ERollout(t *testing.T) {
 		})
 		took := time.Since(applied)
 		seq = w.finish(t)
+		if w.early == 0 {
+			t.Errorf("no point was written before the first m3dbnode went down: the replicas' indexes went unchecked")
+		}
 		revA = sts[0].Rollout.DesiredRevision
 		t.Logf("rolled to 1.5.1 (%s) in %s; status: %s", revA, took.Round(100*time.Millisecond), sts[2].Rollout.Message)
 		if revA == rev0 {

@@ -329,15 +329,10 @@ func TestQuorumAfterRemoval(t *testing.T) {
 	}
 }
 
-// TestRemoveDeadVoter: a voter that is gone for good (`m3sup remove-host`)
-// is removed by name from a live member. Removing the dead one of three
-// leaves two, both healthy: allowed; etcd keeps working on two voters and
-// removing it again is a no-op. Removing a healthy voter while another is
-// dead is refused and changes nothing.
-func TestRemoveDeadVoter(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts three etcd members")
-	}
+// threeVoters starts node-1 and joins node-2 and node-3 to it as voters,
+// all with certificates from one test CA (returned for more members).
+func threeVoters(t *testing.T) (*pki.CA, *clusterMember, *clusterMember, *clusterMember) {
+	t.Helper()
 	ca, err := pki.NewCA("test", time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -348,6 +343,19 @@ func TestRemoveDeadVoter(t *testing.T) {
 	m1.start(t)
 	m2.join(t, m1)
 	m3.join(t, m1, m2)
+	return ca, m1, m2, m3
+}
+
+// TestRemoveDeadVoter: a voter that is gone for good (`m3sup remove-host`)
+// is removed by name from a live member. Removing the dead one of three
+// leaves two, both healthy: allowed; etcd keeps working on two voters and
+// removing it again is a no-op. Removing a healthy voter while another is
+// dead is refused and changes nothing.
+func TestRemoveDeadVoter(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three etcd members")
+	}
+	_, m1, m2, m3 := threeVoters(t)
 	ctx := testCtx(t)
 	cli := m1.etcd.Client()
 
@@ -449,16 +457,7 @@ func TestRemovedMember(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts four etcd members")
 	}
-	ca, err := pki.NewCA("test", time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	m1 := newClusterMember(t, ca, "node-1", "127.0.0.2")
-	m2 := newClusterMember(t, ca, "node-2", "127.0.0.3")
-	m3 := newClusterMember(t, ca, "node-3", "127.0.0.4")
-	m1.start(t)
-	m2.join(t, m1)
-	m3.join(t, m1, m2)
+	ca, m1, m2, m3 := threeVoters(t)
 	ctx := testCtx(t)
 	cli := m1.etcd.Client()
 
