@@ -90,6 +90,8 @@ type Supervisor struct {
 	roll *rollout
 	// cpuGuard is the CPU-core guard decision, made once in runNode.
 	cpuGuard atomic.Pointer[cpuGuard]
+	// shuttingDown is set once the daemon's run ends: the components stop.
+	shuttingDown atomic.Bool
 
 	// publishMu orders publishStatus calls, so systemd never keeps an
 	// older verdict than the last one judged.
@@ -225,6 +227,10 @@ func (s *Supervisor) publishStatus() {
 	s.publishMu.Lock()
 	defer s.publishMu.Unlock()
 	v := s.verdict()
+	if s.shuttingDown.Load() {
+		// Components stopping with the daemon are no degradation.
+		v.Degraded = false
+	}
 	s.mu.Lock()
 	line := phaseLine(s.phase, s.message)
 	if v.Degraded {
@@ -303,6 +309,8 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	// Decided before anything renders a component: the guard shapes
 	// m3dbnode's spec and so its hash.
 	s.decideCPUGuard()
+	stopShutdownFlag := context.AfterFunc(ctx, func() { s.shuttingDown.Store(true) })
+	defer stopShutdownFlag()
 
 	// Bundles first: they may carry the release and containerd itself.
 	ctdBinary, ctdPath, err := s.importBundles(ctx, lay)

@@ -192,8 +192,12 @@ func printStatus(w io.Writer, st api.Status, now time.Time) {
 		if c.Adopted {
 			note = "adopted"
 		}
-		if c.LastExit != nil && c.State != "running" {
+		switch {
+		case c.LastExit != nil && c.State != "running":
 			note = fmt.Sprintf("last exit %d; %s", c.LastExit.Code, c.Message)
+		case c.LastExit != nil && c.LastReason == "crash" && c.LastExit.Reason != "":
+			// Running again: how the last run ended still matters.
+			note = fmt.Sprintf("last crash %s ago: %s", now.Sub(c.LastExit.At).Round(time.Second), c.LastExit.Reason)
 		}
 		if c.State == "crash-loop" || c.State == "backoff" {
 			note = fmt.Sprintf("%s; next try in %s", note, c.BackoffDelay)

@@ -126,6 +126,16 @@ func TestPrintStatusDegraded(t *testing.T) {
 	if strings.Contains(out, "tchannel") || strings.Contains(out, "M3 accepts writes") {
 		t.Errorf("status shows the log tail or a stale ready message:\n%s", out)
 	}
+
+	// Running again, not bootstrapped yet: the last crash stays in view.
+	now := time.Now()
+	st.Components[0].State, st.Components[0].PID, st.Components[0].Message = agent.StateRunning, 42, ""
+	st.Components[0].LastReason, st.Components[0].LastExit.At = agent.ReasonCrash, now.Add(-13*time.Second)
+	b.Reset()
+	printStatus(&b, st, now)
+	if want := "last crash 13s ago: " + reason; !strings.Contains(b.String(), want) {
+		t.Errorf("status lacks %q:\n%s", want, b.String())
+	}
 }
 
 // TestStatusNotRunning: no daemon on the socket exits 3, as systemctl
