@@ -104,13 +104,13 @@ type Supervisor struct {
 	// sent while M3 was degraded.
 	statusLine string
 	degraded   bool
-	etcd    *store.Etcd
-	rt      *containerd.Runtime
-	agent   *agent.Agent
-	m3      *m3.Client
-	nodes   []string // m3dbnode /health URLs
-	ready   bool
-	store   *store.Store
+	etcd       *store.Etcd
+	rt         *containerd.Runtime
+	agent      *agent.Agent
+	m3         *m3.Client
+	nodes      []string // m3dbnode /health URLs
+	ready      bool
+	store      *store.Store
 	// ca is the cluster CA on the host that serves joins (multi-host mode).
 	ca *pki.CA
 	// m3Etcd is how M3 reaches etcd in multi-host mode (every voter, TLS);
