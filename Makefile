@@ -56,6 +56,7 @@ bench: prereqs m3-release
 	M3SUP_E2E_RELEASE=$(M3_TARBALL) \
 	  $(GO) test ./cmd/m3sup/ -run '^$$' -bench ThreeHosts -benchtime 1x -timeout 30m
 	$(GO) test ./bundle/ ./runtime/... -run '^$$' -bench . -benchtime 3x -timeout 30m
+	$(GO) test ./supervisor/m3/cpucore/ -run '^$$' -bench . -benchtime 1000x
 
 clean:
 	rm -rf bin

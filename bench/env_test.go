@@ -318,6 +318,12 @@ type m3supNode struct {
 // config on free loopback ports.
 func newM3supNode(b *testing.B, f *fixture) *m3supNode {
 	b.Helper()
+	return newM3supNodeGuard(b, f, "auto")
+}
+
+// newM3supNodeGuard is newM3supNode with dbnode.cpuCoreGuard set to guard.
+func newM3supNodeGuard(b *testing.B, f *fixture, guard string) *m3supNode {
+	b.Helper()
 	dir, err := os.MkdirTemp(f.root, "m3sup-")
 	if err != nil {
 		b.Fatal(err)
@@ -361,6 +367,7 @@ dbnode:
   httpClusterListenAddress: %s
   debugListenAddress: %s
   stopTimeout: 30s
+  cpuCoreGuard: "%s"
 coordinator:
   listenAddress: %s
   metricsListenAddress: %s
@@ -371,7 +378,7 @@ cluster:
   namespaces:
     - {name: default, retention: 48h, blockSize: 2h}
 `, n.dataDir, nodeName, n.socket, hostPort(p[0]), hostPort(p[1]), f.releaseURL(), f.digest,
-		hostPort(p[2]), hostPort(p[3]), hostPort(p[4]), hostPort(p[5]), hostPort(p[6]),
+		hostPort(p[2]), hostPort(p[3]), hostPort(p[4]), hostPort(p[5]), hostPort(p[6]), guard,
 		hostPort(p[7]), hostPort(p[8]), numShards)
 	if err := os.WriteFile(n.config, []byte(cfg), 0o600); err != nil {
 		b.Fatal(err)

@@ -226,3 +226,61 @@ func fmtList(xs []float64) string {
 	}
 	return "[" + strings.Join(parts, " ") + "]"
 }
+
+// BenchmarkCPUGuard: does the CPU-core guard (m3dbnode sees one processor,
+// so M3 keeps one insert queue instead of one per core) change the time to
+// ready? m3sup starts with dbnode.cpuCoreGuard on and off in alternating
+// pairs, each from an empty data dir with a warm cache, timed to the first
+// /readyz 200. With no writes, an unguarded m3dbnode starts on any CPU
+// (M3's defect bites on the first insert of a new series), so off is a
+// fair arm here. The ratio/ sub-benchmark reports on/off over all rounds.
+func BenchmarkCPUGuard(b *testing.B) {
+	needE2E(b)
+	f := setup(b)
+	times := map[string][]float64{}
+	arm := func(mode string) func(*testing.B) {
+		return func(b *testing.B) {
+			for b.Loop() {
+				b.StopTimer()
+				n := newM3supNodeGuard(b, f, mode)
+				b.StartTimer()
+				n.start(b, f)
+				took := n.waitReady(b, 5*time.Minute)
+				b.StopTimer()
+				st, _ := n.recordPIDs()
+				if g := st.CPUCoreGuard; g == nil || g.Guard != (mode == "on") {
+					b.Fatalf("guard %s: status says %+v", mode, g)
+				}
+				n.stop(b)
+				times[mode] = append(times[mode], took.Seconds())
+				b.ReportMetric(took.Seconds(), "s/ready")
+				b.StartTimer()
+			}
+		}
+	}
+	for r := range rounds() {
+		if r%2 == 0 {
+			b.Run("on", arm("on"))
+			b.Run("off", arm("off"))
+		} else {
+			b.Run("off", arm("off"))
+			b.Run("on", arm("on"))
+		}
+	}
+	on, off := times["on"], times["off"]
+	if len(on) == 0 || len(off) == 0 {
+		return
+	}
+	b.Run("ratio", func(b *testing.B) {
+		for b.Loop() {
+		}
+		var paired []float64
+		for i := range min(len(on), len(off)) {
+			paired = append(paired, on[i]/off[i])
+		}
+		b.ReportMetric(median(on)/median(off), "on/off")
+		b.ReportMetric(median(paired), "paired-on/off")
+		b.Logf("ready s: guard on %s (median %.2f) / off %s (median %.2f) = %.3f; paired %s (median %.3f)",
+			fmtList(on), median(on), fmtList(off), median(off), median(on)/median(off), fmtList(paired), median(paired))
+	})
+}

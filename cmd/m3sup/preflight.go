@@ -24,7 +24,9 @@ func newPreflightCmd() *cobra.Command {
 		Short: "Check that this host can run M3 well (and fix kernel settings)",
 		Long: `Check this host: kernel settings M3 wants (vm.max_map_count, vm.swappiness,
 fs.nr_open, fs.file-max), containerd and runc, cgroups, free memory, free disk
-at the data dir, that m3sup's and M3's ports are free, and root.
+at the data dir, that m3sup's and M3's ports are free, root, and whether M3
+v1.5's per-core queues can trust this CPU's core ids (m3-cpu-core: warn means
+m3sup guards m3dbnode with a one-processor /proc/cpuinfo).
 
 Exits 1 when a check fails; warnings do not fail. --fix (as root) sets the
 kernel settings now and in ` + preflight.SysctlConf + `.
@@ -46,7 +48,7 @@ Run it before ` + "`m3sup run`" + `: with m3sup running, its ports are in use.`,
 		if dataDir == "" {
 			dataDir = cfg.DataDir
 		}
-		opts := preflight.Options{DataDir: dataDir, Ports: listenAddresses(cfg)}
+		opts := preflight.Options{DataDir: dataDir, Ports: listenAddresses(cfg), CPUCoreGuard: cfg.DBNode.CPUCoreGuard}
 		// Progress goes to stderr with -o json, so stdout stays one document.
 		var notes io.Writer = os.Stdout
 		if *out == "json" {

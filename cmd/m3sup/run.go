@@ -188,7 +188,10 @@ func warnPreflight(ctx context.Context, log *zap.Logger, cfg config.Config) {
 			ports = append(ports, pu.Host)
 		}
 	}
-	for _, c := range preflight.Run(ctx, preflight.Options{DataDir: cfg.DataDir, Ports: ports}).NotOK() {
+	for _, c := range preflight.Run(ctx, preflight.Options{DataDir: cfg.DataDir, Ports: ports, CPUCoreGuard: cfg.DBNode.CPUCoreGuard}).NotOK() {
+		if c.Name == preflight.CheckCPUCore {
+			continue // the daemon logs its guard decision itself
+		}
 		fields := []zap.Field{zap.String("check", c.Name), zap.String("detail", c.Detail)}
 		if c.Fix != "" {
 			fields = append(fields, zap.String("fix", c.Fix))

@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/m3sup/m3sup/supervisor/m3/cpucore"
 )
 
 // sysctl is one kernel setting with its bound: at least min, or (atMost)
@@ -334,4 +336,38 @@ func bytesString(b uint64) string {
 		return strconv.FormatFloat(float64(b)/gib, 'f', 1, 64) + " GiB"
 	}
 	return strconv.FormatUint(b>>20, 10) + " MiB"
+}
+
+// checkCPUCore reports whether M3 v1.5's per-core insert queues are safe on
+// this CPU and what m3sup does about it: OK when RDTSCP reports every CPU's
+// own id, Warn when it does not and m3sup guards m3dbnode (one processor in
+// its /proc/cpuinfo), Fail when it does not and the guard is off: M3 would
+// crash on its first write of a new series.
+func checkCPUCore(o Options) Check {
+	c := Check{Name: CheckCPUCore}
+	mode, err := cpucore.ParseMode(o.CPUCoreGuard)
+	if err != nil {
+		c.Status, c.Detail = Fail, "dbnode.cpuCoreGuard "+err.Error()
+		return c
+	}
+	probe := o.CPUProbe
+	if probe == nil {
+		probe = cpucore.Probe
+	}
+	r := probe()
+	safe, why := r.Safe()
+	d := cpucore.Decide(mode, r)
+	switch {
+	case safe && !d.Guard:
+		c.Status, c.Detail = OK, why
+	case safe:
+		c.Status, c.Detail = OK, "guard on by config: "+d.Detail()
+	case d.Guard:
+		c.Status, c.Detail = Warn, "guarded: "+d.Detail()
+	default:
+		c.Status = Fail
+		c.Detail = why + "; with dbnode.cpuCoreGuard off M3 v1.5 crashes on its first write of a new series (" + cpucore.Issues + ")"
+		c.Fix = "set dbnode.cpuCoreGuard: auto"
+	}
+	return c
 }

@@ -10,6 +10,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"time"
+
+	"github.com/m3sup/m3sup/supervisor/m3/cpucore"
 )
 
 // Status is a check's outcome. Only Fail means m3sup cannot run; Warn means
@@ -69,12 +71,14 @@ const (
 	CheckDisk        = "disk"
 	CheckPorts       = "ports"
 	CheckRoot        = "root"
+	// CheckCPUCore is M3 v1.5's per-core queues on this CPU (package cpucore).
+	CheckCPUCore = "m3-cpu-core"
 )
 
 // CheckNames lists every check Run reports, in order.
 var CheckNames = []string{
 	CheckMaxMapCount, CheckSwappiness, CheckNrOpen, CheckFileMax,
-	CheckContainerd, CheckRunc, CheckCgroups, CheckMemory, CheckDisk, CheckPorts, CheckRoot,
+	CheckContainerd, CheckRunc, CheckCgroups, CheckMemory, CheckDisk, CheckPorts, CheckRoot, CheckCPUCore,
 }
 
 // Thresholds (M3's production recommendations).
@@ -107,6 +111,10 @@ type Options struct {
 	Command func(ctx context.Context, name string, args ...string) ([]byte, error)
 	// Euid returns the effective user id; default os.Geteuid.
 	Euid func() int
+	// CPUCoreGuard is dbnode.cpuCoreGuard ("" means auto); CPUProbe checks
+	// the CPU, default cpucore.Probe. Tests replace it.
+	CPUCoreGuard string
+	CPUProbe     func() cpucore.Result
 }
 
 func (o Options) root() string {
@@ -148,6 +156,7 @@ func Run(ctx context.Context, opts Options) Report {
 		func() Check { return checkDisk(opts) },
 		func() Check { return checkPorts(opts) },
 		func() Check { return checkRoot(opts) },
+		func() Check { return checkCPUCore(opts) },
 	}
 	r := Report{Checks: make([]Check, 0, len(checks))}
 	for i, f := range checks {

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/m3sup/m3sup/supervisor/m3/cpucore"
 )
 
 // fakeHost builds a /proc, /sys tree under a temp root.
@@ -374,5 +376,32 @@ func TestVersions(t *testing.T) {
 		if got := versionLess(tt.a, tt.b); got != tt.less {
 			t.Errorf("versionLess(%s, %s) = %v", tt.a, tt.b, got)
 		}
+	}
+}
+
+func TestCPUCoreCheck(t *testing.T) {
+	lying := cpucore.Result{Applicable: true, HasRDTSCP: true, CPUs: []int{0, 1}, Read: []int{249, 217}}
+	honest := cpucore.Result{Applicable: true, HasRDTSCP: true, CPUs: []int{0, 1}, Read: []int{0, 1}}
+	none := cpucore.Result{Applicable: true}
+	for _, tc := range []struct {
+		name   string
+		mode   string
+		probe  cpucore.Result
+		status Status
+		detail string
+	}{
+		{"honest CPU", "", honest, OK, "every CPU's own id"},
+		{"honest CPU, guard forced on", "on", honest, OK, "guard on by config"},
+		{"lying RDTSCP, auto", "auto", lying, Warn, "guarded: m3dbnode sees one processor (RDTSCP reports core 249 on CPU 0"},
+		{"no RDTSCP, auto", "", none, Warn, "CPUID does not advertise RDTSCP"},
+		{"lying RDTSCP, guard off", "off", lying, Fail, "crashes on its first write"},
+		{"bad mode", "maybe", honest, Fail, `"maybe": must be auto, on or off`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := checkCPUCore(Options{CPUCoreGuard: tc.mode, CPUProbe: func() cpucore.Result { return tc.probe }})
+			if c.Name != CheckCPUCore || c.Status != tc.status || !strings.Contains(c.Detail, tc.detail) {
+				t.Errorf("check = %+v; want %s with %q", c, tc.status, tc.detail)
+			}
+		})
 	}
 }
