@@ -31,6 +31,9 @@ func newTokenCmd() *cobra.Command {
 		if o.Reusable && !cmd.Flags().Changed("uses") {
 			o.Uses = 0
 		}
+		if *uses < 1 {
+			return &exitError{code: 2, err: fmt.Errorf("token create: --uses %d: want 1 to %d (or --reusable)", *uses, join.MaxTokenUses)}
+		}
 		if err := o.Validate(); err != nil {
 			return &exitError{code: 2, err: fmt.Errorf("token create: %w", err)}
 		}
