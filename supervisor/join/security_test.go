@@ -377,6 +377,52 @@ func TestJoinIdleConnectionClosed(t *testing.T) {
 	t.Logf("connection with unfinished headers closed after %s", took.Round(time.Millisecond))
 }
 
+// slowMembers adds learners slowly (an etcd that is busy), honouring ctx.
+type slowMembers struct {
+	*fakeMembers
+	delay time.Duration
+}
+
+func (m slowMembers) AddLearner(ctx context.Context, peerURL string) (uint64, []join.Member, error) {
+	t := time.NewTimer(m.delay)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return 0, nil, ctx.Err()
+	case <-t.C:
+	}
+	return m.fakeMembers.AddLearner(ctx, peerURL)
+}
+
+// TestJoinOutlivesReadTimeout: a join whose etcd work takes longer than
+// the server's ReadTimeout (shortened here) still completes: the timeout
+// bounds reading the request, not the join (net/http clears the read
+// deadline once the body is read; this guards that).
+func TestJoinOutlivesReadTimeout(t *testing.T) {
+	c := newCluster(t)
+	h, err := join.Handler(join.ServerConfig{CA: c.ca, Tokens: c.tokens, Members: slowMembers{c.members, 800 * time.Millisecond}, LookupHost: fakeDNS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsCfg, err := join.ServerTLS(c.ca, []string{"127.0.0.1"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := join.NewHTTPServer(h, tlsCfg)
+	srv.ReadTimeout = 200 * time.Millisecond
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(tls.NewListener(ln, tlsCfg)) }()
+	t.Cleanup(func() { _ = srv.Close(); <-done })
+	r, err := join.Join(testCtx(t), "https://"+ln.Addr().String(), c.token(t, time.Hour).Encode(), voterReq("node-2", "127.0.0.2"))
+	if err != nil || r.Role != join.RoleVoter {
+		t.Fatalf("slow join: %v, %v", r.Role, err)
+	}
+}
+
 // etcdMembers is join.Membership over a real etcd (the daemon's adapter
 // does the same with the same store functions).
 type etcdMembers struct{ e *store.Etcd }

@@ -45,7 +45,7 @@ const (
 const (
 	ReadHeaderTimeout = 10 * time.Second // TLS handshake and headers
 	ReadTimeout       = 20 * time.Second // the whole request
-	WriteTimeout      = DefaultJoinTimeout + 15*time.Second
+	WriteTimeout      = ReadTimeout + DefaultJoinTimeout + 10*time.Second // counted from the request's start
 	IdleTimeout       = 30 * time.Second // a keep-alive connection with no request
 	maxHeaderBytes    = 16 << 10
 )
