@@ -404,8 +404,10 @@ func (s *server) join(ctx context.Context, tok Token, req Request) (Response, To
 	}
 	// Read-only: whether the token could make a voter. Use re-checks.
 	info, err := s.Tokens.Check(ctx, tok)
-	if err != nil {
+	if errors.Is(err, ErrRefused) {
 		return Response{}, TokenInfo{}, err
+	} else if err != nil {
+		return Response{}, TokenInfo{}, fail(http.StatusServiceUnavailable, "check join token: %w", err)
 	}
 	voter := req.WantVoter && info.Voter
 	var pending *Member // an unstarted learner for this peer URL: an earlier try's response was lost
@@ -432,7 +434,9 @@ func (s *server) join(ctx context.Context, tok Token, req Request) (Response, To
 	}
 	resp, err := s.admit(ctx, req, role, pending, members)
 	if err != nil {
-		if rerr := s.Tokens.Release(context.WithoutCancel(ctx), tok.ID, req.NodeName); rerr != nil {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if rerr := s.Tokens.Release(rctx, tok.ID, req.NodeName); rerr != nil {
 			s.Logger.Warn("join failed and its token use could not be given back", zap.String("token", tok.ID), zap.Error(rerr))
 		}
 		return Response{}, TokenInfo{}, err
