@@ -43,10 +43,10 @@ const (
 // The join endpoint's HTTP timeouts (NewHTTPServer). A join request is
 // small (at most 16 KiB) and its answer is ready within DefaultJoinTimeout.
 const (
-	ReadHeaderTimeout = 10 * time.Second // TLS handshake and headers
-	ReadTimeout       = 20 * time.Second // the whole request
+	ReadHeaderTimeout = 10 * time.Second                                  // TLS handshake and headers
+	ReadTimeout       = 20 * time.Second                                  // the whole request
 	WriteTimeout      = ReadTimeout + DefaultJoinTimeout + 10*time.Second // counted from the request's start
-	IdleTimeout       = 30 * time.Second // a keep-alive connection with no request
+	IdleTimeout       = 30 * time.Second                                  // a keep-alive connection with no request
 	maxHeaderBytes    = 16 << 10
 )
 
