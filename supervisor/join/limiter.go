@@ -105,6 +105,13 @@ func (l *limiter) allow(a netip.Addr, now time.Time) (bool, time.Duration) {
 	return true, 0
 }
 
+// locked reports whether a is locked out at now (it does not count as an
+// attempt).
+func (l *limiter) locked(a netip.Addr, now time.Time) bool {
+	s, ok := l.sources[a.Unmap()]
+	return ok && now.Before(s.lockedTill)
+}
+
 // fail records a refusal from a; from the FailAfter-th in a row on, the
 // source is locked out for a doubling time.
 func (l *limiter) fail(a netip.Addr, now time.Time) {

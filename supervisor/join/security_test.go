@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"strings"
@@ -375,6 +376,52 @@ func TestJoinIdleConnectionClosed(t *testing.T) {
 	}
 	took = closedWithin(slow, bufio.NewReader(slow), 5*time.Second)
 	t.Logf("connection with unfinished headers closed after %s", took.Round(time.Millisecond))
+}
+
+// TestJoinLockedOutBeforeHandshake: on the daemon's http.Server
+// (NewHTTPServer), a source locked out for refusals has its next
+// connections closed before the TLS handshake; once the lockout is over
+// it is served again.
+func TestJoinLockedOutBeforeHandshake(t *testing.T) {
+	c := newCluster(t)
+	h, err := join.Handler(join.ServerConfig{CA: c.ca, Tokens: c.tokens, Members: c.members, Now: c.clock.Now, LookupHost: fakeDNS,
+		Limits: join.Limits{Burst: 10, Every: time.Second, FailAfter: 2, FailBackoff: time.Minute, MaxBackoff: time.Minute,
+			LogEvery: time.Minute, MaxSources: 10, Idle: time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsCfg, err := join.ServerTLS(c.ca, []string{"127.0.0.1"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := join.NewHTTPServer(h, tlsCfg)
+	srv.ErrorLog = log.New(io.Discard, "", 0)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(tls.NewListener(ln, tlsCfg)) }()
+	t.Cleanup(func() { _ = srv.Close(); <-done })
+	url := "https://" + ln.Addr().String()
+	bad := c.token(t, time.Hour)
+	bad.Secret = strings.Repeat("x", 32)
+	req := join.Request{NodeName: "n", Advertise: []string{"127.0.0.1"}}
+	for range 2 {
+		if _, err := join.Join(testCtx(t), url, bad.Encode(), req); !errors.Is(err, join.ErrRefused) || !strings.Contains(err.Error(), "invalid token") {
+			t.Fatalf("bad token: %v", err)
+		}
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(c.ca.Cert())
+	if conn, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"}); err == nil {
+		conn.Close()
+		t.Fatal("a locked-out source completed a TLS handshake")
+	}
+	c.clock.Add(2 * time.Minute)
+	if _, err := join.Join(testCtx(t), url, c.token(t, time.Hour).Encode(), req); err != nil {
+		t.Fatalf("after the lockout: %v", err)
+	}
 }
 
 // slowMembers adds learners slowly (an etcd that is busy), honouring ctx.

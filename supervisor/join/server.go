@@ -199,12 +199,36 @@ func ServerTLS(ca *pki.CA, hosts []string, now time.Time) (*tls.Config, error) {
 // NewHTTPServer returns the http.Server for the join endpoint: h over
 // tlsCfg with the timeouts above, so a peer can neither hold a connection
 // open (idle keep-alive, slow headers or body) nor make it wait forever.
+//
+// With h from Handler, a connection from a source that is locked out
+// (Limits) is closed before its TLS handshake costs anything.
 func NewHTTPServer(h http.Handler, tlsCfg *tls.Config) *http.Server {
-	return &http.Server{
+	srv := &http.Server{
 		Handler: h, TLSConfig: tlsCfg,
 		ReadHeaderTimeout: ReadHeaderTimeout, ReadTimeout: ReadTimeout,
 		WriteTimeout: WriteTimeout, IdleTimeout: IdleTimeout,
 		MaxHeaderBytes: maxHeaderBytes,
+	}
+	if s, ok := h.(*server); ok {
+		srv.ConnState = s.connState
+	}
+	return srv
+}
+
+// connState closes a new connection from a locked-out source.
+func (s *server) connState(c net.Conn, st http.ConnState) {
+	if st != http.StateNew {
+		return
+	}
+	ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
+	if err != nil {
+		return
+	}
+	s.lmu.Lock()
+	locked := s.limits.locked(ap.Addr(), s.Now())
+	s.lmu.Unlock()
+	if locked {
+		_ = c.Close()
 	}
 }
 
