@@ -15,7 +15,7 @@ TEST_FLAGS  ?=
 
 export GOFLAGS := -buildvcs=false
 
-.PHONY: all build run test unit e2e bench prereqs m3-release vet clean
+.PHONY: all build run test unit e2e bench prereqs m3-release vet clean fuzz-join
 
 all: build
 
@@ -40,9 +40,14 @@ vet:
 
 # Unit tests everywhere, plus the end-to-end tests that run real etcd,
 # containerd, runc and M3 binaries.
-test: m3-release vet
+test: m3-release vet fuzz-join
 	@scripts/prereqs.sh test
 	M3SUP_E2E_RELEASE=$(M3_TARBALL) $(GO) test -race -count=1 -timeout 40m $(TEST_FLAGS) ./...
+
+# Short fuzz runs of the join endpoint's parsers (seed corpora in the tests).
+fuzz-join:
+	$(GO) test -run '^$$' -fuzz '^FuzzParseToken$$' -fuzztime 10s ./supervisor/join
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRequest$$' -fuzztime 10s ./supervisor/join
 
 # bench/ starts m3sup and M3 for real (one start per iteration, hence 1x):
 # time to ready against a baseline in M3SUP_BENCH_ROUNDS alternating pairs

@@ -5,6 +5,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -36,6 +37,13 @@ func (m *oneVoter) AddLearner(_ context.Context, peerURL string) (uint64, []join
 	return id, append([]join.Member(nil), m.members...), nil
 }
 
+func (m *oneVoter) RemoveMember(_ context.Context, id uint64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.members = slices.DeleteFunc(m.members, func(x join.Member) bool { return x.ID == id })
+	return nil
+}
+
 // TestJoinedVoterHoldsCA: a voter that joins keeps the CA key under its
 // pki dir (not in the copy M3's containers see), loads it on start, issues
 // tokens that pin the cluster CA, registers as a CA holder that serves
@@ -50,7 +58,7 @@ func TestJoinedVoterHoldsCA(t *testing.T) {
 	}
 	caHash := strings.TrimPrefix(ca.Fingerprint(), "sha256:")
 	tokens := &join.Tokens{KV: e.Client(), CAHash: caHash}
-	tok, _, err := tokens.Create(ctx, time.Hour, "test")
+	tok, _, err := tokens.Create(ctx, join.TokenOptions{TTL: time.Hour, Uses: 2, Voter: true, Description: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +104,7 @@ func TestJoinedVoterHoldsCA(t *testing.T) {
 
 	// Tokens made on this voter pin the cluster CA and pass the first host's check.
 	s.etcd = e
-	text, _, err := s.CreateToken(ctx, time.Hour, "made on host2")
+	text, _, err := s.CreateToken(ctx, join.TokenOptions{TTL: time.Hour, Description: "made on host2"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -455,6 +455,10 @@ func (m membership) AddLearner(ctx context.Context, peerURL string) (uint64, []j
 	return id, convMembers(ms), err
 }
 
+func (m membership) RemoveMember(ctx context.Context, id uint64) error {
+	return store.RemoveMember(ctx, m.cli, id)
+}
+
 func convMembers(ms []store.Member) []join.Member {
 	out := make([]join.Member, 0, len(ms))
 	for _, m := range ms {
@@ -475,13 +479,20 @@ func (s *Supervisor) tokens() (*join.Tokens, error) {
 	return &join.Tokens{KV: e.Client(), CAHash: strings.TrimPrefix(ca.Fingerprint(), "sha256:")}, nil
 }
 
+// The API serves tokens through this interface by a type assertion; keep
+// the Supervisor implementing it.
+var _ api.Tokens = (*Supervisor)(nil)
+
 // CreateToken implements api.Tokens.
-func (s *Supervisor) CreateToken(ctx context.Context, ttl time.Duration, description string) (string, join.TokenInfo, error) {
+func (s *Supervisor) CreateToken(ctx context.Context, o join.TokenOptions) (string, join.TokenInfo, error) {
 	ts, err := s.tokens()
 	if err != nil {
 		return "", join.TokenInfo{}, err
 	}
-	tok, info, err := ts.Create(ctx, ttl, description)
+	tok, info, err := ts.Create(ctx, o)
+	if errors.Is(err, join.ErrInvalidTokenOptions) {
+		err = fmt.Errorf("%w: %w", api.ErrInvalid, err)
+	}
 	return tok.Encode(), info, err
 }
 
@@ -521,6 +532,9 @@ func (s *Supervisor) joinServer(e *store.Etcd) (func() error, func(error), error
 		MaxVoters: s.cfg.Cluster.MaxVoters, Logger: s.log.Named("join"),
 		Readmit: func(ctx context.Context, name string) (bool, error) {
 			return cluster.ClearRemoved(ctx, e.Client(), name)
+		},
+		NameTaken: func(ctx context.Context, name string) (bool, error) {
+			return hostNameTaken(ctx, e.Client(), name)
 		}})
 	if err != nil {
 		return nil, nil, err
@@ -533,7 +547,7 @@ func (s *Supervisor) joinServer(e *store.Etcd) (func() error, func(error), error
 	if err != nil {
 		return nil, nil, fmt.Errorf("join endpoint: %w", err)
 	}
-	srv := &http.Server{Handler: h, TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second}
+	srv := join.NewHTTPServer(h, tlsCfg)
 	s.log.Info("serving the join endpoint", zap.String("listen", "https://"+ln.Addr().String()))
 	return func() error {
 			err := srv.Serve(tls.NewListener(ln, tlsCfg))
@@ -546,6 +560,26 @@ func (s *Supervisor) joinServer(e *store.Etcd) (func() error, func(error), error
 			defer cancel()
 			_ = srv.Shutdown(ctx)
 		}, nil
+}
+
+// hostNameTaken reports whether a host of the cluster goes by name: it is
+// registered (running now) or has published its state (it ran, and has
+// not left or been removed: those forget it, cluster.ForgetOps). Client-only
+// hosts have no etcd member, so this is how their names stay unique.
+func hostNameTaken(ctx context.Context, cli *clientv3.Client, name string) (bool, error) {
+	hosts, err := cluster.Hosts(ctx, cli)
+	if err != nil {
+		return false, err
+	}
+	if slices.ContainsFunc(hosts, func(h cluster.Host) bool { return h.Name == name }) {
+		return true, nil
+	}
+	states, err := cluster.HostStates(ctx, cli)
+	if err != nil {
+		return false, err
+	}
+	_, ok := states[name]
+	return ok, nil
 }
 
 // registeredHost is this host as the cluster registry lists it: its roles

@@ -40,7 +40,7 @@ func BenchmarkThreeHosts(b *testing.B) {
 		start := time.Now()
 		h1 := newHostNode(b, "host1", "127.0.0.2", true, rs.url, sum)
 		h1.start()
-		tok := h1.createToken(b, 2*time.Minute)
+		tok := h1.createToken(b, 2*time.Minute, "--voter", "--uses", "2")
 		tokFile := filepath.Join(b.TempDir(), "token")
 		if err := os.WriteFile(tokFile, []byte(tok+"\n"), 0o600); err != nil {
 			b.Fatal(err)

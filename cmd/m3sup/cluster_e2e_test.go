@@ -154,13 +154,14 @@ func (h *hostNode) tlsEtcd(t testing.TB) *clientv3.Client {
 	return c
 }
 
-// createToken runs `m3sup token create` against h's socket, retrying while
-// the daemon (or its etcd) is still starting.
-func (h *hostNode) createToken(t testing.TB, timeout time.Duration) string {
+// createToken runs `m3sup token create --ttl 1h` with flags (e.g.
+// "--voter", "--uses", "2") against h's socket, retrying while the daemon
+// (or its etcd) is still starting.
+func (h *hostNode) createToken(t testing.TB, timeout time.Duration, flags ...string) string {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		cmd := exec.Command(os.Args[0], "token", "create", "--ttl", "1h", "--socket", h.socket)
+		cmd := exec.Command(os.Args[0], append([]string{"token", "create", "--ttl", "1h", "--socket", h.socket}, flags...)...)
 		cmd.Env = append(os.Environ(), "M3SUP_TEST_MAIN=1")
 		out, err := cmd.CombinedOutput()
 		if err == nil {
@@ -232,7 +233,7 @@ func TestE2EThreeHosts(t *testing.T) {
 
 	h1 := newHostNode(t, "host1", "127.0.0.2", true, rs.url, sum)
 	h1.start()
-	tok := h1.createToken(t, 2*time.Minute)
+	tok := h1.createToken(t, 2*time.Minute, "--voter", "--uses", "2") // host2 and host3
 	if _, err := join.ParseToken(tok); err != nil {
 		t.Fatalf("token create printed %q: %v", tok, err)
 	}
@@ -282,7 +283,7 @@ func TestE2EThreeHosts(t *testing.T) {
 	// A joined voter received the CA with its join: it issues tokens that
 	// pin the same CA; M3's copy of its pki dir holds no CA key.
 	c3 := api.NewClient(h3.socket)
-	tok3, err := c3.CreateToken(context.Background(), time.Hour, "")
+	tok3, err := c3.CreateToken(context.Background(), join.TokenOptions{TTL: time.Hour})
 	if err != nil {
 		t.Fatalf("token create on a joined voter: %v", err)
 	}

@@ -29,7 +29,7 @@ func TestE2EHostRoles(t *testing.T) {
 
 	h1 := newHostNodeWith(t, "host1", "127.0.0.2", true, rs.url, sum, hostOpts{rf: 2})
 	h1.start()
-	tok := h1.createToken(t, 2*time.Minute)
+	tok := h1.createToken(t, 2*time.Minute, "--voter", "--uses", "2")
 	cli := h1.tlsEtcd(t)
 	h2 := newHostNodeWith(t, "host2", "127.0.0.3", false, rs.url, sum, hostOpts{rf: 2, roles: []string{"dbnode"}})
 	h2.start("--join", h1.joinURL, "--token", tok)

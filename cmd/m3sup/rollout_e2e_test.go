@@ -406,7 +406,7 @@ func TestE2ERollout(t *testing.T) {
 	}
 	h1 := newHostNode(t, "host1", "127.0.0.2", true, rs.url, sum)
 	h1.start("--config", over)
-	tok := h1.createToken(t, 2*time.Minute)
+	tok := h1.createToken(t, 2*time.Minute, "--voter", "--uses", "2")
 	cli := h1.tlsEtcd(t)
 	h2 := newHostNode(t, "host2", "127.0.0.3", false, rs.url, sum)
 	h2.start("--config", over, "--join", h1.joinURL, "--token", tok)

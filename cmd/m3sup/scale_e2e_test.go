@@ -63,7 +63,7 @@ func TestE2EScaleOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	h1.start("--config", maxVoters)
-	tok := h1.createToken(t, 2*time.Minute)
+	tok := h1.createToken(t, 2*time.Minute, "--voter", "--uses", "3") // host2 and host3 voters; host4 client-only (maxVoters)
 	cli := h1.tlsEtcd(t)
 	h2 := newHostNodeWith(t, "host2", "127.0.0.3", false, rs.url, sum, hostOpts{joinListen: true})
 	h2.start("--join", h1.joinURL, "--token", tok)
@@ -195,7 +195,7 @@ func TestE2EScaleOut(t *testing.T) {
 	// good and is removed with remove-host on host2 (its etcd member too);
 	// started again on its old data dir, its etcd member is refused by the
 	// others and it exits 4, twice, naming the remover.
-	tok6 := h2.createToken(t, 10*time.Minute)
+	tok6 := h2.createToken(t, 10*time.Minute, "--voter")
 	h6 := newHostNode(t, "host6", "127.0.0.7", false, rs.url, sum)
 	h6.start("--join", h2.joinURL, "--token", tok6)
 	waitVoters(t, cli2, 3, 2*time.Minute, h2, h3, h6)

@@ -14,14 +14,21 @@ import (
 
 // Tokens manages join tokens (multi-host mode); the daemon implements it.
 type Tokens interface {
-	CreateToken(ctx context.Context, ttl time.Duration, description string) (string, join.TokenInfo, error)
+	CreateToken(ctx context.Context, o join.TokenOptions) (string, join.TokenInfo, error)
 	ListTokens(ctx context.Context) ([]join.TokenInfo, error)
 	RevokeToken(ctx context.Context, id string) error
 }
 
 // TokenRequest is the body of POST /v1/tokens.
 type TokenRequest struct {
-	TTL         string `json:"ttl,omitempty"` // Go duration; empty: until revoked
+	// TTL is a Go duration, required: 0 < TTL <= join.MaxTokenTTL.
+	TTL string `json:"ttl"`
+	// Uses is how many joins the token admits (zero: one).
+	Uses int `json:"uses,omitempty"`
+	// Reusable: any number of joins until it expires (instead of Uses).
+	Reusable bool `json:"reusable,omitempty"`
+	// Voter: the token may make etcd voters, which receive the CA key.
+	Voter       bool   `json:"voter,omitempty"`
 	Description string `json:"description,omitempty"`
 }
 
@@ -34,20 +41,12 @@ type TokenCreated struct {
 
 func tokenRoutes(mux *http.ServeMux, t Tokens) {
 	mux.HandleFunc("POST /v1/tokens", func(w http.ResponseWriter, r *http.Request) {
-		var req TokenRequest
-		body, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
-		if err == nil && len(body) > 0 {
-			err = json.Unmarshal(body, &req)
-		}
-		var ttl time.Duration
-		if err == nil && req.TTL != "" {
-			ttl, err = time.ParseDuration(req.TTL)
-		}
+		o, err := decodeTokenRequest(http.MaxBytesReader(w, r.Body, 64<<10))
 		if err != nil {
-			writeError(w, fmt.Errorf("%w: token request: %w", ErrInvalid, err))
+			writeError(w, fmt.Errorf("%w: %w", ErrInvalid, err))
 			return
 		}
-		tok, info, err := t.CreateToken(r.Context(), ttl, req.Description)
+		tok, info, err := t.CreateToken(r.Context(), o)
 		if err != nil {
 			writeError(w, err)
 			return
@@ -78,14 +77,38 @@ func tokenRoutes(mux *http.ServeMux, t Tokens) {
 	})
 }
 
-// CreateToken asks the daemon for a join token valid for ttl (zero: until
-// revoked).
-func (c *Client) CreateToken(ctx context.Context, ttl time.Duration, description string) (TokenCreated, error) {
-	var out TokenCreated
-	req := TokenRequest{Description: description}
-	if ttl > 0 {
-		req.TTL = ttl.String()
+// decodeTokenRequest reads a TokenRequest strictly (no unknown field, no
+// trailing data) and checks it.
+func decodeTokenRequest(r io.Reader) (join.TokenOptions, error) {
+	var req TokenRequest
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return join.TokenOptions{}, fmt.Errorf("token request: %w", err)
 	}
+	if dec.More() {
+		return join.TokenOptions{}, errors.New("token request: trailing data after the JSON object")
+	}
+	if req.TTL == "" {
+		return join.TokenOptions{}, fmt.Errorf("token request: ttl: required (at most %s)", join.MaxTokenTTL)
+	}
+	ttl, err := time.ParseDuration(req.TTL)
+	if err != nil {
+		return join.TokenOptions{}, fmt.Errorf("token request: ttl: %w", err)
+	}
+	o := join.TokenOptions{TTL: ttl, Uses: req.Uses, Reusable: req.Reusable, Voter: req.Voter, Description: req.Description}
+	if err := o.Validate(); err != nil {
+		return join.TokenOptions{}, fmt.Errorf("token request: %w", err)
+	}
+	return o, nil
+}
+
+// CreateToken asks the daemon for a join token as o says. o.TTL is sent
+// whatever its sign, so the daemon refuses a TTL that is not positive
+// instead of this client dropping it.
+func (c *Client) CreateToken(ctx context.Context, o join.TokenOptions) (TokenCreated, error) {
+	var out TokenCreated
+	req := TokenRequest{TTL: o.TTL.String(), Uses: o.Uses, Reusable: o.Reusable, Voter: o.Voter, Description: o.Description}
 	err := c.do(ctx, http.MethodPost, "/v1/tokens", req, &out)
 	return out, err
 }

@@ -6,12 +6,15 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/m3sup/m3sup/supervisor/pki"
@@ -38,14 +41,15 @@ func Join(ctx context.Context, joinURL, token string, req Request) (Response, er
 	case u.Scheme != "https" || u.Host == "":
 		return Response{}, fmt.Errorf("join %q: want https://host:port: %w", joinURL, ErrRefused)
 	}
-	body, err := json.Marshal(req)
+	body, err := encodeRequest(req)
 	if err != nil {
 		return Response{}, fmt.Errorf("join: %w", err)
 	}
 
 	pin := &pinner{fingerprint: tok.CAFingerprint(), host: u.Hostname()}
 	tr := &http.Transport{
-		Proxy: nil, // the pinned handshake is end to end; no proxies
+		Proxy:       nil, // the pinned handshake is end to end; no proxies
+		DialContext: dialFrom(req.Advertise),
 		TLSClientConfig: &tls.Config{
 			MinVersion: tls.VersionTLS12,
 			// Verification is not skipped: VerifyConnection checks the chain
@@ -83,7 +87,7 @@ func Join(ctx context.Context, joinURL, token string, req Request) (Response, er
 	}
 	switch hresp.StatusCode {
 	case http.StatusOK:
-	case http.StatusUnauthorized, http.StatusForbidden:
+	case http.StatusUnauthorized, http.StatusForbidden, http.StatusTooManyRequests:
 		return Response{}, fmt.Errorf("join %s: %s: %w", u.Host, strings.TrimSpace(string(data)), ErrRefused)
 	default:
 		return Response{}, fmt.Errorf("join %s: %s: %s", u.Host, hresp.Status, strings.TrimSpace(string(data)))
@@ -101,6 +105,30 @@ func Join(ctx context.Context, joinURL, token string, req Request) (Response, er
 		}
 	}
 	return resp, nil
+}
+
+// dialFrom dials from the first advertised IP when this host has it, so
+// the join comes from the address the server checks advertised IPs
+// against (checkAdvertise); otherwise (a DNS name, an address behind NAT)
+// it lets the system pick.
+func dialFrom(advertise []string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	var d net.Dialer
+	var local net.IP
+	for _, h := range advertise {
+		if local = net.ParseIP(h); local != nil {
+			break
+		}
+	}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if local != nil {
+			bound := net.Dialer{LocalAddr: &net.TCPAddr{IP: local}}
+			c, err := bound.DialContext(ctx, network, addr)
+			if !errors.Is(err, syscall.EADDRNOTAVAIL) && !errors.Is(err, syscall.EAFNOSUPPORT) && !errors.Is(err, syscall.EINVAL) {
+				return c, err
+			}
+		}
+		return d.DialContext(ctx, network, addr)
+	}
 }
 
 // pinner verifies a server's chain against the CA a token pins: the chain

@@ -52,12 +52,21 @@ type fakeMembers struct {
 	members []join.Member
 	next    uint64
 	adds    int
+	removed []uint64
 }
 
 func (f *fakeMembers) Members(context.Context) ([]join.Member, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return slices.Clone(f.members), nil
+}
+
+func (f *fakeMembers) RemoveMember(_ context.Context, id uint64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.removed = append(f.removed, id)
+	f.members = slices.DeleteFunc(f.members, func(m join.Member) bool { return m.ID == id })
+	return nil
 }
 
 func (f *fakeMembers) AddLearner(_ context.Context, peerURL string) (uint64, []join.Member, error) {
@@ -91,7 +100,27 @@ type cluster struct {
 
 	mu         sync.Mutex
 	tombstones map[string]bool // hosts removed with `m3sup remove-host`
+	registered map[string]bool // the host registry
 	readmitErr error
+}
+
+// fakeDNS resolves *.example to 127.0.0.1 (where a joiner that advertises
+// no IP dials from) and evil.example to 8.8.8.8.
+func fakeDNS(_ context.Context, host string) ([]string, error) {
+	switch {
+	case host == "evil.example":
+		return []string{"8.8.8.8"}, nil
+	case strings.HasSuffix(host, ".example"):
+		return []string{"127.0.0.1"}, nil
+	}
+	return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+}
+
+// nameTaken is the server's NameTaken: the registered hosts.
+func (c *cluster) nameTaken(_ context.Context, name string) (bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.registered[name], nil
 }
 
 // readmit is the server's Readmit: it clears name's tombstone.
@@ -113,10 +142,11 @@ func newCluster(t *testing.T) *cluster {
 		t.Fatal(err)
 	}
 	e := startEtcd(t)
-	c := &cluster{ca: ca, clock: &clock{now: time.Now()}, tombstones: map[string]bool{}}
+	c := &cluster{ca: ca, clock: &clock{now: time.Now()}, tombstones: map[string]bool{}, registered: map[string]bool{}}
 	c.tokens = &join.Tokens{KV: e.Client(), CAHash: strings.TrimPrefix(ca.Fingerprint(), "sha256:"), Now: c.clock.Now}
 	c.members = &fakeMembers{next: 100, members: []join.Member{{ID: 1, Name: "node-1", PeerURLs: []string{"https://10.0.0.1:2380"}, ClientURLs: []string{"https://10.0.0.1:2379"}}}}
-	h, err := join.Handler(join.ServerConfig{CA: ca, Tokens: c.tokens, Members: c.members, Now: c.clock.Now, Readmit: c.readmit})
+	h, err := join.Handler(join.ServerConfig{CA: ca, Tokens: c.tokens, Members: c.members, Now: c.clock.Now, Readmit: c.readmit,
+		LookupHost: fakeDNS, NameTaken: c.nameTaken})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,9 +172,15 @@ func serveTLS(t *testing.T, h http.Handler, cfg *tls.Config, calls *atomic.Int32
 	return srv
 }
 
+// token is a voter token for ten joins.
 func (c *cluster) token(t *testing.T, ttl time.Duration) join.Token {
 	t.Helper()
-	tok, _, err := c.tokens.Create(testCtx(t), ttl, "test")
+	return c.tokenWith(t, join.TokenOptions{TTL: ttl, Uses: 10, Voter: true, Description: "test"})
+}
+
+func (c *cluster) tokenWith(t *testing.T, o join.TokenOptions) join.Token {
+	t.Helper()
+	tok, _, err := c.tokens.Create(testCtx(t), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,14 +213,14 @@ func TestJoinRoundTrip(t *testing.T) {
 	ctx := testCtx(t)
 	tok := c.token(t, time.Hour)
 
-	resp, err := join.Join(ctx, c.srv.URL, tok.Encode(), voterReq("node-2", "10.0.0.2"))
+	resp, err := join.Join(ctx, c.srv.URL, tok.Encode(), voterReq("node-2", "127.0.0.2"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if resp.Role != join.RoleVoter || resp.MemberID != 101 {
 		t.Fatalf("role %s, member %d", resp.Role, resp.MemberID)
 	}
-	if want := "node-1=https://10.0.0.1:2380,node-2=https://10.0.0.2:2380"; resp.InitialCluster != want {
+	if want := "node-1=https://10.0.0.1:2380,node-2=https://127.0.0.2:2380"; resp.InitialCluster != want {
 		t.Errorf("InitialCluster = %q, want %q", resp.InitialCluster, want)
 	}
 	if !slices.Equal(resp.Endpoints, []string{"https://10.0.0.1:2379"}) {
@@ -193,7 +229,7 @@ func TestJoinRoundTrip(t *testing.T) {
 	if fp, _ := pki.Fingerprint([]byte(resp.CACert)); fp != c.ca.Fingerprint() {
 		t.Error("response CA differs")
 	}
-	peer := verifyCert(t, c.ca, resp.PeerCert, x509.ExtKeyUsageServerAuth, "10.0.0.2")
+	peer := verifyCert(t, c.ca, resp.PeerCert, x509.ExtKeyUsageServerAuth, "127.0.0.2")
 	verifyCert(t, c.ca, resp.PeerCert, x509.ExtKeyUsageClientAuth, "node-2")
 	if peer.Subject.CommonName != pki.EtcdPeerCN {
 		t.Errorf("peer CN = %q", peer.Subject.CommonName)
@@ -210,26 +246,26 @@ func TestJoinRoundTrip(t *testing.T) {
 	}
 
 	// The response was lost and node-2 asks again: the same learner, not a second one.
-	again, err := join.Join(ctx, c.srv.URL, tok.Encode(), voterReq("node-2", "10.0.0.2"))
+	again, err := join.Join(ctx, c.srv.URL, tok.Encode(), voterReq("node-2", "127.0.0.2"))
 	if err != nil || again.MemberID != resp.MemberID || c.members.adds != 1 {
 		t.Fatalf("retry: member %d, %d adds, %v", again.MemberID, c.members.adds, err)
 	}
-	c.members.start(resp.MemberID, "node-2", "https://10.0.0.2:2379")
+	c.members.start(resp.MemberID, "node-2", "https://127.0.0.2:2379")
 
 	// A second host with node-2's name is refused.
-	if _, err := join.Join(ctx, c.srv.URL, tok.Encode(), voterReq("node-2", "10.0.0.9")); err == nil || !strings.Contains(err.Error(), "409") {
+	if _, err := join.Join(ctx, c.srv.URL, tok.Encode(), voterReq("node-2", "127.0.0.9")); err == nil || !strings.Contains(err.Error(), "409") {
 		t.Errorf("duplicate name: %v", err)
 	}
 
-	r3, err := join.Join(ctx, c.srv.URL, tok.Encode(), voterReq("node-3", "10.0.0.3"))
+	r3, err := join.Join(ctx, c.srv.URL, tok.Encode(), voterReq("node-3", "127.0.0.3"))
 	if err != nil || r3.Role != join.RoleVoter {
 		t.Fatalf("node-3: %v %v", r3.Role, err)
 	}
-	c.members.start(r3.MemberID, "node-3", "https://10.0.0.3:2379")
+	c.members.start(r3.MemberID, "node-3", "https://127.0.0.3:2379")
 
 	// Three voters: the fourth host is a client only, and so is one that
 	// asks for no seat.
-	for _, req := range []join.Request{voterReq("node-4", "10.0.0.4"), {NodeName: "node-5", Advertise: []string{"node-5.example"}}} {
+	for _, req := range []join.Request{voterReq("node-4", "127.0.0.4"), {NodeName: "node-5", Advertise: []string{"node-5.example"}}} {
 		r, err := join.Join(ctx, c.srv.URL, tok.Encode(), req)
 		if err != nil {
 			t.Fatal(err)
@@ -247,9 +283,9 @@ func TestJoinRefused(t *testing.T) {
 	c := newCluster(t)
 	ctx := testCtx(t)
 	good := c.token(t, time.Hour)
-	req := voterReq("node-2", "10.0.0.2")
+	req := voterReq("node-2", "127.0.0.2")
 
-	revoked := c.token(t, 0)
+	revoked := c.token(t, time.Hour)
 	if err := c.tokens.Revoke(ctx, revoked.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -390,14 +426,14 @@ func TestJoinRefused(t *testing.T) {
 }
 
 func TestRequestValidate(t *testing.T) {
-	ok := voterReq("node-2", "10.0.0.2")
+	ok := voterReq("node-2", "127.0.0.2")
 	tests := map[string]func(*join.Request){
 		"empty name":          func(r *join.Request) { r.NodeName = "" },
 		"upper-case name":     func(r *join.Request) { r.NodeName = "Node" },
 		"no advertise":        func(r *join.Request) { r.Advertise = nil },
 		"bad host":            func(r *join.Request) { r.Advertise = []string{"a b"} },
-		"plain HTTP peer URL": func(r *join.Request) { r.PeerURL = "http://10.0.0.2:2380" },
-		"no port":             func(r *join.Request) { r.ClientURL = "https://10.0.0.2" },
+		"plain HTTP peer URL": func(r *join.Request) { r.PeerURL = "http://127.0.0.2:2380" },
+		"no port":             func(r *join.Request) { r.ClientURL = "https://127.0.0.2" },
 		"unadvertised host":   func(r *join.Request) { r.PeerURL = "https://10.9.9.9:2380" },
 	}
 	if err := ok.Validate(); err != nil {
@@ -436,21 +472,21 @@ func TestJoinReadmits(t *testing.T) {
 	c.tombstones["node-2"], c.tombstones["node-3"] = true, true
 	bad := c.token(t, time.Hour)
 	bad.Secret = strings.Repeat("a", 32)
-	if _, err := join.Join(ctx, c.srv.URL, bad.Encode(), voterReq("node-2", "10.0.0.2")); !errors.Is(err, join.ErrRefused) {
+	if _, err := join.Join(ctx, c.srv.URL, bad.Encode(), voterReq("node-2", "127.0.0.2")); !errors.Is(err, join.ErrRefused) {
 		t.Fatalf("join with a bad token: %v", err)
 	}
 	if !c.tombstones["node-2"] {
 		t.Fatal("a join refused for its token cleared the tombstone")
 	}
 	c.readmitErr = errors.New("etcd unavailable")
-	if _, err := join.Join(ctx, c.srv.URL, c.token(t, time.Hour).Encode(), voterReq("node-2", "10.0.0.2")); err == nil || !strings.Contains(err.Error(), "readmit node-2") {
+	if _, err := join.Join(ctx, c.srv.URL, c.token(t, time.Hour).Encode(), voterReq("node-2", "127.0.0.2")); err == nil || !strings.Contains(err.Error(), "readmit node-2") {
 		t.Fatalf("join with an uncleared tombstone: %v, want refused", err)
 	}
 	if c.members.adds != 0 {
 		t.Fatalf("a failed readmit added %d learners", c.members.adds)
 	}
 	c.readmitErr = nil
-	resp, err := join.Join(ctx, c.srv.URL, c.token(t, time.Hour).Encode(), voterReq("node-2", "10.0.0.2"))
+	resp, err := join.Join(ctx, c.srv.URL, c.token(t, time.Hour).Encode(), voterReq("node-2", "127.0.0.2"))
 	if err != nil || resp.Role != join.RoleVoter {
 		t.Fatalf("join of removed node-2 again: %+v, %v", resp, err)
 	}

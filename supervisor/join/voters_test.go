@@ -22,7 +22,7 @@ func TestJoinThroughSecondVoter(t *testing.T) {
 	ctx := testCtx(t)
 	tok1 := c.token(t, time.Hour)
 
-	r2, err := join.Join(ctx, c.srv.URL, tok1.Encode(), voterReq("node-2", "10.0.0.2"))
+	r2, err := join.Join(ctx, c.srv.URL, tok1.Encode(), voterReq("node-2", "127.0.0.2"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +33,7 @@ func TestJoinThroughSecondVoter(t *testing.T) {
 	if err != nil || ca2.Fingerprint() != c.ca.Fingerprint() {
 		t.Fatalf("the voter's CA: %v (fingerprint %s, want %s)", err, ca2.Fingerprint(), c.ca.Fingerprint())
 	}
-	c.members.start(r2.MemberID, "node-2", "https://10.0.0.2:2379")
+	c.members.start(r2.MemberID, "node-2", "https://127.0.0.2:2379")
 
 	// node-2's join endpoint: its CA, the cluster's etcd token store.
 	tokens2 := &join.Tokens{KV: c.tokens.KV, CAHash: strings.TrimPrefix(ca2.Fingerprint(), "sha256:"), Now: c.clock.Now}
@@ -49,7 +49,7 @@ func TestJoinThroughSecondVoter(t *testing.T) {
 	srv2 := serveTLS(t, h, cfg, &calls2)
 
 	// A token made on node-2 pins the same CA and is valid on both.
-	tok2, _, err := tokens2.Create(ctx, time.Hour, "made on node-2")
+	tok2, _, err := tokens2.Create(ctx, join.TokenOptions{TTL: time.Hour, Voter: true, Description: "made on node-2"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,20 +60,20 @@ func TestJoinThroughSecondVoter(t *testing.T) {
 		t.Fatalf("the first host refuses node-2's token: %v", err)
 	}
 
-	r3, err := join.Join(ctx, srv2.URL, tok2.Encode(), voterReq("node-3", "10.0.0.3"))
+	r3, err := join.Join(ctx, srv2.URL, tok2.Encode(), voterReq("node-3", "127.0.0.3"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r3.Role != join.RoleVoter || r3.CAKey == "" || r3.InitialCluster != "node-1=https://10.0.0.1:2380,node-2=https://10.0.0.2:2380,node-3=https://10.0.0.3:2380" {
+	if r3.Role != join.RoleVoter || r3.CAKey == "" || r3.InitialCluster != "node-1=https://10.0.0.1:2380,node-2=https://127.0.0.2:2380,node-3=https://127.0.0.3:2380" {
 		t.Fatalf("node-3 through node-2: %+v", r3)
 	}
 	// Issued by the one cluster CA: the first host's etcd trusts them.
-	verifyCert(t, c.ca, r3.PeerCert, x509.ExtKeyUsageServerAuth, "10.0.0.3")
+	verifyCert(t, c.ca, r3.PeerCert, x509.ExtKeyUsageServerAuth, "127.0.0.3")
 	verifyCert(t, c.ca, r3.ClientCert, x509.ExtKeyUsageClientAuth, "")
-	c.members.start(r3.MemberID, "node-3", "https://10.0.0.3:2379")
+	c.members.start(r3.MemberID, "node-3", "https://127.0.0.3:2379")
 
 	// Beyond three voters: a client-only host, without the CA key.
-	r4, err := join.Join(ctx, srv2.URL, tok1.Encode(), voterReq("node-4", "10.0.0.4"))
+	r4, err := join.Join(ctx, srv2.URL, tok1.Encode(), voterReq("node-4", "127.0.0.4"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +86,7 @@ func TestJoinThroughSecondVoter(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := calls2.Load()
-	if _, err := join.Join(ctx, srv2.URL, tok2.Encode(), voterReq("node-5", "10.0.0.5")); !errors.Is(err, join.ErrRefused) {
+	if _, err := join.Join(ctx, srv2.URL, tok2.Encode(), voterReq("node-5", "127.0.0.5")); !errors.Is(err, join.ErrRefused) {
 		t.Fatalf("revoked token on node-2: %v", err)
 	}
 	if calls2.Load() != before+1 || c.members.adds != 2 {
@@ -101,10 +101,10 @@ func TestJoinThroughSecondVoter(t *testing.T) {
 	wrongPin := tok1
 	wrongPin.CAHash = strings.TrimPrefix(other.Fingerprint(), "sha256:")
 	before = calls2.Load()
-	if _, err := join.Join(ctx, srv2.URL, wrongPin.Encode(), voterReq("node-5", "10.0.0.5")); !errors.Is(err, join.ErrRefused) || calls2.Load() != before {
+	if _, err := join.Join(ctx, srv2.URL, wrongPin.Encode(), voterReq("node-5", "127.0.0.5")); !errors.Is(err, join.ErrRefused) || calls2.Load() != before {
 		t.Fatalf("wrong pin on node-2: %v, %d requests", err, calls2.Load()-before)
 	}
-	if _, err := join.Join(ctx, strings.Replace(srv2.URL, "https://", "http://", 1), tok1.Encode(), voterReq("node-5", "10.0.0.5")); !errors.Is(err, join.ErrRefused) || calls2.Load() != before {
+	if _, err := join.Join(ctx, strings.Replace(srv2.URL, "https://", "http://", 1), tok1.Encode(), voterReq("node-5", "127.0.0.5")); !errors.Is(err, join.ErrRefused) || calls2.Load() != before {
 		t.Fatalf("plain HTTP to node-2: %v, %d requests", err, calls2.Load()-before)
 	}
 }
@@ -133,7 +133,7 @@ func TestJoinRefusesForeignCAKey(t *testing.T) {
 		_ = json.NewEncoder(w).Encode(join.Response{CACert: string(ca.CertPEM()), Role: join.RoleVoter, CAKey: string(otherKey)})
 	}), cfg, &calls)
 	tok := join.Token{CAHash: strings.TrimPrefix(ca.Fingerprint(), "sha256:"), ID: "abcdef", Secret: strings.Repeat("s", 32)}
-	_, err = join.Join(testCtx(t), srv.URL, tok.Encode(), voterReq("node-2", "10.0.0.2"))
+	_, err = join.Join(testCtx(t), srv.URL, tok.Encode(), voterReq("node-2", "127.0.0.2"))
 	if !errors.Is(err, join.ErrRefused) || !strings.Contains(err.Error(), "CA key") {
 		t.Fatalf("foreign CA key: %v, want a refusal", err)
 	}
