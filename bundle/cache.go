@@ -191,7 +191,7 @@ func (c *Cache) sweepTmp() {
 // hashFile returns the digest and size of the regular file at path. It
 // refuses anything that is not a regular file (a planted symlink, say).
 func hashFile(path string) (Digest, int64, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|noFollow, 0)
+	f, err := os.OpenFile(path, os.O_RDONLY|noFollow|nonBlock, 0)
 	if err != nil {
 		return "", 0, err
 	}

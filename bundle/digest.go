@@ -48,6 +48,11 @@ var (
 	// ErrSignature: an air-gap bundle's signature is missing, malformed or
 	// not made by any trusted key.
 	ErrSignature = errors.New("bad signature")
+	// ErrUntrusted: an air-gap bundle carries binaries or image archives but
+	// is not signed by a trusted key, so it is not used at all.
+	ErrUntrusted = errors.New("untrusted bundle")
+	// ErrTooLarge: a download is larger than Options.MaxDownload.
+	ErrTooLarge = errors.New("too large")
 )
 
 const digestPrefix = "sha256:"
