@@ -120,6 +120,9 @@ start (the systemd unit does not restart on 4); 1 any other error.`,
 		if err != nil {
 			return err
 		}
+		if err := checkConfig(cfg); err != nil {
+			return err
+		}
 		if tokenFile != "" {
 			if token != "" {
 				return &exitError{code: 2, err: errors.New("--token and --token-file exclude each other")}

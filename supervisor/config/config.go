@@ -164,8 +164,8 @@ type Cluster struct {
 	// replica of a shard in a different group). Empty means the node name:
 	// one group per host.
 	IsolationGroup string `yaml:"isolationGroup"`
-	// Weight is this host's M3 placement weight (its share of shards);
-	// zero means 100.
+	// Weight is this host's M3 placement weight (its share of shards),
+	// 1 to 10000; default 100. An explicit 0 is an error.
 	Weight uint32 `yaml:"weight,omitempty"`
 	// Roles is what this host runs: dbnode, coordinator or both (the
 	// default). Only a multi-host cluster has hosts with one role: a
@@ -228,6 +228,7 @@ const (
 	DefaultReleaseVersion = "1.5.0"
 	DefaultBufferPast     = 10 * time.Minute
 	DefaultBufferFuture   = 2 * time.Minute
+	DefaultWeight         = 100
 
 	releaseURLFormat      = "https://github.com/m3db/m3/releases/download/v%[1]s/m3_%[1]s_linux_amd64.tar.gz"
 	releaseChecksumFormat = "file:https://github.com/m3db/m3/releases/download/v%[1]s/m3_%[1]s_checksums.txt"
@@ -285,6 +286,7 @@ func base() Config {
 			Zone:              "embedded",
 			NumShards:         64,
 			ReplicationFactor: 1,
+			Weight:            DefaultWeight,
 			ReadyTimeout:      Duration(10 * time.Minute),
 			RolloutDeadline:   Duration(5 * time.Minute),
 			Namespaces: []Namespace{{
@@ -304,9 +306,6 @@ func (c *Config) fillDerived() {
 	}
 	if c.Cluster.IsolationGroup == "" {
 		c.Cluster.IsolationGroup = c.NodeName
-	}
-	if c.Cluster.Weight == 0 {
-		c.Cluster.Weight = 100
 	}
 	if len(c.Cluster.Roles) == 0 {
 		c.Cluster.Roles = []string{RoleDBNode, RoleCoordinator}
