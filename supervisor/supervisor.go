@@ -611,7 +611,8 @@ type release struct {
 }
 
 func (s *Supervisor) fetchRelease(ctx context.Context, lay layout, r spec.Release) (release, error) {
-	cache, err := bundle.OpenCache(lay.cache(), bundle.Options{Logger: s.log.Named("fetch"), Progress: s.opts.Progress})
+	cache, err := bundle.OpenCache(lay.cache(), bundle.Options{Logger: s.log.Named("fetch"), Progress: s.opts.Progress,
+		MaxDownload: s.cfg.Release.MaxDownloadBytes})
 	if err != nil {
 		return release{}, err
 	}

@@ -126,6 +126,11 @@ type Release struct {
 	// empty with an empty URL: the GitHub checksums file of Version.
 	Checksum             string `yaml:"checksum"`
 	InsecureSkipChecksum bool   `yaml:"insecureSkipChecksum"`
+	// MaxDownloadBytes bounds the downloaded release tarball (and any
+	// artifact m3sup fetches for it); a larger download fails and leaves
+	// nothing in the cache. Default (and 0) 2 GiB (DefaultMaxDownloadBytes). It is
+	// this host's own limit, not part of the cluster's desired state.
+	MaxDownloadBytes int64 `yaml:"maxDownloadBytes"`
 }
 
 // DBNode configures m3dbnode.
@@ -229,6 +234,9 @@ const (
 	DefaultBufferPast     = 10 * time.Minute
 	DefaultBufferFuture   = 2 * time.Minute
 	DefaultWeight         = 100
+	// DefaultMaxDownloadBytes is release.maxDownloadBytes' default, the
+	// same 2 GiB as bundle.DefaultMaxDownload.
+	DefaultMaxDownloadBytes = int64(2) << 30
 
 	releaseURLFormat      = "https://github.com/m3db/m3/releases/download/v%[1]s/m3_%[1]s_linux_amd64.tar.gz"
 	releaseChecksumFormat = "file:https://github.com/m3db/m3/releases/download/v%[1]s/m3_%[1]s_checksums.txt"
@@ -263,7 +271,7 @@ func base() Config {
 			Namespace: "m3sup",
 			Binary:    "containerd",
 		}},
-		Release: Release{Version: DefaultReleaseVersion},
+		Release: Release{Version: DefaultReleaseVersion, MaxDownloadBytes: DefaultMaxDownloadBytes},
 		DBNode: DBNode{
 			ListenAddress:            "0.0.0.0:9000",
 			ClusterListenAddress:     "0.0.0.0:9001",

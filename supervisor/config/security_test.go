@@ -125,6 +125,7 @@ func TestValidateMatchesRun(t *testing.T) {
 		{"advertise with a port", "cluster:\n  advertise: 10.0.0.1:2380\n", `cluster.advertise: "10.0.0.1:2380" must be an IP address or a DNS name`},
 		{"weight zero", "cluster:\n  weight: 0\n", "cluster.weight: 0 must be between 1 and 10000"},
 		{"num shards", "cluster:\n  numShards: 0\n", "cluster.numShards: 0 must be between 1 and 4096"},
+		{"negative download limit", "release:\n  maxDownloadBytes: -1\n", "release.maxDownloadBytes: -1 must not be negative"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			path := writeFile(t, "m3sup.yaml", tt.content)
@@ -144,7 +145,7 @@ func TestValidateMatchesRun(t *testing.T) {
 		}
 	}
 	// Left out, the weight is 100.
-	if c, err := load(noEnv, nil); err != nil || c.Cluster.Weight != 100 {
-		t.Errorf("default weight %d, %v", c.Cluster.Weight, err)
+	if c, err := load(noEnv, nil); err != nil || c.Cluster.Weight != 100 || c.Release.MaxDownloadBytes != 2<<30 {
+		t.Errorf("default weight %d, download limit %d, %v", c.Cluster.Weight, c.Release.MaxDownloadBytes, err)
 	}
 }

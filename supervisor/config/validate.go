@@ -122,6 +122,9 @@ func (p *problems) release(r Release) {
 	if !fetchableURL(r.URL) {
 		p.add("release.url", "%q must be an http://, https:// or file:// URL or an absolute path, like https://host/m3.tar.gz", r.URL)
 	}
+	if r.MaxDownloadBytes < 0 {
+		p.add("release.maxDownloadBytes", "%d must not be negative (bytes; 0 or unset means %d, 2 GiB)", r.MaxDownloadBytes, DefaultMaxDownloadBytes)
+	}
 	if r.InsecureSkipChecksum {
 		return
 	}
