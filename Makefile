@@ -1,6 +1,7 @@
 # m3sup — see README.md.
 #   make run    build m3sup and run a single-node M3 cluster in the foreground
-#   make test   unit and end-to-end tests (real etcd, containerd, runc, M3)
+#   make test   fuzz briefly, then unit and end-to-end tests (real etcd, containerd, runc, M3)
+#   make fuzz   each fuzz target for FUZZ_TIME (default 10s)
 #   make bench  benchmarks; figures go to BENCHMARKS.md
 
 GO          ?= go
@@ -15,7 +16,7 @@ TEST_FLAGS  ?=
 
 export GOFLAGS := -buildvcs=false
 
-.PHONY: all build run test unit e2e bench prereqs m3-release vet clean
+.PHONY: all build run test unit e2e bench prereqs m3-release vet fuzz clean
 
 all: build
 
@@ -38,9 +39,27 @@ run: build prereqs m3-release
 vet:
 	$(GO) vet ./...
 
+# Each fuzz target runs for FUZZ_TIME on its own (go test -fuzz takes one
+# target per run), from its seeds (f.Add) and whatever it found before (the
+# fuzz cache). A failure writes the input to <pkg>/testdata/fuzz/: commit it
+# with the fix, and it becomes a regression test that every `go test` runs.
+FUZZ_TIME ?= 10s
+FUZZ_TARGETS := \
+	FuzzLoad:./supervisor/config/ \
+	FuzzVerifyBundle:./bundle/ \
+	FuzzBundleManifest:./bundle/ \
+	FuzzUnpack:./bundle/
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  name=$${t%%:*}; pkg=$${t#*:}; \
+	  echo "fuzz $$name ($$pkg, $(FUZZ_TIME))"; \
+	  $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZ_TIME) $$pkg; \
+	done
+
 # Unit tests everywhere, plus the end-to-end tests that run real etcd,
 # containerd, runc and M3 binaries.
-test: m3-release vet
+test: m3-release vet fuzz
 	@scripts/prereqs.sh test
 	M3SUP_E2E_RELEASE=$(M3_TARBALL) $(GO) test -race -count=1 -timeout 40m $(TEST_FLAGS) ./...
 
