@@ -296,6 +296,22 @@ func TestForgedBundleRefused(t *testing.T) {
 				if _, err := os.Lstat(dataDir); !errors.Is(err, fs.ErrNotExist) {
 					t.Errorf("run --bundle created %s for a refused bundle", dataDir)
 				}
+
+				// An existing data dir (a host already in service) stays as it was.
+				if err := os.Mkdir(dataDir, 0o700); err != nil {
+					t.Fatal(err)
+				}
+				for _, args := range [][]string{
+					append([]string{"bundle", "import", "--data-dir", dataDir, path}, trust...),
+					append([]string{"run", "--data-dir", dataDir, "--bundle", path}, trust...),
+				} {
+					if out, code := m3supRun(t, nil, args...); code == 0 {
+						t.Errorf("%s: exit 0\n%s", strings.Join(args, " "), out)
+					}
+					if entries, err := os.ReadDir(dataDir); err != nil || len(entries) != 0 {
+						t.Errorf("%s wrote %v under the data dir (%v)", args[0], entries, err)
+					}
+				}
 			})
 		}
 	}
