@@ -125,6 +125,10 @@ func TestValidateMatchesRun(t *testing.T) {
 		{"advertise with a port", "cluster:\n  advertise: 10.0.0.1:2380\n", `cluster.advertise: "10.0.0.1:2380" must be an IP address or a DNS name`},
 		{"weight zero", "cluster:\n  weight: 0\n", "cluster.weight: 0 must be between 1 and 10000"},
 		{"num shards", "cluster:\n  numShards: 0\n", "cluster.numShards: 0 must be between 1 and 4096"},
+		{"uppercase checksum", "release:\n  url: https://example.com/m3.tar.gz\n  checksum: sha256:" + strings.Repeat("A", 64) + "\n",
+			"release.checksum: \"sha256:" + strings.Repeat("A", 64) + "\" must be sha256: followed by 64 lowercase hex digits"},
+		{"namespace name the spec refuses", "cluster:\n  namespaces:\n    - {name: _x, retention: 48h, blockSize: 2h}\n",
+			`cluster.namespaces[0].name: "_x" must be 1-63 letters`},
 		{"negative download limit", "release:\n  maxDownloadBytes: -1\n", "release.maxDownloadBytes: -1 must not be negative"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

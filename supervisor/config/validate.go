@@ -22,8 +22,11 @@ var (
 	nodeNameRE      = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$`)
 	ctrdNamespaceRE = regexp.MustCompile(`^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$`)
 	versionRE       = regexp.MustCompile(`^[0-9]+\.[0-9]+\.[0-9]+(?:[-+][0-9A-Za-z.+-]+)?$`)
-	sha256RE        = regexp.MustCompile(`^sha256:[0-9a-fA-F]{64}$`)
-	identRE         = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`)
+	// Lowercase only, as the cluster spec (supervisor/spec) requires.
+	sha256RE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+	// namespaceRE is the cluster spec's rule for namespace names.
+	namespaceRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
+	identRE     = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`)
 )
 
 // maxSocketPath is the longest unix socket path Linux accepts (sun_path is
@@ -133,7 +136,7 @@ func (p *problems) release(r Release) {
 		p.add("release.checksum", `is required with a custom release.url: use "sha256:<64 hex digits>" or "file:<url of a checksums file>", or set release.insecureSkipChecksum: true`)
 	case strings.HasPrefix(r.Checksum, "sha256:"):
 		if !sha256RE.MatchString(r.Checksum) {
-			p.add("release.checksum", "%q must be sha256: followed by 64 hex digits", r.Checksum)
+			p.add("release.checksum", "%q must be sha256: followed by 64 lowercase hex digits", r.Checksum)
 		}
 	case strings.HasPrefix(r.Checksum, "file:"):
 		if !fetchableURL(strings.TrimPrefix(r.Checksum, "file:")) {
@@ -273,8 +276,8 @@ func (p *problems) cluster(c Cluster) {
 	for i, ns := range c.Namespaces {
 		path := fmt.Sprintf("cluster.namespaces[%d]", i)
 		switch first, dup := seen[ns.Name]; {
-		case !identRE.MatchString(ns.Name):
-			p.add(path+".name", "%q must be letters, digits, '_', '.' or '-'", ns.Name)
+		case !namespaceRE.MatchString(ns.Name):
+			p.add(path+".name", "%q must be 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit", ns.Name)
 		case dup:
 			p.add(path+".name", "%q is already the name of cluster.namespaces[%d]", ns.Name, first)
 		default:

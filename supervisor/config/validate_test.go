@@ -76,7 +76,7 @@ func TestValidate(t *testing.T) {
 		modify: func(c *Config) {
 			c.Release.Checksum = "sha256:abcd"
 		},
-		want: []string{`release.checksum: "sha256:abcd" must be sha256: followed by 64 hex digits`},
+		want: []string{`release.checksum: "sha256:abcd" must be sha256: followed by 64 lowercase hex digits`},
 	}, {
 		name: "custom url needs a checksum",
 		modify: func(c *Config) {
@@ -178,7 +178,7 @@ func TestValidate(t *testing.T) {
 		},
 		want: []string{
 			`cluster.namespaces[1].name: "default" is already the name of cluster.namespaces[0]`,
-			`cluster.namespaces[2].name: "" must be letters, digits, '_', '.' or '-'`,
+			`cluster.namespaces[2].name: "" must be 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit`,
 			`cluster.namespaces[2].blockSize: 2h must not be longer than retention (1h)`,
 			`cluster.namespaces[3].bufferPast: 10m must be shorter than blockSize (10m)`,
 			`cluster.namespaces[3].bufferFuture: 1h must be shorter than blockSize (10m)`,
