@@ -174,16 +174,23 @@ type expander struct {
 	errs   []error
 }
 
+// tree returns a copy of v with its string values expanded. It copies
+// rather than changes v: an alias shares its anchor's mapping, and a value
+// expanded in place would be expanded again through the alias.
 func (e *expander) tree(path string, v interface{}) interface{} {
 	switch t := v.(type) {
 	case map[interface{}]interface{}:
+		out := make(map[interface{}]interface{}, len(t))
 		for k, child := range t {
-			t[k] = e.tree(joinPath(path, fmt.Sprint(k)), child)
+			out[k] = e.tree(joinPath(path, fmt.Sprint(k)), child)
 		}
+		return out
 	case []interface{}:
+		out := make([]interface{}, len(t))
 		for i, child := range t {
-			t[i] = e.tree(fmt.Sprintf("%s[%d]", path, i), child)
+			out[i] = e.tree(fmt.Sprintf("%s[%d]", path, i), child)
 		}
+		return out
 	case string:
 		if !strings.Contains(t, "$") {
 			return t

@@ -103,6 +103,11 @@ func TestLoadEnvCannotInjectYAML(t *testing.T) {
 	if c.Release.Checksum != "sha256:${X}" || c.Release.URL != "https://example.com/$HOME/m3.tar.gz" {
 		t.Errorf("checksum %q url %q", c.Release.Checksum, c.Release.URL)
 	}
+	// Not even through an alias that shares the mapping it is in.
+	c, err = load1(t, "registries:\n  a.example.com: &r\n    username: ${DOLLARS}\n    password: x\n  b.example.com: *r\n")
+	if err != nil || c.Registries["a.example.com"].Username != "$HOME" || c.Registries["b.example.com"].Username != "$HOME" {
+		t.Errorf("registries %+v, %v", c.Registries, err)
+	}
 }
 
 // TestValidateMatchesRun: what `run` refuses later (the cluster spec's
