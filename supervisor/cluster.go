@@ -11,9 +11,11 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/m3sup/m3sup/supervisor/agent"
 	"github.com/m3sup/m3sup/supervisor/api"
 	"github.com/m3sup/m3sup/supervisor/cluster"
 	"github.com/m3sup/m3sup/supervisor/m3"
+	"github.com/m3sup/m3sup/supervisor/readiness"
 	"github.com/m3sup/m3sup/supervisor/spec"
 )
 
@@ -38,7 +40,6 @@ func (s *Supervisor) runCluster(ctx context.Context, c *m3.Client, desired spec.
 				s.mu.Lock()
 				s.ready = true
 				s.mu.Unlock()
-				s.metrics.ready.Set(1)
 				base, _ := c.Base(ctx)
 				s.setPhase(PhaseReady, fmt.Sprintf("M3 accepts writes on %s (took %s)", base, time.Since(start).Round(100*time.Millisecond)))
 				first = false
@@ -162,10 +163,13 @@ func (s *Supervisor) Status(ctx context.Context) api.Status {
 		Version: s.opts.Version,
 		Phase:   s.phase,
 		Message: s.message,
-		Ready:   s.ready,
 	}
 	etcd, rt, ag, client := s.etcd, s.rt, s.agent, s.m3
 	s.mu.Unlock()
+	if g := s.cpuGuard.Load(); g != nil {
+		d := g.decision
+		st.CPUCoreGuard = &d
+	}
 
 	st.Etcd.State = "starting"
 	if etcd != nil {
@@ -214,7 +218,28 @@ func (s *Supervisor) Status(ctx context.Context) api.Status {
 	if ag != nil {
 		st.Components = ag.Statuses()
 	}
+	st.Readiness = s.judge(st.Components)
+	st.Ready = st.Readiness.Ready
 	return st
+}
+
+// verdict is whether this host serves M3 now (see package readiness).
+func (s *Supervisor) verdict() readiness.Verdict {
+	s.mu.Lock()
+	ag := s.agent
+	s.mu.Unlock()
+	var comps []agent.Status
+	if ag != nil {
+		comps = ag.Statuses()
+	}
+	return s.judge(comps)
+}
+
+func (s *Supervisor) judge(comps []agent.Status) readiness.Verdict {
+	s.mu.Lock()
+	everReady, setup := s.ready, phaseLine(s.phase, s.message)
+	s.mu.Unlock()
+	return readiness.Judge(everReady, setup, comps)
 }
 
 // observeM3Status looks at M3 briefly: status and metrics must answer at
@@ -275,10 +300,13 @@ func (s *Supervisor) isReady() bool {
 // finished and, right now, the coordinator answers, every shard is AVAILABLE,
 // every node is bootstrapped and every namespace is ready.
 func (s *Supervisor) Ready(ctx context.Context) error {
+	if v := s.verdict(); !v.Ready {
+		return errors.New(v.Reason)
+	}
 	s.mu.Lock()
-	ready, client, nodes, phase := s.ready, s.m3, s.nodes, s.phase
+	client, nodes, phase := s.m3, s.nodes, s.phase
 	s.mu.Unlock()
-	if !ready || client == nil {
+	if client == nil {
 		return fmt.Errorf("phase %s", phase)
 	}
 	p, err := client.Observe(ctx, nodes)

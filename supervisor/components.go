@@ -140,6 +140,7 @@ func (s *Supervisor) render(lay layout, desired spec.Cluster, controls spec.Host
 		db.Gate = s.permitGate(dbSpec.revision())
 	}
 	db.Healthy = s.dbnodeBootstrapped
+	s.cpuGuard.Load().guardCPU(lay, &db.Spec, &out)
 
 	co, err := s.component(lay, rel, desired.Coordinator.Image, Coordinator, coordYAML, coordHashed, false, &out)
 	if err != nil {

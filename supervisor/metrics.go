@@ -17,7 +17,6 @@ type metrics struct {
 	restarts   *prometheus.CounterVec
 	reconcile  prometheus.Histogram
 	lastExit   *prometheus.GaugeVec
-	ready      prometheus.Gauge
 	fetchBytes prometheus.Counter
 	fetchTime  prometheus.Histogram
 }
@@ -38,9 +37,6 @@ func newMetrics(s *Supervisor) *metrics {
 		lastExit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "m3sup_component_last_exit_code", Help: "Exit code of the component's last exit.",
 		}, []string{"component"}),
-		ready: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "m3sup_cluster_ready", Help: "1 once the M3 cluster accepts writes.",
-		}),
 		fetchBytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "m3sup_fetch_bytes_total", Help: "Bytes downloaded for artifacts.",
 		}),
@@ -49,8 +45,22 @@ func newMetrics(s *Supervisor) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.01, 4, 8),
 		}),
 	}
-	m.registry.MustRegister(m.state, m.restarts, m.reconcile, m.lastExit, m.ready, m.fetchBytes, m.fetchTime,
+	m.registry.MustRegister(m.state, m.restarts, m.reconcile, m.lastExit, m.fetchBytes, m.fetchTime,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Readiness is judged at scrape time, so it is never older than the
+	// components' own status.
+	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "m3sup_cluster_ready", Help: "1 while M3 accepts writes through this host: cluster set-up done and every local component running and healthy.",
+	}, func() float64 { return boolGauge(s.verdict().Ready) }))
+	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "m3sup_degraded", Help: "1 while M3 was ready on this host and a local component is not running and healthy now.",
+	}, func() float64 { return boolGauge(s.verdict().Degraded) }))
+	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "m3sup_cpu_core_guard", Help: "1 while m3dbnode runs with a one-processor /proc/cpuinfo (M3 v1.5 CPU-id defect guard).",
+	}, func() float64 {
+		g := s.cpuGuard.Load()
+		return boolGauge(g != nil && g.decision.Guard)
+	}))
 	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "m3sup_etcd_is_leader", Help: "1 when the embedded etcd member is the raft leader.",
 	}, func() float64 {
@@ -154,4 +164,11 @@ func (c m3Shards) Collect(ch chan<- prometheus.Metric) {
 	for state, n := range p.ShardStates {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), state)
 	}
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

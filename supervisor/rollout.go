@@ -294,7 +294,13 @@ func notHealthyReason(db agent.Status, version string, deadline time.Duration, s
 		what = "running, not bootstrapped"
 	default:
 		what = string(db.State)
-		if db.LastExit != nil {
+		if db.LastExit != nil && db.LastExit.Reason != "" {
+			what += " (" + db.LastExit.Reason + ")"
+			if !strings.HasPrefix(db.LastExit.Reason, "exited with code") {
+				// A Go crash's own line says more than the log's last one.
+				return fmt.Sprintf("m3dbnode %s not healthy within %s: %s", version, deadline, what)
+			}
+		} else if db.LastExit != nil {
 			what += fmt.Sprintf(" (last exit code %d)", db.LastExit.Code)
 		}
 	}

@@ -99,6 +99,19 @@ func TestNotHealthyReason(t *testing.T) {
 	if got != want {
 		t.Errorf("reason\n got %s\nwant %s", got, want)
 	}
+	// A Go crash's reason stands alone: the log's last line is the end of
+	// a goroutine dump.
+	crashed := agent.Status{State: agent.StateBackoff, LastExit: &agent.Exit{Code: 2,
+		Reason: "panic: runtime error: index out of range [61] with length 2 in storage.(*dbShardInsertQueue).Insert"},
+		LogTail: []string{"\tgithub.com/uber/tchannel-go@v1.20.1/inbound.go:125 +0xd6e"}}
+	want = "m3dbnode 1.5.1 not healthy within 5m0s: backoff (panic: runtime error: index out of range [61] with length 2 in storage.(*dbShardInsertQueue).Insert)"
+	if got := notHealthyReason(crashed, "1.5.1", 5*time.Minute, false); got != want {
+		t.Errorf("reason\n got %s\nwant %s", got, want)
+	}
+	plain := agent.Status{State: agent.StateBackoff, LastExit: &agent.Exit{Code: 1, Reason: "exited with code 1"}, LogTail: []string{"bad config"}}
+	if got := notHealthyReason(plain, "1.5.1", time.Minute, false); !strings.HasSuffix(got, "backoff (exited with code 1): bad config") {
+		t.Errorf("reason %q", got)
+	}
 	if got := notHealthyReason(agent.Status{State: agent.StateRunning}, "1.5.1", time.Minute, false); !strings.HasSuffix(got, "running, not bootstrapped") {
 		t.Errorf("reason %q", got)
 	}

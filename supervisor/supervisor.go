@@ -31,6 +31,7 @@ import (
 	"github.com/m3sup/m3sup/supervisor/config"
 	"github.com/m3sup/m3sup/supervisor/join"
 	"github.com/m3sup/m3sup/supervisor/m3"
+	"github.com/m3sup/m3sup/supervisor/m3/cpucore"
 	"github.com/m3sup/m3sup/supervisor/pki"
 	"github.com/m3sup/m3sup/supervisor/spec"
 	"github.com/m3sup/m3sup/supervisor/store"
@@ -58,6 +59,9 @@ type Options struct {
 	// Join, when its URL is set, joins the cluster of another host before
 	// anything starts (multi-host mode).
 	Join JoinOptions
+	// CPUProbe checks whether M3's per-core queues are safe on this host;
+	// nil uses cpucore.Probe (tests inject their own).
+	CPUProbe func() cpucore.Result
 }
 
 // Phases of the daemon, reported in status.
@@ -84,10 +88,20 @@ type Supervisor struct {
 	beat atomic.Int64
 	// roll is the rolling-change and automatic-revert state (rollout.go).
 	roll *rollout
+	// cpuGuard is the CPU-core guard decision, made once in runNode.
+	cpuGuard atomic.Pointer[cpuGuard]
+
+	// publishMu orders publishStatus calls, so systemd never keeps an
+	// older verdict than the last one judged.
+	publishMu sync.Mutex
 
 	mu      sync.Mutex
 	phase   string
 	message string
+	// statusLine is the last STATUS= sent; degraded whether it was
+	// sent while M3 was degraded.
+	statusLine string
+	degraded   bool
 	etcd    *store.Etcd
 	rt      *containerd.Runtime
 	agent   *agent.Agent
@@ -197,8 +211,7 @@ func (s *Supervisor) setPhase(phase, msg string) {
 	if same {
 		return
 	}
-	n := s.opts.Notifier
-	_ = n.Status(phaseLine(phase, msg))
+	s.publishStatus()
 	if !changed {
 		return
 	}
@@ -207,7 +220,35 @@ func (s *Supervisor) setPhase(phase, msg string) {
 	case PhaseReady:
 		s.notifyReady()
 	case PhaseStopping:
-		_ = n.Stopping()
+		_ = s.opts.Notifier.Stopping()
+	}
+}
+
+// publishStatus sends systemd's STATUS= when its line changed: the phase
+// line, or, while M3 is degraded on this host, the readiness verdict. A
+// change between ready and degraded is logged once each way.
+func (s *Supervisor) publishStatus() {
+	s.publishMu.Lock()
+	defer s.publishMu.Unlock()
+	v := s.verdict()
+	s.mu.Lock()
+	line := phaseLine(s.phase, s.message)
+	if v.Degraded {
+		line = v.Reason
+	}
+	send := line != s.statusLine
+	s.statusLine = line
+	wasDegraded := s.degraded
+	s.degraded = v.Degraded
+	s.mu.Unlock()
+	if send {
+		_ = s.opts.Notifier.Status(line)
+	}
+	switch {
+	case v.Degraded && !wasDegraded:
+		s.log.Warn("M3 is not ready on this host: "+v.Reason, zap.String("component", v.Component))
+	case !v.Degraded && wasDegraded:
+		s.log.Info("M3 is ready again on this host: every component runs and is healthy")
 	}
 }
 
@@ -218,10 +259,11 @@ func (s *Supervisor) notifyReady() {
 	s.readyOnce.Do(func() { _ = s.opts.Notifier.Ready() })
 }
 
-// componentChanged feeds metrics and sends READY=1 once every component
-// first runs.
+// componentChanged feeds metrics and systemd's STATUS=, and sends READY=1
+// once every component first runs.
 func (s *Supervisor) componentChanged(st agent.Status) {
 	s.metrics.componentChanged(st)
+	s.publishStatus()
 	s.roll.poke()
 	s.mu.Lock()
 	ag := s.agent
@@ -264,6 +306,9 @@ func phaseLine(phase, msg string) string {
 func (s *Supervisor) runNode(ctx context.Context) error {
 	cfg := s.cfg
 	lay := layout{root: cfg.DataDir}
+	// Decided before anything renders a component: the guard shapes
+	// m3dbnode's spec and so its hash.
+	s.decideCPUGuard()
 
 	// Bundles first: they may carry the release and containerd itself.
 	ctdBinary, ctdPath, err := s.importBundles(ctx, lay)
@@ -393,6 +438,7 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 		KeepRunning: s.opts.KeepRunning,
 		OnChange:    s.componentChanged,
 		OnRestart:   s.metrics.restarted,
+		CrashReason: m3.CrashReason,
 	})
 	s.mu.Lock()
 	s.agent = ag

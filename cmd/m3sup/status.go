@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -36,7 +37,15 @@ func newStatusCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show the daemon's status: etcd, containerd, components and M3",
-		Args:  cobra.NoArgs,
+		Long: `Show the daemon's status: whether M3 is ready on this host (and, when it is
+not, which component keeps it from being ready and why), etcd, containerd, the
+components with their last exit, M3's placement and namespaces, and in a
+multi-host cluster every host.
+
+Exits 0 when the daemon answers, ready or not (READY and -o json say which),
+and 3 when no daemon answers, as systemctl status does for a unit that is not
+active.`,
+		Args: cobra.NoArgs,
 	}
 	out := outputFlag(cmd, "table", "json")
 	cmd.Flags().StringVar(&socket, "socket", config.DefaultSocket, "local API unix socket of the daemon")
@@ -45,6 +54,9 @@ func newStatusCmd() *cobra.Command {
 			return err
 		}
 		st, err := api.NewClient(socket).Status(cmd.Context())
+		if errors.Is(err, api.ErrNotRunning) {
+			return &exitError{code: exitNotRunning, err: err}
+		}
 		if err != nil {
 			return err
 		}
@@ -58,6 +70,10 @@ func newStatusCmd() *cobra.Command {
 	}
 	return cmd
 }
+
+// exitNotRunning is status's exit code when no daemon answers: systemctl
+// status exits 3 for a unit that is not active (LSB: program is not running).
+const exitNotRunning = 3
 
 func yesNo(b bool) string {
 	if b {
@@ -73,7 +89,13 @@ func printStatus(w io.Writer, st api.Status, now time.Time) {
 		msg += " (" + st.Message + ")"
 	}
 	fmt.Fprintf(tw, "NODE\t%s\tm3sup %s\n", st.Node, st.Version)
+	if !st.Ready && st.Readiness.Reason != "" {
+		msg = st.Readiness.Reason
+	}
 	fmt.Fprintf(tw, "READY\t%s\t%s\n", yesNo(st.Ready), msg)
+	if g := st.CPUCoreGuard; g != nil {
+		fmt.Fprintf(tw, "CPU GUARD\t%s\t%s\n", onOff(g.Guard), g.Detail())
+	}
 	role := "follower"
 	if st.Etcd.Leader {
 		role = "leader"
@@ -237,4 +259,11 @@ func hostComponents(cs []api.HostComponent) string {
 		parts = append(parts, fmt.Sprintf("%s %s %s", c.Name, c.State, h))
 	}
 	return strings.Join(parts, ", ")
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
 }

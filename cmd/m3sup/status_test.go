@@ -2,12 +2,16 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/m3sup/m3sup/supervisor/agent"
 	"github.com/m3sup/m3sup/supervisor/api"
+	"github.com/m3sup/m3sup/supervisor/m3/cpucore"
+	"github.com/m3sup/m3sup/supervisor/readiness"
 )
 
 func TestPrintStatusCluster(t *testing.T) {
@@ -92,5 +96,47 @@ func TestPrintStatusJoinServers(t *testing.T) {
 		if want == "" && (strings.Contains(lines[i], "joins") || strings.Contains(lines[i], "CA")) || !strings.Contains(lines[i], want) {
 			t.Errorf("%s line %q, want note %q", host, lines[i], want)
 		}
+	}
+}
+
+// TestPrintStatusDegraded: a host whose m3dbnode crash-loops after M3 was
+// ready says so on the READY line, with the crash reason in the NOTE and
+// without the goroutine dump; the CPU-core guard has its own line.
+func TestPrintStatusDegraded(t *testing.T) {
+	reason := "panic: runtime error: index out of range [61] with length 2 in storage.(*dbShardInsertQueue).Insert"
+	st := api.Status{Node: "host1", Phase: "ready", Message: "M3 accepts writes on http://127.0.0.1:7201 (took 26.9s)",
+		Readiness: readiness.Verdict{Degraded: true, Component: "m3dbnode",
+			Reason: "degraded: M3 was ready, now m3dbnode crash-loop: " + reason + " (7 restarts, next try in 30s)"},
+		CPUCoreGuard: &cpucore.Decision{Mode: cpucore.ModeAuto, Guard: true, Why: "CPUID does not advertise RDTSCP"},
+		Components: []agent.Status{{Name: "m3dbnode", State: agent.StateCrashLoop, Restarts: 7, BackoffDelay: "30s", Message: reason,
+			LastExit: &agent.Exit{Code: 2, Reason: reason, LogTail: []string{"\tgithub.com/uber/tchannel-go@v1.20.1/inbound.go:125 +0xd6e"}},
+			LogTail:  []string{"\tgithub.com/uber/tchannel-go@v1.20.1/inbound.go:125 +0xd6e"}}}}
+	var b bytes.Buffer
+	printStatus(&b, st, time.Now())
+	out := b.String()
+	for _, want := range []string{
+		"READY       no     degraded: M3 was ready, now m3dbnode crash-loop: panic: runtime error",
+		"CPU GUARD   on     m3dbnode sees one processor (CPUID does not advertise RDTSCP; M3 issues #3105, #3827, #4080)",
+		"last exit 2; " + reason + "; next try in 30s",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "tchannel") || strings.Contains(out, "M3 accepts writes") {
+		t.Errorf("status shows the log tail or a stale ready message:\n%s", out)
+	}
+}
+
+// TestStatusNotRunning: no daemon on the socket exits 3, as systemctl
+// status does for an inactive unit.
+func TestStatusNotRunning(t *testing.T) {
+	cmd := newRootCmd()
+	cmd.SetArgs([]string{"status", "--socket", t.TempDir() + "/none.sock"})
+	cmd.SetOut(&bytes.Buffer{})
+	err := cmd.Execute()
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.code != 3 || !strings.Contains(err.Error(), "not running") {
+		t.Fatalf("status with no daemon: %v; want exit 3, not running", err)
 	}
 }

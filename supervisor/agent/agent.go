@@ -92,6 +92,12 @@ const (
 type Exit struct {
 	Code uint32    `json:"code"`
 	At   time.Time `json:"at"`
+	// Reason is one line a person can act on: for a Go crash the runtime's
+	// panic, fatal error or signal line and the frame that crashed (see
+	// Options.CrashReason), else the exit code and how the process ended.
+	Reason string `json:"reason"`
+	// LogTail is the last lines the process wrote before it exited.
+	LogTail []string `json:"logTail,omitempty"`
 }
 
 // Status is the observable state of one component.
@@ -132,7 +138,14 @@ type Options struct {
 	OnChange func(Status)
 	// OnRestart is called for every restart with its reason.
 	OnRestart func(component, reason string)
+	// CrashReason reads what one run of a component wrote (its log since
+	// it started, at most the last crashWindow bytes) and returns one line
+	// saying how it crashed, if it can tell; nil keeps exit codes only.
+	CrashReason func(output []byte) (string, bool)
 }
+
+// crashWindow bounds how much of a run's log is read after an exit.
+const crashWindow = 8 << 20
 
 // Agent runs a fixed set of components. Create with New; Run once; Update
 // any time while it runs.
@@ -355,6 +368,7 @@ type loop struct {
 	retryAt    <-chan time.Time // backoff timer; nil when none
 	healthTick <-chan time.Time // non-nil until Healthy passes
 	startedAt  time.Time
+	logStart   int64  // size of the log file when this run started
 	planned    string // reason of a planned restart in progress
 	waiting    bool   // status says waiting: a planned restart is gated
 }
@@ -363,6 +377,7 @@ func (l *loop) run(ctx context.Context, adopted runtime.Status, isAdopted bool) 
 	name := l.desired.Name
 	l.runGen = l.desired.RestartGeneration
 	if isAdopted {
+		l.logStart = fileSize(l.desired.Spec.LogPath)
 		if err := l.watch(ctx); err == nil {
 			l.running, l.runHash = true, l.desired.Hash
 			l.tr.Started(l.a.opts.Now())
@@ -496,6 +511,7 @@ func (l *loop) start(ctx context.Context) {
 	})
 	// The spec and generation tried last, even if they fail to start.
 	l.runHash, l.runGen = d.Hash, d.RestartGeneration
+	l.logStart = fileSize(d.Spec.LogPath)
 	st, err := l.a.rt.Run(ctx, d.Spec)
 	if err == nil {
 		err = l.watch(ctx)
@@ -582,11 +598,100 @@ func (l *loop) exited(ctx context.Context, ex runtime.Exit) {
 	}
 	tail := tailLines(d.Spec.LogPath, 20)
 	_ = l.a.rt.Remove(context.WithoutCancel(ctx), d.Spec.ID)
-	msg := fmt.Sprintf("exited with code %d", ex.Code)
-	dec := l.backoff(msg, &Exit{Code: ex.Code, At: ex.At}, ReasonCrash)
+	msg, crashed := l.exitReason(ex.Code)
+	dec := l.backoff(msg, &Exit{Code: ex.Code, At: ex.At, Reason: msg, LogTail: tail}, ReasonCrash)
 	l.a.update(d.Name, func(s *Status) { s.LogTail = tail })
-	l.log.Error(fmt.Sprintf("%s %s; restarting in %s (attempt %d); last log lines:\n  %s",
-		d.Name, msg, dec.Delay.Round(time.Millisecond), dec.Attempt, strings.Join(tail, "\n  ")))
+	next := fmt.Sprintf("restarting in %s (attempt %d)", dec.Delay.Round(time.Millisecond), dec.Attempt)
+	if dec.CrashLoop {
+		next = fmt.Sprintf("crash-loop: next try in %s (attempt %d)", dec.Delay.Round(time.Millisecond), dec.Attempt)
+	}
+	if crashed {
+		// The reason says it all; the goroutine dump is in the log file.
+		l.log.Error(fmt.Sprintf("%s crashed: %s (exit code %d); %s; full output in %s", d.Name, msg, ex.Code, next, d.Spec.LogPath))
+		return
+	}
+	l.log.Error(fmt.Sprintf("%s %s; %s; last log lines:\n  %s",
+		d.Name, msg, next, strings.Join(tail, "\n  ")))
+}
+
+// exitReason says how the last run ended: a Go crash's own line when the
+// run's output holds one, else the exit code (and the signal it means).
+func (l *loop) exitReason(code uint32) (reason string, crashed bool) {
+	if f := l.a.opts.CrashReason; f != nil {
+		if out := readFrom(l.desired.Spec.LogPath, l.logStart, crashWindow); len(out) > 0 {
+			if r, ok := f(out); ok {
+				return r, true
+			}
+		}
+	}
+	if code > 128 && code < 128+65 {
+		if name := signalName(syscall.Signal(code - 128)); name != "" {
+			return fmt.Sprintf("exited with code %d (killed by %s)", code, name), false
+		}
+	}
+	return fmt.Sprintf("exited with code %d", code), false
+}
+
+// signalName is a signal's SIG name, or "" for one without a common name.
+func signalName(sig syscall.Signal) string {
+	switch sig {
+	case syscall.SIGKILL:
+		return "SIGKILL"
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	case syscall.SIGINT:
+		return "SIGINT"
+	case syscall.SIGSEGV:
+		return "SIGSEGV"
+	case syscall.SIGABRT:
+		return "SIGABRT"
+	case syscall.SIGILL:
+		return "SIGILL"
+	case syscall.SIGBUS:
+		return "SIGBUS"
+	case syscall.SIGHUP:
+		return "SIGHUP"
+	}
+	return ""
+}
+
+// fileSize is path's size, 0 when it cannot be read.
+func fileSize(path string) int64 {
+	if path == "" {
+		return 0
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// readFrom returns path's bytes from offset on, at most the last max of
+// them (all of the file when it shrank below offset, e.g. rotated).
+func readFrom(path string, offset, max int64) []byte {
+	if path == "" {
+		return nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		return nil
+	}
+	size := fi.Size()
+	if offset > size {
+		offset = 0
+	}
+	if size-offset > max {
+		offset = size - max
+	}
+	b := make([]byte, size-offset)
+	n, _ := f.ReadAt(b, offset)
+	return b[:n]
 }
 
 func (l *loop) backoff(msg string, ex *Exit, reason string) restart.Decision {

@@ -1032,3 +1032,73 @@ func TestGateRefusedThenReverted(t *testing.T) {
 		t.Errorf("after the revert: %+v", s)
 	}
 }
+
+// TestCrashReason: the reason of an exit comes from this run's output only
+// (a crash of an earlier run in the same log file is not this one's), is
+// the status message and LastExit.Reason, and keeps the log tail; a plain
+// exit keeps its code and names the signal of a kill.
+func TestCrashReason(t *testing.T) {
+	const id = "m3sup-m3dbnode"
+	logPath := filepath.Join(t.TempDir(), "m3dbnode.log")
+	oldCrash := "panic: an earlier run's crash\n\ngoroutine 1 [running]:\nmain.old()\n"
+	if err := os.WriteFile(logPath, []byte(oldCrash), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var seen [][]byte
+	var mu sync.Mutex
+	h := newHarness(t, func(o *Options) {
+		o.CrashReason = func(out []byte) (string, bool) {
+			mu.Lock()
+			seen = append(seen, append([]byte(nil), out...))
+			mu.Unlock()
+			if i := strings.Index(string(out), "panic: "); i >= 0 {
+				line, _, _ := strings.Cut(string(out[i:]), "\n")
+				return line, true
+			}
+			return "", false
+		}
+	})
+	db := comp("m3dbnode", "h1")
+	db.Spec.LogPath = logPath
+	h.start(db)
+	h.waitState("m3dbnode", StateRunning)
+
+	// This run's output: a few lines, then a Go crash.
+	appendLog := func(s string) {
+		f, err := os.OpenFile(logPath, os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.WriteString(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	appendLog("starting\npanic: runtime error: index out of range [61] with length 2\n\ngoroutine 7 [running]:\n")
+	h.rt.crash(t, id, 2)
+	s := h.waitRuns("m3dbnode", id, 2)
+	want := "panic: runtime error: index out of range [61] with length 2"
+	if s.LastExit == nil || s.LastExit.Reason != want || s.LastExit.Code != 2 || len(s.LastExit.LogTail) == 0 {
+		t.Fatalf("LastExit = %+v; want reason %q with the log tail", s.LastExit, want)
+	}
+	mu.Lock()
+	if len(seen) != 1 || strings.Contains(string(seen[0]), "earlier run") || !strings.HasPrefix(string(seen[0]), "starting\n") {
+		t.Errorf("CrashReason saw %q; want this run's output only", seen)
+	}
+	mu.Unlock()
+	var sawMsg bool
+	for _, c := range h.history("m3dbnode") {
+		sawMsg = sawMsg || (c.State == StateBackoff && c.Message == want)
+	}
+	if !sawMsg {
+		t.Error("the backoff status never carried the crash reason")
+	}
+
+	// The next run is killed: no Go crash in its output.
+	appendLog("second run\n")
+	h.rt.crash(t, id, 137)
+	s = h.waitRuns("m3dbnode", id, 3)
+	if s.LastExit == nil || s.LastExit.Reason != "exited with code 137 (killed by SIGKILL)" {
+		t.Errorf("LastExit = %+v; want the kill named", s.LastExit)
+	}
+}

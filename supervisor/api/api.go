@@ -22,19 +22,26 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/m3sup/m3sup/supervisor/agent"
+	"github.com/m3sup/m3sup/supervisor/m3/cpucore"
+	"github.com/m3sup/m3sup/supervisor/readiness"
 )
 
 // Status is the whole daemon's status, as served on GET /v1/status.
 type Status struct {
-	Node       string           `json:"node"`
-	Version    string           `json:"version"`
-	Phase      string           `json:"phase"`
-	Message    string           `json:"message,omitempty"`
-	Ready      bool             `json:"ready"`
-	Etcd       EtcdStatus       `json:"etcd"`
-	Containerd ContainerdStatus `json:"containerd"`
-	Components []agent.Status   `json:"components"`
-	M3         M3Status         `json:"m3"`
+	Node    string `json:"node"`
+	Version string `json:"version"`
+	Phase   string `json:"phase"`
+	Message string `json:"message,omitempty"`
+	// Ready is Readiness.Ready.
+	Ready bool `json:"ready"`
+	// Readiness says whether this host serves M3 now, and why not.
+	Readiness readiness.Verdict `json:"readiness"`
+	// CPUCoreGuard is this host's decision on M3's CPU-id defect.
+	CPUCoreGuard *cpucore.Decision `json:"cpuCoreGuard,omitempty"`
+	Etcd         EtcdStatus        `json:"etcd"`
+	Containerd   ContainerdStatus  `json:"containerd"`
+	Components   []agent.Status    `json:"components"`
+	M3           M3Status          `json:"m3"`
 	// Cluster is the whole cluster as seen from this host; nil in
 	// single-node mode.
 	Cluster *ClusterStatus `json:"cluster,omitempty"`
@@ -240,6 +247,9 @@ func (s *Server) Serve(ln net.Listener) error {
 // Shutdown stops the server, waiting for in-flight requests until ctx ends.
 func (s *Server) Shutdown(ctx context.Context) error { return s.http.Shutdown(ctx) }
 
+// ErrNotRunning means no daemon answers on the socket.
+var ErrNotRunning = errors.New("m3sup is not running")
+
 // ErrAlreadyRunning means another daemon answers on the socket.
 var ErrAlreadyRunning = errors.New("another m3sup is already running")
 
@@ -361,7 +371,7 @@ func (c *Client) send(ctx context.Context, method, path string, in any, timeout 
 	resp, err := hc.Do(req)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT) {
-			return nil, fmt.Errorf("m3sup is not running (no daemon on %s)", c.socket)
+			return nil, fmt.Errorf("%w (no daemon on %s)", ErrNotRunning, c.socket)
 		}
 		if errors.Is(err, syscall.EACCES) {
 			return nil, fmt.Errorf("cannot reach m3sup on %s: permission denied (run as root)", c.socket)

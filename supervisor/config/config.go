@@ -146,7 +146,20 @@ type DBNode struct {
 	// Image runs m3dbnode from this image (like quay.io/m3db/m3dbnode:v1.5.0)
 	// instead of the release tarball's binary.
 	Image string `yaml:"image,omitempty"`
+	// CPUCoreGuard runs m3dbnode with a /proc/cpuinfo that lists one
+	// processor, so M3 v1.5 never indexes its per-core queues with the CPU
+	// id RDTSCP reports (wrong on some VMs, missing on others: M3 issues
+	// #3105, #3827, #4080). "auto" (the default) guards when m3sup's probe
+	// finds the ids untrustworthy on this host; "on" always; "off" never.
+	CPUCoreGuard string `yaml:"cpuCoreGuard"`
 }
+
+// CPU-core guard modes (DBNode.CPUCoreGuard).
+const (
+	GuardAuto = "auto"
+	GuardOn   = "on"
+	GuardOff  = "off"
+)
 
 // Coordinator configures m3coordinator.
 type Coordinator struct {
@@ -281,6 +294,7 @@ func base() Config {
 			LogLevel:                 "info",
 			StopTimeout:              Duration(30 * time.Second),
 			NoFile:                   3000000,
+			CPUCoreGuard:             GuardAuto,
 		},
 		Coordinator: Coordinator{
 			ListenAddress:        "0.0.0.0:7201",

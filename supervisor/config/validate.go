@@ -94,6 +94,7 @@ func (c *Config) validate() []*FieldError {
 	p.portConflicts(ports)
 	p.oneOf("dbnode.logLevel", d.LogLevel, "debug", "info", "warn", "error")
 	p.positive("dbnode.stopTimeout", d.StopTimeout)
+	p.oneOf("dbnode.cpuCoreGuard", d.CPUCoreGuard, GuardAuto, GuardOn, GuardOff)
 	if d.NoFile == 0 {
 		p.add("dbnode.noFile", "must be at least 1")
 	}
