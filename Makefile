@@ -1,6 +1,7 @@
 # m3sup — see README.md.
 #   make run    build m3sup and run a single-node M3 cluster in the foreground
-#   make test   unit and end-to-end tests (real etcd, containerd, runc, M3)
+#   make test   fuzz briefly, then unit and end-to-end tests (real etcd, containerd, runc, M3)
+#   make fuzz   each fuzz target for FUZZ_TIME (default 10s)
 #   make bench  benchmarks; figures go to BENCHMARKS.md
 
 GO          ?= go
@@ -15,7 +16,7 @@ TEST_FLAGS  ?=
 
 export GOFLAGS := -buildvcs=false
 
-.PHONY: all build run test unit e2e bench prereqs m3-release vet clean fuzz-join
+.PHONY: all build run test unit e2e bench prereqs m3-release vet fuzz clean
 
 all: build
 
@@ -38,16 +39,32 @@ run: build prereqs m3-release
 vet:
 	$(GO) vet ./...
 
+# Each fuzz target runs for FUZZ_TIME on its own (go test -fuzz takes one
+# target per run), from its seeds (f.Add) and whatever it found before (the
+# fuzz cache). A failure writes the input to <pkg>/testdata/fuzz/: commit it
+# with the fix, and it becomes a regression test that every `go test` runs.
+FUZZ_TIME ?= 10s
+FUZZ_TARGETS := \
+	FuzzLoad:./supervisor/config/ \
+	FuzzVerifyBundle:./bundle/ \
+	FuzzBundleManifest:./bundle/ \
+	FuzzUnpack:./bundle/ \
+	FuzzParseToken:./supervisor/join/ \
+	FuzzDecodeRequest:./supervisor/join/ \
+	FuzzCrashReason:./supervisor/m3/
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  name=$${t%%:*}; pkg=$${t#*:}; \
+	  echo "fuzz $$name ($$pkg, $(FUZZ_TIME))"; \
+	  $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZ_TIME) $$pkg; \
+	done
+
 # Unit tests everywhere, plus the end-to-end tests that run real etcd,
 # containerd, runc and M3 binaries.
-test: m3-release vet fuzz-join
+test: m3-release vet fuzz
 	@scripts/prereqs.sh test
 	M3SUP_E2E_RELEASE=$(M3_TARBALL) $(GO) test -race -count=1 -timeout 40m $(TEST_FLAGS) ./...
-
-# Short fuzz runs of the join endpoint's parsers (seed corpora in the tests).
-fuzz-join:
-	$(GO) test -run '^$$' -fuzz '^FuzzParseToken$$' -fuzztime 10s ./supervisor/join
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRequest$$' -fuzztime 10s ./supervisor/join
 
 # bench/ starts m3sup and M3 for real (one start per iteration, hence 1x):
 # time to ready against a baseline in M3SUP_BENCH_ROUNDS alternating pairs

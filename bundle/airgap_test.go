@@ -142,10 +142,14 @@ func tarNames(t testing.TB, path string) []string {
 
 func TestBundleRoundTrip(t *testing.T) {
 	f := newFixture(t)
-	path, m := f.create(t, "m3.m3sup", f.options())
+	sk, pk := genKey(t)
+	trust := VerifyOptions{TrustedKeys: []ed25519.PublicKey{pk}}
+	opts := f.options()
+	opts.SignKey = sk
+	path, m := f.create(t, "m3.m3sup", opts)
 
-	// The format: manifest first, then the members, no signature.
-	wantNames := []string{"manifest.json", "releases/m3_1.5.0_linux_amd64.tar.gz", "images/m3dbnode-image.tar", "bin/containerd", "bin/runc"}
+	// The format: manifest first, its signature, then the members.
+	wantNames := []string{"manifest.json", "manifest.sig", "releases/m3_1.5.0_linux_amd64.tar.gz", "images/m3dbnode-image.tar", "bin/containerd", "bin/runc"}
 	if got := tarNames(t, path); !slices.Equal(got, wantNames) {
 		t.Errorf("bundle entries = %v, want %v", got, wantNames)
 	}
@@ -161,13 +165,13 @@ func TestBundleRoundTrip(t *testing.T) {
 		t.Errorf("binary member = %+v", bin)
 	}
 
-	v, err := VerifyFile(context.Background(), path, VerifyOptions{})
+	v, err := VerifyFile(context.Background(), path, trust)
 	if err != nil {
 		t.Fatal(err)
 	}
 	data, _ := os.ReadFile(path)
-	if v.Digest != digestOf(data) || v.Bytes != int64(len(data)) || v.Signed || v.SignedBy != "" {
-		t.Errorf("verified = digest %s bytes %d signed %v by %q", v.Digest, v.Bytes, v.Signed, v.SignedBy)
+	if v.Digest != digestOf(data) || v.Bytes != int64(len(data)) || v.Signature != SignatureVerified || v.SignedBy != KeyID(pk) {
+		t.Errorf("verified = digest %s bytes %d signature %s by %q", v.Digest, v.Bytes, v.Signature, v.SignedBy)
 	}
 	if !equalJSON(t, v.Manifest, m) {
 		t.Errorf("verified manifest differs from the created one")
@@ -175,11 +179,12 @@ func TestBundleRoundTrip(t *testing.T) {
 
 	// Import into a fresh cache on a "host with no network".
 	c, base := freshCache(t)
-	res, err := c.ImportBundle(context.Background(), path, VerifyOptions{})
+	res, err := c.ImportBundle(context.Background(), path, trust)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Written != 4 || len(res.Releases) != 1 || len(res.Images) != 1 || len(res.Binaries) != 2 {
+	// Four members and the checksums-file shortcut of the signed release.
+	if res.Written != 5 || len(res.Releases) != 1 || len(res.Images) != 1 || len(res.Binaries) != 2 {
 		t.Fatalf("import = %+v", res)
 	}
 	d := digestOf(f.release)
@@ -207,8 +212,6 @@ func TestBundleRoundTrip(t *testing.T) {
 		}
 	}
 	assertEmpty(t, filepath.Join(c.Dir(), "tmp"))
-	// An unsigned bundle records no checksum-file shortcut.
-	assertEmpty(t, filepath.Join(c.Dir(), "refs"))
 	if got := dirNames(t, base); !slices.Equal(got, []string{"data"}) {
 		t.Errorf("%s holds %v", base, got)
 	}
@@ -242,7 +245,7 @@ func TestBundleRoundTrip(t *testing.T) {
 
 	// A second import writes nothing.
 	before := snapshot(t, c.Dir())
-	res2, err := c.ImportBundle(context.Background(), path, VerifyOptions{})
+	res2, err := c.ImportBundle(context.Background(), path, trust)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -395,6 +398,10 @@ func TestBundleSigned(t *testing.T) {
 	opts.SignKey = sk
 	signed, _ := f.create(t, "signed.m3sup", opts)
 	unsigned, _ := f.create(t, "unsigned.m3sup", f.options())
+	// Releases only: usable unsigned.
+	relOnly := f.options()
+	relOnly.Images, relOnly.Binaries = nil, nil
+	unsignedReleases, _ := f.create(t, "unsigned-releases.m3sup", relOnly)
 	if got := tarNames(t, signed); len(got) < 2 || got[0] != "manifest.json" || got[1] != "manifest.sig" {
 		t.Errorf("signed bundle entries = %v", got)
 	}
@@ -404,11 +411,8 @@ func TestBundleSigned(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !v.Signed || v.SignedBy != KeyID(pk) {
-		t.Errorf("signed %v by %q, want %q", v.Signed, v.SignedBy, KeyID(pk))
-	}
-	if v, err := VerifyFile(ctx, signed, VerifyOptions{}); err != nil || !v.Signed || v.SignedBy != "" {
-		t.Errorf("signed bundle without trusted keys: %+v, %v", v, err)
+	if v.Signature != SignatureVerified || v.SignedBy != KeyID(pk) || !v.Trusted() {
+		t.Errorf("signature %s by %q, want verified by %q", v.Signature, v.SignedBy, KeyID(pk))
 	}
 
 	// A manifest changed after signing.
@@ -447,7 +451,7 @@ func TestBundleSigned(t *testing.T) {
 		t.Errorf("signed import wrote %d files, signed by %q", res.Written, res.Bundle.SignedBy)
 	}
 	unsignedCache, _ := freshCache(t)
-	if _, err := unsignedCache.ImportBundle(ctx, unsigned, VerifyOptions{}); err != nil {
+	if _, err := unsignedCache.ImportBundle(ctx, unsignedReleases, VerifyOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Remove(f.relPath); err != nil {
@@ -711,8 +715,11 @@ func TestBundleCreateProgress(t *testing.T) {
 
 func TestWatchBundles(t *testing.T) {
 	f := newFixture(t)
-	good, _ := f.create(t, "good.m3sup", f.options())
-	opts := f.options()
+	sk, pk := genKey(t)
+	signed := f.options()
+	signed.SignKey = sk
+	good, _ := f.create(t, "good.m3sup", signed)
+	opts := signed
 	opts.M3supVersion = "other"
 	good2, _ := f.create(t, "good2.m3sup", opts)
 	goodData, _ := os.ReadFile(good)
@@ -728,7 +735,8 @@ func TestWatchBundles(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- c.WatchBundles(ctx, dir, WatchOptions{Interval: 10 * time.Millisecond}, func(r ImportResult, err error) {
+		verify := VerifyOptions{TrustedKeys: []ed25519.PublicKey{pk}}
+		done <- c.WatchBundles(ctx, dir, WatchOptions{Verify: verify, Interval: 10 * time.Millisecond}, func(r ImportResult, err error) {
 			events <- event{r, err}
 		})
 	}()
@@ -768,7 +776,8 @@ func TestWatchBundles(t *testing.T) {
 	if ev.err != nil {
 		t.Fatal(ev.err)
 	}
-	if ev.res.Written != 4 || ev.res.Path != filepath.Join(dir, "imported", "a.m3sup") {
+	// Four members and the signed release's checksums-file shortcut.
+	if ev.res.Written != 5 || ev.res.Path != filepath.Join(dir, "imported", "a.m3sup") {
 		t.Errorf("import = written %d, path %s", ev.res.Written, ev.res.Path)
 	}
 	if !c.Has(digestOf(f.release)) {

@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"io/fs"
 	"os"
+	"strings"
 )
 
 // Defaults for zero fields of VerifyOptions.
@@ -19,12 +21,18 @@ const (
 )
 
 // VerifyOptions say what a bundle must satisfy. The zero value checks
-// content and structure but not who made the bundle.
+// content and structure, and accepts only bundles that carry nothing but
+// release tarballs (whose sha256 the manifest gives and import checks).
 type VerifyOptions struct {
 	// TrustedKeys, when not empty, require the bundle to be signed by one of
 	// them: a missing or bad signature fails with ErrSignature. With no
-	// trusted keys a signature is not checked (Verified.Signed still says
-	// whether there is one).
+	// trusted keys a well-formed signature is not checked (Verified.Signature
+	// is SignatureUnchecked) and a malformed one fails with ErrSignature.
+	//
+	// A bundle that carries binaries (bin/) or image archives (images/) is
+	// used only when its signature was verified against one of these keys:
+	// the binaries run as root and the images become M3's containers.
+	// Without that, it fails with ErrUntrusted before any member is read.
 	TrustedKeys []ed25519.PublicKey
 	// MaxBytes bounds the sum of the members' sizes. Default 16 GiB.
 	MaxBytes int64
@@ -45,22 +53,44 @@ func (o VerifyOptions) withDefaults() (VerifyOptions, error) {
 	return o, nil
 }
 
+// SignatureState is what verification established about who made a bundle.
+type SignatureState string
+
+// Signature states. Only SignatureVerified says anything about the bundle's
+// author; SignatureUnchecked means "anyone could have written this".
+const (
+	// SignatureNone: the bundle has no manifest.sig.
+	SignatureNone SignatureState = "none"
+	// SignatureUnchecked: manifest.sig is present and well-formed, but no
+	// trusted key was given to check it against.
+	SignatureUnchecked SignatureState = "present-unchecked"
+	// SignatureVerified: manifest.sig was made by the trusted key SignedBy.
+	SignatureVerified SignatureState = "verified"
+)
+
 // Verified is a bundle that passed Verify.
 type Verified struct {
 	Manifest Manifest `json:"manifest"`
 	// Digest and Bytes describe the bundle file as a whole. ImportBundle
 	// leaves Digest empty (WatchBundles fills it in): it checks every
 	// member's sha256 but does not spend a second hash on the whole file.
+	// PrecheckFile leaves both empty: it reads only the manifest and the
+	// signature.
 	Digest Digest `json:"digest,omitempty"`
 	Bytes  int64  `json:"bytes"`
-	// Signed: the bundle carries manifest.sig.
-	Signed bool `json:"signed"`
+	// Signature says whether manifest.sig is there and was checked.
+	Signature SignatureState `json:"signature"`
 	// SignedBy is the ID (KeyID) of the trusted key whose signature was
-	// verified; empty when no trusted keys were given.
+	// verified; empty unless Signature is SignatureVerified.
 	SignedBy string `json:"signedBy,omitempty"`
 }
 
-// VerifyFile verifies the bundle at path; see Verify.
+// Trusted reports whether the bundle's signature was verified against a
+// trusted key.
+func (v Verified) Trusted() bool { return v.Signature == SignatureVerified && v.SignedBy != "" }
+
+// VerifyFile verifies the bundle at path; see Verify. path must be a
+// regular file: a FIFO, device or directory fails at once.
 func VerifyFile(ctx context.Context, path string, opts VerifyOptions) (Verified, error) {
 	f, err := openRegular(path)
 	if err != nil {
@@ -74,14 +104,40 @@ func VerifyFile(ctx context.Context, path string, opts VerifyOptions) (Verified,
 	return v, nil
 }
 
+// PrecheckFile reads only the manifest and signature of the bundle at path
+// and applies everything that depends on them alone: the manifest's limits,
+// the signature against opts.TrustedKeys, and the rule that binaries and
+// image archives need a trusted signature. It is cheap (two small entries),
+// so callers run it before they create or write anything; the members are
+// checked by VerifyFile or ImportBundle.
+func PrecheckFile(ctx context.Context, path string, opts VerifyOptions) (Verified, error) {
+	f, err := openRegular(path)
+	if err != nil {
+		return Verified{}, fmt.Errorf("check bundle %s: %w", path, err)
+	}
+	defer f.Close()
+	opts, err = opts.withDefaults()
+	if err != nil {
+		return Verified{}, fmt.Errorf("check bundle %s: %w", path, err)
+	}
+	br := newBundleReader(ctx, f, false)
+	v, _, err := br.head(opts)
+	if err != nil {
+		return Verified{}, fmt.Errorf("check bundle %s: %w", path, err)
+	}
+	return v, nil
+}
+
 // Verify reads a whole bundle from r, in one pass, and checks it: the
-// manifest comes first and is within the limits; the signature, when
-// trusted keys are given, is good (ErrSignature); every other entry is a
-// regular file with a safe name that the manifest lists, exactly once, with
-// the size and sha256 the manifest gives (ErrChecksumMismatch naming the
-// member); no listed member is missing and nothing follows the archive's
-// end. Links, devices, directories, absolute or ".." names, duplicates,
-// unlisted members and truncation fail with ErrUnsafeArchive.
+// manifest comes first and is within the limits; the signature is
+// well-formed and, when trusted keys are given, good (ErrSignature); a
+// bundle with binaries or image archives is signed by a trusted key
+// (ErrUntrusted); every other entry is a regular file with a safe name that
+// the manifest lists, exactly once, with the size and sha256 the manifest
+// gives (ErrChecksumMismatch naming the member); no listed member is
+// missing and nothing follows the archive's end. Links, devices,
+// directories, absolute or ".." names, duplicates, unlisted members and
+// truncation fail with ErrUnsafeArchive.
 func Verify(ctx context.Context, r io.Reader, opts VerifyOptions) (Verified, error) {
 	v, err := verifyStream(ctx, r, opts, nil, true)
 	if err != nil {
@@ -90,8 +146,12 @@ func Verify(ctx context.Context, r io.Reader, opts VerifyOptions) (Verified, err
 	return v, nil
 }
 
+// openRegular opens path for reading only if it is a regular file. The
+// open does not block (O_NONBLOCK: opening a FIFO for reading would wait
+// for a writer) and does not follow a final symlink; the type is checked on
+// the opened file, so it cannot change between the check and the read.
 func openRegular(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|noFollow, 0)
+	f, err := os.OpenFile(path, os.O_RDONLY|noFollow|nonBlock, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -102,9 +162,52 @@ func openRegular(path string) (*os.File, error) {
 	}
 	if !fi.Mode().IsRegular() {
 		f.Close()
-		return nil, fmt.Errorf("not a regular file (%s)", fi.Mode().Type())
+		return nil, fmt.Errorf("not a regular file (%s)", describeMode(fi.Mode()))
 	}
 	return f, nil
+}
+
+// describeMode names a file type for an error message.
+func describeMode(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	case m&fs.ModeDevice != 0:
+		return "a device"
+	case m.IsDir():
+		return "a directory"
+	case m&fs.ModeSymlink != 0:
+		return "a symlink"
+	}
+	return m.Type().String()
+}
+
+// checkTrust is the rule for what a bundle may carry: releases need no
+// signature (their sha256 is in the manifest and checked, and the release
+// checksum the operator configured is checked again when it is used), but
+// binaries run as root and image archives become M3's containers, so a
+// bundle carrying either is used only when a trusted key signed it.
+func checkTrust(m Manifest, sig SignatureState) error {
+	if sig == SignatureVerified {
+		return nil
+	}
+	var carried []string
+	for _, mb := range m.Members {
+		if mb.Kind == KindBinary || mb.Kind == KindImage {
+			carried = append(carried, mb.Path)
+		}
+	}
+	if len(carried) == 0 {
+		return nil
+	}
+	why := "it is not signed (make it with bundle create --sign KEY)"
+	if sig == SignatureUnchecked {
+		why = "it is signed, but no trusted key was given to check the signature (--trust KEY.pub or bundles.trustedKeys)"
+	}
+	return fmt.Errorf("bundle carries %s: binaries and image archives are used only from a bundle signed by a trusted key, and %s: %w",
+		strings.Join(carried, ", "), why, ErrUntrusted)
 }
 
 // memberSink receives each member's bytes while they are verified: it
@@ -138,6 +241,113 @@ func (r *hashingReader) Read(p []byte) (int, error) {
 // (tar writers pad to a record of up to 10 KiB; some to more).
 const maxTrailer = 1 << 20
 
+// bundleReader reads a bundle's tar stream entry by entry.
+type bundleReader struct {
+	ctx     context.Context
+	hr      *hashingReader
+	tr      *tar.Reader
+	entries int
+}
+
+func newBundleReader(ctx context.Context, r io.Reader, digest bool) *bundleReader {
+	hr := &hashingReader{ctx: ctx, r: r}
+	if digest {
+		hr.h = sha256.New()
+	}
+	return &bundleReader{ctx: ctx, hr: hr, tr: tar.NewReader(hr)}
+}
+
+// next returns the next entry's header, or io.EOF at the archive's end.
+func (b *bundleReader) next() (*tar.Header, error) {
+	hdr, err := b.tr.Next()
+	if err == io.EOF {
+		return nil, err
+	}
+	if err != nil {
+		if cerr := b.ctx.Err(); cerr != nil {
+			return nil, cerr
+		}
+		return nil, readError(err, b.entries)
+	}
+	b.entries++
+	return hdr, nil
+}
+
+// readSmall reads the current entry, a regular file of at most limit bytes.
+func (b *bundleReader) readSmall(hdr *tar.Header, limit int64) ([]byte, error) {
+	if err := regularEntry(hdr); err != nil {
+		return nil, err
+	}
+	if hdr.Size > limit {
+		return nil, refuse("%s has %d bytes, more than %d", hdr.Name, hdr.Size, limit)
+	}
+	data, err := io.ReadAll(b.tr)
+	if err != nil {
+		return nil, readError(err, b.entries)
+	}
+	return data, nil
+}
+
+// head reads manifest.json and manifest.sig and applies everything that
+// depends on them alone: the manifest's limits, the signature and the trust
+// rule (checkTrust). It returns the header of the first member (nil when
+// there is none), so an untrusted bundle costs no more than two small reads.
+func (b *bundleReader) head(opts VerifyOptions) (Verified, *tar.Header, error) {
+	// manifest.json, first.
+	hdr, err := b.next()
+	if err == io.EOF {
+		return Verified{}, nil, refuse("empty bundle (or not a tar archive)")
+	}
+	if err != nil {
+		return Verified{}, nil, err
+	}
+	if hdr.Name != BundleManifestName {
+		return Verified{}, nil, refuse("first entry is %q, want %s: not an m3sup bundle", hdr.Name, BundleManifestName)
+	}
+	manifestJSON, err := b.readSmall(hdr, maxBundleManifest)
+	if err != nil {
+		return Verified{}, nil, err
+	}
+	m, err := parseManifest(manifestJSON, opts)
+	if err != nil {
+		return Verified{}, nil, err
+	}
+
+	// manifest.sig, second if present.
+	v := Verified{Manifest: m, Signature: SignatureNone}
+	hdr, err = b.next()
+	if err != nil && err != io.EOF {
+		return Verified{}, nil, err
+	}
+	if hdr != nil && hdr.Name == BundleSignatureName {
+		sig, err := b.readSmall(hdr, maxSignature)
+		if err != nil {
+			return Verified{}, nil, err
+		}
+		if len(opts.TrustedKeys) > 0 {
+			if v.SignedBy, err = checkSignature(sig, manifestJSON, opts.TrustedKeys); err != nil {
+				return Verified{}, nil, err
+			}
+			v.Signature = SignatureVerified
+		} else {
+			if _, err := parseSignature(sig); err != nil {
+				return Verified{}, nil, err
+			}
+			v.Signature = SignatureUnchecked
+		}
+		hdr, err = b.next()
+		if err != nil && err != io.EOF {
+			return Verified{}, nil, err
+		}
+	} else if len(opts.TrustedKeys) > 0 {
+		return Verified{}, nil, fmt.Errorf("bundle is not signed (it has no %s), and %d trusted keys were given: %w", BundleSignatureName, len(opts.TrustedKeys), ErrSignature)
+	}
+	if err := checkTrust(m, v.Signature); err != nil {
+		return Verified{}, nil, err
+	}
+	return v, hdr, nil
+}
+
 // verifyStream implements Verify; sink, when set, receives the members'
 // bytes; digest says whether to hash the whole stream too.
 func verifyStream(ctx context.Context, r io.Reader, opts VerifyOptions, sink memberSink, digest bool) (Verified, error) {
@@ -145,85 +355,13 @@ func verifyStream(ctx context.Context, r io.Reader, opts VerifyOptions, sink mem
 	if err != nil {
 		return Verified{}, err
 	}
-	hr := &hashingReader{ctx: ctx, r: r}
-	if digest {
-		hr.h = sha256.New()
-	}
-	tr := tar.NewReader(hr)
-	entries := 0
-	next := func() (*tar.Header, error) {
-		hdr, err := tr.Next()
-		if err == io.EOF {
-			return nil, err
-		}
-		if err != nil {
-			if cerr := ctx.Err(); cerr != nil {
-				return nil, cerr
-			}
-			return nil, readError(err, entries)
-		}
-		entries++
-		return hdr, nil
-	}
-	readSmall := func(hdr *tar.Header, limit int64) ([]byte, error) {
-		if err := regularEntry(hdr); err != nil {
-			return nil, err
-		}
-		if hdr.Size > limit {
-			return nil, refuse("%s has %d bytes, more than %d", hdr.Name, hdr.Size, limit)
-		}
-		data, err := io.ReadAll(tr)
-		if err != nil {
-			return nil, readError(err, entries)
-		}
-		return data, nil
-	}
-
-	// manifest.json, first.
-	hdr, err := next()
-	if err == io.EOF {
-		return Verified{}, refuse("empty bundle (or not a tar archive)")
-	}
+	br := newBundleReader(ctx, r, digest)
+	hr, tr, next := br.hr, br.tr, br.next
+	v, hdr, err := br.head(opts)
 	if err != nil {
 		return Verified{}, err
 	}
-	if hdr.Name != BundleManifestName {
-		return Verified{}, refuse("first entry is %q, want %s: not an m3sup bundle", hdr.Name, BundleManifestName)
-	}
-	manifestJSON, err := readSmall(hdr, maxBundleManifest)
-	if err != nil {
-		return Verified{}, err
-	}
-	m, err := parseManifest(manifestJSON, opts)
-	if err != nil {
-		return Verified{}, err
-	}
-
-	// manifest.sig, second if present. It is checked before any member is
-	// read, so an untrusted bundle costs nothing more.
-	v := Verified{Manifest: m}
-	hdr, err = next()
-	if err != nil && err != io.EOF {
-		return Verified{}, err
-	}
-	if hdr != nil && hdr.Name == BundleSignatureName {
-		sig, err := readSmall(hdr, maxSignature)
-		if err != nil {
-			return Verified{}, err
-		}
-		v.Signed = true
-		if len(opts.TrustedKeys) > 0 {
-			if v.SignedBy, err = checkSignature(sig, manifestJSON, opts.TrustedKeys); err != nil {
-				return Verified{}, err
-			}
-		}
-		hdr, err = next()
-		if err != nil && err != io.EOF {
-			return Verified{}, err
-		}
-	} else if len(opts.TrustedKeys) > 0 {
-		return Verified{}, fmt.Errorf("bundle is not signed, and %d trusted keys were given: %w", len(opts.TrustedKeys), ErrSignature)
-	}
+	m := v.Manifest
 
 	// The members.
 	listed := make(map[string]Member, len(m.Members))
@@ -232,13 +370,13 @@ func verifyStream(ctx context.Context, r io.Reader, opts VerifyOptions, sink mem
 	}
 	seen := make(map[string]bool, len(m.Members))
 	buf := make([]byte, 1<<20)
-	for ; hdr != nil; hdr, err = next() {
+	for hdr != nil {
 		if err := verifyMember(tr, hdr, listed, seen, sink, buf); err != nil {
 			return Verified{}, err
 		}
-	}
-	if err != io.EOF {
-		return Verified{}, err
+		if hdr, err = next(); err != nil && err != io.EOF {
+			return Verified{}, err
+		}
 	}
 	for _, mb := range m.Members {
 		if !seen[mb.Path] {
@@ -252,7 +390,7 @@ func verifyStream(ctx context.Context, r io.Reader, opts VerifyOptions, sink mem
 		if errors.Is(err, errNotZero) {
 			return Verified{}, refuse("data after the end of the archive")
 		}
-		return Verified{}, readError(err, entries)
+		return Verified{}, readError(err, br.entries)
 	}
 	if n > maxTrailer {
 		return Verified{}, refuse("more than %d bytes of padding after the end of the archive", maxTrailer)

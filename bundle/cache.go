@@ -25,6 +25,10 @@ const (
 	DefaultTimeout  = 30 * time.Minute
 	DefaultMaxFiles = 10000
 	DefaultMaxBytes = int64(4) << 30 // 4 GiB
+	// DefaultMaxDownload bounds one downloaded artifact. An M3 release
+	// tarball is a few hundred MiB; 2 GiB leaves room and still stops a
+	// source that streams forever from filling the disk.
+	DefaultMaxDownload = int64(2) << 30 // 2 GiB
 )
 
 // Options tune a Cache. The zero value works: every zero field takes its
@@ -42,10 +46,14 @@ type Options struct {
 	// MaxBytes bounds the bytes extracted from one archive, counted as they
 	// are written. Default 4 GiB.
 	MaxBytes int64
+	// MaxDownload bounds one downloaded artifact (a release tarball), HTTP
+	// or local file alike. A larger one fails with ErrTooLarge and leaves
+	// nothing in the cache. Default 2 GiB (DefaultMaxDownload).
+	MaxDownload int64
 }
 
 func (o Options) withDefaults() (Options, error) {
-	if o.Timeout < 0 || o.MaxFiles < 0 || o.MaxBytes < 0 {
+	if o.Timeout < 0 || o.MaxFiles < 0 || o.MaxBytes < 0 || o.MaxDownload < 0 {
 		return o, errors.New("negative timeout or limit")
 	}
 	if o.Logger == nil {
@@ -59,6 +67,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.MaxBytes == 0 {
 		o.MaxBytes = DefaultMaxBytes
+	}
+	if o.MaxDownload == 0 {
+		o.MaxDownload = DefaultMaxDownload
 	}
 	return o, nil
 }
@@ -191,7 +202,7 @@ func (c *Cache) sweepTmp() {
 // hashFile returns the digest and size of the regular file at path. It
 // refuses anything that is not a regular file (a planted symlink, say).
 func hashFile(path string) (Digest, int64, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|noFollow, 0)
+	f, err := os.OpenFile(path, os.O_RDONLY|noFollow|nonBlock, 0)
 	if err != nil {
 		return "", 0, err
 	}

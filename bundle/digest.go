@@ -1,12 +1,15 @@
 // Package bundle fetches release artifacts and verifies them: it downloads
 // one file per source with go-getter (http, https, file and plain paths only),
-// insists on a sha256 checksum, keeps every verified artifact in a
-// content-addressed cache with atomic commits, and extracts tar and tar.gz
-// archives safely (no links, no device nodes, no paths outside the target,
-// bounded in files and bytes). It also makes, verifies (optionally signed
-// with ed25519) and imports air-gap bundles: one file that carries the M3
-// release, image archives and binaries to a host with no network (see
-// Create, Verify and Cache.ImportBundle).
+// insists on a sha256 checksum, caps each download (Options.MaxDownload,
+// 2 GiB by default), keeps every verified artifact in a content-addressed
+// cache with atomic commits, and extracts tar and tar.gz archives safely (no
+// links, no device nodes, no paths outside the target, bounded in files and
+// bytes). It also makes, verifies (optionally signed with ed25519) and
+// imports air-gap bundles: one file that carries the M3 release, image
+// archives and binaries to a host with no network (see Create, Verify and
+// Cache.ImportBundle). Signed means verified: a bundle's binaries and image
+// archives are used only when a trusted key's signature was checked
+// (VerifyOptions.TrustedKeys); releases need only their manifest sha256.
 //
 // bundle knows nothing of M3 clusters; it does not import supervisor or
 // runtime.
@@ -48,6 +51,11 @@ var (
 	// ErrSignature: an air-gap bundle's signature is missing, malformed or
 	// not made by any trusted key.
 	ErrSignature = errors.New("bad signature")
+	// ErrUntrusted: an air-gap bundle carries binaries or image archives but
+	// is not signed by a trusted key, so it is not used at all.
+	ErrUntrusted = errors.New("untrusted bundle")
+	// ErrTooLarge: a download is larger than Options.MaxDownload.
+	ErrTooLarge = errors.New("too large")
 )
 
 const digestPrefix = "sha256:"

@@ -327,12 +327,24 @@ func (c *Cache) download(ctx context.Context, s location, want Digest) (FetchRes
 	}
 	defer cleanup()
 	start := time.Now()
-	if err := c.get(ctx, s, tmp, 0, true); err != nil {
+	max := c.opts.MaxDownload
+	// A local file that is too large is refused before it is copied.
+	if u, err := url.Parse(s.getter); err == nil && u.Scheme == "file" {
+		if fi, err := os.Stat(u.Path); err == nil && fi.Size() > max {
+			return FetchResult{}, fmt.Errorf("%s has %d bytes, more than the download limit of %d bytes: %w", s.display, fi.Size(), max, ErrTooLarge)
+		}
+	}
+	// One byte over the limit is read, so that "too large" is told apart
+	// from "exactly the limit"; go-getter's MaxBytes cuts the body silently.
+	if err := c.get(ctx, s, tmp, max+1, true); err != nil {
 		return FetchResult{}, err
 	}
 	got, size, err := hashFile(tmp)
 	if err != nil {
 		return FetchResult{}, fmt.Errorf("hash download: %w", err)
+	}
+	if size > max {
+		return FetchResult{}, fmt.Errorf("download is larger than the limit of %d bytes: %w", max, ErrTooLarge)
 	}
 	if want != "" && got != want {
 		return FetchResult{}, fmt.Errorf("content does not match its checksum: want %s, got %s: %w", want, got, ErrChecksumMismatch)

@@ -524,3 +524,37 @@ func TestProgressLogged(t *testing.T) {
 		t.Errorf("%d progress lines for %d clock readings; want at most one per 5 s", len(lines), reads)
 	}
 }
+
+// TestFetchDownloadLimit: a download over Options.MaxDownload fails with
+// ErrTooLarge and leaves nothing in the cache, over HTTP (a body that is
+// cut, not trusted) and from a local file; exactly the limit is fine.
+func TestFetchDownloadLimit(t *testing.T) {
+	const limit = 4096
+	big := bytes.Repeat([]byte("x"), limit+1)
+	exact := bytes.Repeat([]byte("y"), limit)
+	srv := newFileServer(t, map[string][]byte{"/big.tar.gz": big, "/exact.tar.gz": exact})
+	bigFile := filepath.Join(t.TempDir(), "big.tar.gz")
+	if err := os.WriteFile(bigFile, big, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, src := range []Source{
+		{URL: srv.URL + "/big.tar.gz", Checksum: string(digestOf(big))},
+		{URL: srv.URL + "/big.tar.gz", InsecureSkipChecksum: true},
+		{URL: bigFile, Checksum: string(digestOf(big))},
+	} {
+		c, _ := testCache(t, Options{MaxDownload: limit})
+		_, err := c.Fetch(context.Background(), src)
+		if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "4096") {
+			t.Errorf("Fetch(%s) = %v; want ErrTooLarge naming the limit", src.URL, err)
+		}
+		assertEmpty(t, filepath.Join(c.Dir(), "sha256"))
+		assertEmpty(t, filepath.Join(c.Dir(), "tmp"))
+	}
+	c, _ := testCache(t, Options{MaxDownload: limit})
+	if _, err := c.Fetch(context.Background(), Source{URL: srv.URL + "/exact.tar.gz", Checksum: string(digestOf(exact))}); err != nil {
+		t.Errorf("a download of exactly the limit: %v", err)
+	}
+	if _, err := OpenCache(t.TempDir(), Options{MaxDownload: -1}); err == nil {
+		t.Error("a negative download limit was accepted")
+	}
+}

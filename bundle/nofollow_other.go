@@ -4,3 +4,6 @@ package bundle
 
 // noFollow is unavailable here; callers also Lstat before opening.
 const noFollow = 0
+
+// nonBlock is unavailable here.
+const nonBlock = 0

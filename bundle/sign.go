@@ -1,6 +1,7 @@
 package bundle
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
@@ -127,18 +128,35 @@ func signManifest(sk ed25519.PrivateKey, manifestJSON []byte) ([]byte, error) {
 	return append(data, '\n'), nil
 }
 
+// parseSignature decodes manifest.sig strictly: one JSON object with the
+// known fields only, algorithm ed25519 and a 64-byte signature. A malformed
+// signature fails with ErrSignature whether or not keys are given to check
+// it: it can only come from a broken or tampered bundle.
+func parseSignature(sigJSON []byte) (signatureFile, error) {
+	var sig signatureFile
+	dec := json.NewDecoder(bytes.NewReader(sigJSON))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&sig); err != nil {
+		return signatureFile{}, fmt.Errorf("%s: %v: %w", BundleSignatureName, err, ErrSignature)
+	}
+	if dec.More() {
+		return signatureFile{}, fmt.Errorf("%s: data after the JSON object: %w", BundleSignatureName, ErrSignature)
+	}
+	if sig.Algorithm != sigAlgorithm {
+		return signatureFile{}, fmt.Errorf("%s: algorithm %q, want %q: %w", BundleSignatureName, sig.Algorithm, sigAlgorithm, ErrSignature)
+	}
+	if len(sig.Signature) != ed25519.SignatureSize {
+		return signatureFile{}, fmt.Errorf("%s: signature has %d bytes, want %d: %w", BundleSignatureName, len(sig.Signature), ed25519.SignatureSize, ErrSignature)
+	}
+	return sig, nil
+}
+
 // checkSignature verifies sigJSON over manifestJSON with each trusted key
 // and returns the ID of the key that made it.
 func checkSignature(sigJSON, manifestJSON []byte, trusted []ed25519.PublicKey) (string, error) {
-	var sig signatureFile
-	if err := json.Unmarshal(sigJSON, &sig); err != nil {
-		return "", fmt.Errorf("%s: %v: %w", BundleSignatureName, err, ErrSignature)
-	}
-	if sig.Algorithm != sigAlgorithm {
-		return "", fmt.Errorf("%s: algorithm %q, want %q: %w", BundleSignatureName, sig.Algorithm, sigAlgorithm, ErrSignature)
-	}
-	if len(sig.Signature) != ed25519.SignatureSize {
-		return "", fmt.Errorf("%s: signature has %d bytes, want %d: %w", BundleSignatureName, len(sig.Signature), ed25519.SignatureSize, ErrSignature)
+	sig, err := parseSignature(sigJSON)
+	if err != nil {
+		return "", err
 	}
 	for _, pk := range trusted {
 		if len(pk) == ed25519.PublicKeySize && ed25519.Verify(pk, manifestJSON, sig.Signature) {

@@ -31,9 +31,12 @@ func (s *Supervisor) importBundles(ctx context.Context, lay layout) (ctdBinary s
 	for _, f := range s.opts.Bundles {
 		res, err := cache.ImportBundle(ctx, f, bundle.VerifyOptions{TrustedKeys: s.opts.TrustedKeys})
 		if err != nil {
-			return "", nil, fmt.Errorf("import bundle %s: %w", f, err)
+			return "", nil, err // names the bundle and what is wrong
 		}
-		if hostErr != nil {
+		// ImportBundle refuses binaries and images from a bundle no trusted
+		// key signed; check again where they are used.
+		trusted := res.Bundle.Trusted()
+		if hostErr != nil && trusted {
 			for _, b := range res.Binaries {
 				pathDirs = append(pathDirs, filepath.Dir(b.Path))
 				if b.Member.Name() == "containerd" {
@@ -42,11 +45,14 @@ func (s *Supervisor) importBundles(ctx context.Context, lay layout) (ctdBinary s
 				}
 			}
 		}
-		for _, img := range res.Images {
-			s.bundledImages = append(s.bundledImages, img.Path)
+		if trusted {
+			for _, img := range res.Images {
+				s.bundledImages = append(s.bundledImages, img.Path)
+			}
 		}
 		s.log.Info("imported air-gap bundle", zap.String("file", f), zap.Int("releases", len(res.Releases)),
-			zap.Int("images", len(res.Images)), zap.Int("binaries", len(res.Binaries)), zap.Bool("signed", res.Bundle.Signed))
+			zap.Int("images", len(res.Images)), zap.Int("binaries", len(res.Binaries)),
+			zap.String("signature", string(res.Bundle.Signature)), zap.String("signed_by", res.Bundle.SignedBy))
 		if r, ok := res.Release(s.cfg.Release.Version); ok {
 			s.cfg.Release.Checksum = string(r.Member.Digest())
 			s.log.Info("using the bundled M3 release", zap.String("version", s.cfg.Release.Version), zap.String("digest", string(r.Member.Digest())))
@@ -76,6 +82,9 @@ func (s *Supervisor) watchBundles(ctx context.Context, lay layout) error {
 			}
 			s.log.Info("imported air-gap bundle", zap.String("file", res.Path), zap.Strings("releases", versions),
 				zap.Int("images", len(res.Images)), zap.Int("written", res.Written))
+			if !res.Bundle.Trusted() {
+				return // ImportBundle refuses images from an untrusted bundle; never import one anyway
+			}
 			for _, img := range res.Images {
 				s.importImage(ctx, img.Path)
 			}

@@ -163,6 +163,12 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
+	// An existing data dir (made by an older m3sup, by hand, or by a tool
+	// with a looser umask) is tightened at every start: it holds the etcd
+	// data, the PKI and the release m3sup runs as root.
+	if err := os.Chmod(s.cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("restrict data dir %s to 0700: %w", s.cfg.DataDir, err)
+	}
 	// A host that left the cluster never starts again on the same data.
 	if err := checkNotLeft(layout{root: s.cfg.DataDir}); err != nil {
 		return err
@@ -659,7 +665,8 @@ type release struct {
 }
 
 func (s *Supervisor) fetchRelease(ctx context.Context, lay layout, r spec.Release) (release, error) {
-	cache, err := bundle.OpenCache(lay.cache(), bundle.Options{Logger: s.log.Named("fetch"), Progress: s.opts.Progress})
+	cache, err := bundle.OpenCache(lay.cache(), bundle.Options{Logger: s.log.Named("fetch"), Progress: s.opts.Progress,
+		MaxDownload: s.cfg.Release.MaxDownloadBytes})
 	if err != nil {
 		return release{}, err
 	}

@@ -219,7 +219,13 @@ func newBundleVerifyCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "verify FILE",
 		Short: "Check a bundle: every member's size and sha256, its structure, and its signature with --trust",
-		Args:  cobra.ExactArgs(1),
+		Long: `Check a bundle as import would: every member's size and sha256, its
+structure, and, with --trust, its signature. Without --trust a signature is
+only checked for form and reported "present, not checked" (JSON:
+"signature": "present-unchecked"): anyone could have made it. A bundle that
+carries binaries or image archives fails without a trusted signature, as its
+import would.`,
+		Args: cobra.ExactArgs(1),
 	}
 	trust := bundleTrustFlag(cmd)
 	out := outputFlag(cmd, "table", "json")
@@ -252,7 +258,12 @@ func newBundleImportCmd() *cobra.Command {
 		Short: "Verify a bundle and place its members in <data-dir>/cache (nothing is written if it fails)",
 		Long: `Verify a bundle and place its members in the artifact cache under
 <data-dir>/cache: the release where m3sup run looks for it, image archives in
-cache/images/, binaries in cache/bin/. Importing again writes nothing.`,
+cache/images/, binaries in cache/bin/. Importing again writes nothing.
+
+A bundle that carries binaries or image archives is imported only when it is
+signed by a key given with --trust; a bundle of releases alone needs no
+signature (each release's sha256 is checked against the manifest). A missing
+data dir is created with mode 0700.`,
 		Args: cobra.ExactArgs(1),
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", config.DefaultDataDir, "m3sup's data directory")
@@ -266,11 +277,21 @@ cache/images/, binaries in cache/bin/. Importing again writes nothing.`,
 		if err != nil {
 			return err
 		}
+		verify := bundle.VerifyOptions{TrustedKeys: keys}
+		// What the manifest and signature alone decide (an untrusted bundle
+		// with binaries, a forged signature) is refused before the data dir
+		// or the cache is created.
+		if _, err := bundle.PrecheckFile(cmd.Context(), args[0], verify); err != nil {
+			return err
+		}
+		if err := os.MkdirAll(dataDir, 0o700); err != nil {
+			return fmt.Errorf("create data dir: %w", err)
+		}
 		cache, err := bundle.OpenCache(filepath.Join(dataDir, "cache"), bundle.Options{})
 		if err != nil {
 			return err
 		}
-		res, err := cache.ImportBundle(cmd.Context(), args[0], bundle.VerifyOptions{TrustedKeys: keys})
+		res, err := cache.ImportBundle(cmd.Context(), args[0], verify)
 		if err != nil {
 			return err
 		}
@@ -369,11 +390,11 @@ func bundlePrintVerified(w io.Writer, v bundle.Verified) {
 	fmt.Fprintf(tw, "format\t%d (made by m3sup %s at %s)\n", m.FormatVersion, m.M3supVersion, m.Created.Format("2006-01-02T15:04:05Z07:00"))
 	fmt.Fprintf(tw, "M3\t%s\n", m.M3Version)
 	sig := "none"
-	switch {
-	case v.SignedBy != "":
+	switch v.Signature {
+	case bundle.SignatureVerified:
 		sig = "good, by trusted key " + v.SignedBy
-	case v.Signed:
-		sig = "present, not checked (no --trust)"
+	case bundle.SignatureUnchecked:
+		sig = "present, not checked (no --trust: anyone could have made this bundle)"
 	}
 	fmt.Fprintf(tw, "signature\t%s\n", sig)
 	_ = tw.Flush()

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
 
+	"github.com/m3sup/m3sup/supervisor"
 	"github.com/m3sup/m3sup/supervisor/config"
 )
 
@@ -18,7 +19,7 @@ func newConfigCmd() *cobra.Command {
 	}
 	check := &cobra.Command{
 		Use:   "check FILE...",
-		Short: "Validate config files (exit status 2 and the file and field on error)",
+		Short: "Validate config files exactly as run does (exit status 2 and the file and field on error)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, files []string) error {
 			if _, err := loadFiles(files); err != nil {
@@ -89,6 +90,24 @@ func newVersionCmd() *cobra.Command {
 }
 
 // loadFiles loads and validates config files as `run` would.
-func loadFiles(files []string) (any, error) {
-	return config.Load(files...)
+func loadFiles(files []string) (config.Config, error) {
+	cfg, err := config.Load(files...)
+	if err != nil {
+		return cfg, err
+	}
+	return cfg, checkConfig(cfg)
+}
+
+// checkConfig is what `run` checks in a loaded config beyond config.Load
+// before it starts anything: the cluster spec it seeds into etcd (the same
+// spec.Validate the store applies) and the trusted bundle keys it reads.
+// `config check` calls it too, so the two cannot disagree. Errors exit 2.
+func checkConfig(cfg config.Config) error {
+	if err := supervisor.SpecFromConfig(cfg).Validate(); err != nil {
+		return &exitError{code: 2, err: fmt.Errorf("cluster spec from the config: %w", err)}
+	}
+	if _, err := loadTrustedKeys(cfg.Bundles.TrustedKeys); err != nil {
+		return &exitError{code: 2, err: fmt.Errorf("bundles.trustedKeys: %w", err)}
+	}
+	return nil
 }

@@ -122,7 +122,8 @@ terminal; otherwise progress goes to the log (stderr) every 5 s.`,
 		}
 		// <data-dir>/cache is where m3sup run's fetch looks (supervisor's
 		// layout.cache()).
-		cache, err := bundle.OpenCache(filepath.Join(cfg.DataDir, "cache"), bundle.Options{Logger: log.Named("fetch"), Progress: progress})
+		cache, err := bundle.OpenCache(filepath.Join(cfg.DataDir, "cache"), bundle.Options{Logger: log.Named("fetch"), Progress: progress,
+			MaxDownload: cfg.Release.MaxDownloadBytes})
 		if err != nil {
 			return err
 		}

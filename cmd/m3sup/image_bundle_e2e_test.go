@@ -58,11 +58,14 @@ func TestE2EImageBundleAirGap(t *testing.T) {
 		return string(out)
 	}
 	bundleFile := filepath.Join(dir, "m3-1.5.0-images.m3sup")
+	// Image archives are used only from a bundle signed by a trusted key.
+	keyPrefix := filepath.Join(dir, "site")
+	m3sup("bundle", "keygen", "-o", keyPrefix)
 	start := time.Now()
 	out := m3sup("bundle", "create", "--version", "1.5.0", "--from", env.tarball, "--checksum", "sha256:"+env.digest,
-		"--image-archive", archives["m3dbnode"], "--image-archive", archives["m3coordinator"], "-o", bundleFile)
+		"--image-archive", archives["m3dbnode"], "--image-archive", archives["m3coordinator"], "--sign", keyPrefix+".key", "-o", bundleFile)
 	t.Logf("bundle created in %s:\n%s", time.Since(start).Round(time.Millisecond), out)
-	if out := m3sup("bundle", "verify", bundleFile, "-o", "json"); strings.Count(out, `"kind": "image"`) != 2 {
+	if out := m3sup("bundle", "verify", bundleFile, "--trust", keyPrefix+".pub", "-o", "json"); strings.Count(out, `"kind": "image"`) != 2 {
 		t.Fatalf("bundle does not list two image archives:\n%s", out)
 	}
 
@@ -84,7 +87,7 @@ registries:
 	}
 
 	start = time.Now()
-	n.start("--config", images, "--bundle", bundleFile)
+	n.start("--config", images, "--bundle", bundleFile, "--trust", keyPrefix+".pub")
 	n.waitReady(4 * time.Minute)
 	t.Logf("ready in image mode from the bundle after %s", time.Since(start).Round(time.Millisecond))
 

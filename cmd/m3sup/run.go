@@ -120,6 +120,9 @@ start (the systemd unit does not restart on 4); 1 any other error.`,
 		if err != nil {
 			return err
 		}
+		if err := checkConfig(cfg); err != nil {
+			return err
+		}
 		if tokenFile != "" {
 			if token != "" {
 				return &exitError{code: 2, err: errors.New("--token and --token-file exclude each other")}
@@ -145,6 +148,15 @@ start (the systemd unit does not restart on 4); 1 any other error.`,
 		keys, err := loadTrustedKeys(append(cfg.Bundles.TrustedKeys, trust...))
 		if err != nil {
 			return &exitError{code: 2, err: err}
+		}
+		// A bundle whose manifest and signature already say it cannot be
+		// used (binaries or images without a trusted signature, a forged
+		// signature, not a regular file) stops the start before anything is
+		// created or run.
+		for _, b := range bundles {
+			if _, err := bundle.PrecheckFile(cmd.Context(), b, bundle.VerifyOptions{TrustedKeys: keys}); err != nil {
+				return err
+			}
 		}
 		log, err := newLogger(cfg.Log.Level, cfg.Log.Format, os.Stderr)
 		if err != nil {
@@ -204,7 +216,7 @@ func warnPreflight(ctx context.Context, log *zap.Logger, cfg config.Config) {
 func loadTrustedKeys(files []string) ([]ed25519.PublicKey, error) {
 	var keys []ed25519.PublicKey
 	for _, f := range files {
-		b, err := os.ReadFile(f)
+		b, err := readRegularFile(f, 64<<10)
 		if err != nil {
 			return nil, fmt.Errorf("trusted key: %w", err)
 		}
@@ -240,4 +252,31 @@ func newLogger(level, format string, w io.Writer) (*zap.Logger, error) {
 		enc = zapcore.NewConsoleEncoder(ec)
 	}
 	return zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), lvl)), nil
+}
+
+// readRegularFile reads a small file given on the command line or in the
+// config, refusing at once anything but a regular file: opening a FIFO
+// does not wait for a writer (O_NONBLOCK), and its type is checked on the
+// opened file.
+func readRegularFile(path string, limit int64) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file (%s)", path, fi.Mode().Type())
+	}
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s: larger than %d bytes", path, limit)
+	}
+	return b, nil
 }

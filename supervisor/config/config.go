@@ -126,6 +126,11 @@ type Release struct {
 	// empty with an empty URL: the GitHub checksums file of Version.
 	Checksum             string `yaml:"checksum"`
 	InsecureSkipChecksum bool   `yaml:"insecureSkipChecksum"`
+	// MaxDownloadBytes bounds the downloaded release tarball (and any
+	// artifact m3sup fetches for it); a larger download fails and leaves
+	// nothing in the cache. Default (and 0) 2 GiB (DefaultMaxDownloadBytes). It is
+	// this host's own limit, not part of the cluster's desired state.
+	MaxDownloadBytes int64 `yaml:"maxDownloadBytes"`
 }
 
 // DBNode configures m3dbnode.
@@ -177,8 +182,8 @@ type Cluster struct {
 	// replica of a shard in a different group). Empty means the node name:
 	// one group per host.
 	IsolationGroup string `yaml:"isolationGroup"`
-	// Weight is this host's M3 placement weight (its share of shards);
-	// zero means 100.
+	// Weight is this host's M3 placement weight (its share of shards),
+	// 1 to 10000; default 100. An explicit 0 is an error.
 	Weight uint32 `yaml:"weight,omitempty"`
 	// Roles is what this host runs: dbnode, coordinator or both (the
 	// default). Only a multi-host cluster has hosts with one role: a
@@ -241,6 +246,10 @@ const (
 	DefaultReleaseVersion = "1.5.0"
 	DefaultBufferPast     = 10 * time.Minute
 	DefaultBufferFuture   = 2 * time.Minute
+	DefaultWeight         = 100
+	// DefaultMaxDownloadBytes is release.maxDownloadBytes' default, the
+	// same 2 GiB as bundle.DefaultMaxDownload.
+	DefaultMaxDownloadBytes = int64(2) << 30
 
 	releaseURLFormat      = "https://github.com/m3db/m3/releases/download/v%[1]s/m3_%[1]s_linux_amd64.tar.gz"
 	releaseChecksumFormat = "file:https://github.com/m3db/m3/releases/download/v%[1]s/m3_%[1]s_checksums.txt"
@@ -275,7 +284,7 @@ func base() Config {
 			Namespace: "m3sup",
 			Binary:    "containerd",
 		}},
-		Release: Release{Version: DefaultReleaseVersion},
+		Release: Release{Version: DefaultReleaseVersion, MaxDownloadBytes: DefaultMaxDownloadBytes},
 		DBNode: DBNode{
 			ListenAddress:            "0.0.0.0:9000",
 			ClusterListenAddress:     "0.0.0.0:9001",
@@ -299,6 +308,7 @@ func base() Config {
 			Zone:              "embedded",
 			NumShards:         64,
 			ReplicationFactor: 1,
+			Weight:            DefaultWeight,
 			ReadyTimeout:      Duration(10 * time.Minute),
 			RolloutDeadline:   Duration(5 * time.Minute),
 			Namespaces: []Namespace{{
@@ -318,9 +328,6 @@ func (c *Config) fillDerived() {
 	}
 	if c.Cluster.IsolationGroup == "" {
 		c.Cluster.IsolationGroup = c.NodeName
-	}
-	if c.Cluster.Weight == 0 {
-		c.Cluster.Weight = 100
 	}
 	if len(c.Cluster.Roles) == 0 {
 		c.Cluster.Roles = []string{RoleDBNode, RoleCoordinator}

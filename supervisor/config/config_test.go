@@ -455,7 +455,7 @@ func TestIsConfigError(t *testing.T) {
 func TestLoadUnreadableFiles(t *testing.T) {
 	dir := t.TempDir()
 	_, err := Load(dir)
-	wantErr(t, err, dir+": read: is a directory")
+	wantErr(t, err, dir+": not a regular file (a directory)")
 
 	big := writeFile(t, "big.yaml", "# "+strings.Repeat("x", maxFileSize)+"\n")
 	_, err = Load(big)

@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 
 	uberconfig "go.uber.org/config"
 	yaml "gopkg.in/yaml.v2"
@@ -21,7 +22,15 @@ import (
 // Load returns Default() with each file applied in order, later files
 // overriding earlier ones key by key (lists are replaced whole; an explicit
 // null restores the default), then Validate. ${VAR} and ${VAR:default} in the
-// files are expanded from the environment; write $$ for a literal $.
+// files' values are expanded from the environment; write $$ for a literal $.
+//
+// Expansion happens after the YAML is parsed, inside one scalar value at a
+// time, so a variable can never add keys or change the file's structure: a
+// value that reads as a number, boolean or null takes that type, anything
+// else stays a string, and a variable holding a newline is refused (naming
+// the variable and the field). Mapping keys are not expanded.
+//
+// Only regular files are read: a FIFO, device or directory fails at once.
 //
 // Each file is checked on its own first, so every problem names its file;
 // all problems are reported at once.
@@ -52,7 +61,14 @@ func load(lookup uberconfig.LookupFunc, files []string) (Config, error) {
 			errs = append(errs, w.errs...)
 			continue
 		}
-		sources = append(sources, data)
+		if tree != nil {
+			expanded, err := yaml.Marshal(tree)
+			if err != nil {
+				errs = append(errs, &FileError{File: name, Err: fmt.Errorf("after expanding environment variables: %w", err)})
+				continue
+			}
+			sources = append(sources, expanded)
+		}
 		setBy = append(setBy, fileKeys{file: name, keys: w.keys})
 	}
 	if len(errs) > 0 {
@@ -60,7 +76,7 @@ func load(lookup uberconfig.LookupFunc, files []string) (Config, error) {
 	}
 
 	c := base()
-	if err := merge(&c, sources, lookup); err != nil {
+	if err := merge(&c, sources); err != nil {
 		return Config{}, &FileError{File: strings.Join(files, ","), Err: err}
 	}
 	c.fillDerived()
@@ -79,11 +95,20 @@ func load(lookup uberconfig.LookupFunc, files []string) (Config, error) {
 const maxFileSize = 1 << 20
 
 func readFile(name string) ([]byte, error) {
-	f, err := os.Open(name)
+	// O_NONBLOCK: opening a FIFO must not wait for a writer; its type is
+	// refused below, on the opened file.
+	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, readError(name, err)
 	}
 	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, readError(name, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, &FileError{File: name, Err: fmt.Errorf("not a regular file (%s)", fileType(fi.Mode()))}
+	}
 	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
 	if err != nil {
 		return nil, readError(name, err)
@@ -102,8 +127,8 @@ func readError(name string, err error) error {
 	return &FileError{File: name, Err: err}
 }
 
-// parseFile checks one file's YAML syntax (with line numbers), expands it
-// with go.uber.org/config and returns the resulting tree.
+// parseFile checks one file's YAML syntax (with line numbers) and returns
+// its tree with environment variables expanded in the values.
 func parseFile(name string, data []byte, lookup uberconfig.LookupFunc) (tree interface{}, err error) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -111,20 +136,173 @@ func parseFile(name string, data []byte, lookup uberconfig.LookupFunc) (tree int
 		}
 	}()
 
-	// Syntax errors and duplicate keys, before expansion so lines match.
+	// Syntax errors and duplicate keys, with the file's own line numbers.
 	var raw interface{}
 	if err := yaml.UnmarshalStrict(data, &raw); err != nil {
 		return nil, yamlError(name, err)
 	}
-
-	y, err := uberconfig.NewYAML(uberconfig.Source(bytes.NewReader(data)), uberconfig.Expand(lookup))
-	if err != nil {
-		return nil, &FileError{File: name, Err: uberError(err)}
-	}
-	if err := y.Get(uberconfig.Root).Populate(&tree); err != nil {
-		return nil, &FileError{File: name, Err: uberError(err)}
+	e := expander{file: name, lookup: lookup}
+	tree = e.tree("", raw)
+	if len(e.errs) > 0 {
+		return nil, errors.Join(e.errs...)
 	}
 	return tree, nil
+}
+
+// fileType names a file type for an error message.
+func fileType(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	case m&fs.ModeDevice != 0:
+		return "a device"
+	case m.IsDir():
+		return "a directory"
+	}
+	return m.Type().String()
+}
+
+// expander expands ${VAR}, ${VAR:default}, $VAR and $$ inside the string
+// values of a parsed YAML tree, the syntax go.uber.org/config expands in raw
+// text. Working on values after parsing is what keeps a variable from
+// injecting YAML.
+type expander struct {
+	file   string
+	lookup uberconfig.LookupFunc
+	errs   []error
+}
+
+// tree returns a copy of v with its string values expanded. It copies
+// rather than changes v: an alias shares its anchor's mapping, and a value
+// expanded in place would be expanded again through the alias.
+func (e *expander) tree(path string, v interface{}) interface{} {
+	switch t := v.(type) {
+	case map[interface{}]interface{}:
+		out := make(map[interface{}]interface{}, len(t))
+		for k, child := range t {
+			out[k] = e.tree(joinPath(path, fmt.Sprint(k)), child)
+		}
+		return out
+	case []interface{}:
+		out := make([]interface{}, len(t))
+		for i, child := range t {
+			out[i] = e.tree(fmt.Sprintf("%s[%d]", path, i), child)
+		}
+		return out
+	case string:
+		if !strings.Contains(t, "$") {
+			return t
+		}
+		out, ok := e.expand(path, t)
+		if !ok {
+			return t
+		}
+		return scalarValue(out)
+	}
+	return v
+}
+
+// expand expands one string value; it reports false after recording an
+// error.
+func (e *expander) expand(path, s string) (string, bool) {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c != '$' || i+1 == len(s) {
+			b.WriteByte(c)
+			i++
+			continue
+		}
+		var token string
+		switch next := s[i+1]; {
+		case next == '$':
+			b.WriteByte('$')
+			i += 2
+			continue
+		case next == '{':
+			end := strings.IndexByte(s[i+2:], '}')
+			if end < 0 { // not an expression: copied as it is
+				b.WriteString(s[i:])
+				i = len(s)
+				continue
+			}
+			token = s[i+2 : i+2+end]
+			i += end + 3
+		case isNameStart(next):
+			j := i + 2
+			for j < len(s) && isNameChar(s[j]) {
+				j++
+			}
+			token = s[i+1 : j]
+			i = j
+		default:
+			b.WriteByte(c)
+			i++
+			continue
+		}
+		val, err := e.value(token)
+		if err != nil {
+			e.errs = append(e.errs, &FileError{File: e.file, Err: err})
+			return "", false
+		}
+		if strings.ContainsAny(val, "\n\r") {
+			key, _, _ := strings.Cut(token, ":")
+			e.errs = append(e.errs, &FieldError{File: e.file, Path: path,
+				Msg: fmt.Sprintf("environment variable %s holds a line break; a config value from the environment must be one line", key)})
+			return "", false
+		}
+		b.WriteString(val)
+	}
+	return b.String(), true
+}
+
+// value resolves one ${KEY} or ${KEY:default} the way go.uber.org/config
+// does: the variable if set, else the default; "" as the default means an
+// empty value, and no default is an error.
+func (e *expander) value(token string) (string, error) {
+	key, def, hasDef := strings.Cut(token, ":")
+	if v, ok := e.lookup(key); ok {
+		return v, nil
+	}
+	switch {
+	case !hasDef || def == "":
+		return "", fmt.Errorf("environment variable %s is not set and ${%s} has no default (write ${%s:\"\"} for an empty one)", key, key, key)
+	case def == `""`:
+		return "", nil
+	}
+	return def, nil
+}
+
+func isNameStart(c byte) bool {
+	return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+}
+
+func isNameChar(c byte) bool { return isNameStart(c) || c >= '0' && c <= '9' }
+
+// scalarValue types an expanded value the way YAML would type it as a
+// plain scalar (so ${SHARDS:64} is a number), but only ever as a scalar:
+// text that YAML would read as a mapping, a list or anything else stays the
+// string it is.
+func scalarValue(s string) interface{} {
+	if s == "" {
+		return nil // as the raw-text expansion did: "key: " is null
+	}
+	var v interface{}
+	if err := yaml.Unmarshal([]byte(s), &v); err != nil {
+		return s
+	}
+	switch v.(type) {
+	case int, int64, uint64, float64, bool:
+		return v
+	case nil:
+		switch strings.TrimSpace(s) {
+		case "~", "null", "Null", "NULL":
+			return nil
+		}
+	}
+	return s
 }
 
 var (
@@ -175,7 +353,7 @@ func uberError(err error) error {
 }
 
 // merge applies the sources, in order, on top of c.
-func merge(c *Config, sources [][]byte, lookup uberconfig.LookupFunc) (err error) {
+func merge(c *Config, sources [][]byte) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("merge files: %v", r)
@@ -184,11 +362,12 @@ func merge(c *Config, sources [][]byte, lookup uberconfig.LookupFunc) (err error
 	if len(sources) == 0 {
 		return nil
 	}
-	opts := make([]uberconfig.YAMLOption, 0, len(sources)+1)
+	opts := make([]uberconfig.YAMLOption, 0, len(sources))
 	for _, src := range sources {
 		opts = append(opts, uberconfig.Source(bytes.NewReader(src)))
 	}
-	opts = append(opts, uberconfig.Expand(lookup))
+	// No uberconfig.Expand: the sources are already expanded (parseFile),
+	// and expanding raw text is what let a variable inject YAML.
 	y, err := uberconfig.NewYAML(opts...)
 	if err != nil {
 		return uberError(err)

@@ -22,8 +22,11 @@ var (
 	nodeNameRE      = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$`)
 	ctrdNamespaceRE = regexp.MustCompile(`^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$`)
 	versionRE       = regexp.MustCompile(`^[0-9]+\.[0-9]+\.[0-9]+(?:[-+][0-9A-Za-z.+-]+)?$`)
-	sha256RE        = regexp.MustCompile(`^sha256:[0-9a-fA-F]{64}$`)
-	identRE         = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`)
+	// Lowercase only, as the cluster spec (supervisor/spec) requires.
+	sha256RE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+	// namespaceRE is the cluster spec's rule for namespace names.
+	namespaceRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
+	identRE     = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`)
 )
 
 // maxSocketPath is the longest unix socket path Linux accepts (sun_path is
@@ -120,10 +123,11 @@ func (p *problems) release(r Release) {
 	if !versionRE.MatchString(r.Version) {
 		p.add("release.version", "%q must be an M3 version like 1.5.0", r.Version)
 	}
-	if strings.HasPrefix(r.URL, "/") {
-		// A plain absolute path on this host.
-	} else if u, err := url.Parse(r.URL); err != nil || u.Scheme == "" || u.Opaque != "" || (u.Host == "" && u.Path == "") {
-		p.add("release.url", "%q must be an absolute URL like https://host/m3.tar.gz or an absolute path", r.URL)
+	if !fetchableURL(r.URL) {
+		p.add("release.url", "%q must be an http://, https:// or file:// URL or an absolute path, like https://host/m3.tar.gz", r.URL)
+	}
+	if r.MaxDownloadBytes < 0 {
+		p.add("release.maxDownloadBytes", "%d must not be negative (bytes; 0 or unset means %d, 2 GiB)", r.MaxDownloadBytes, DefaultMaxDownloadBytes)
 	}
 	if r.InsecureSkipChecksum {
 		return
@@ -133,18 +137,41 @@ func (p *problems) release(r Release) {
 		p.add("release.checksum", `is required with a custom release.url: use "sha256:<64 hex digits>" or "file:<url of a checksums file>", or set release.insecureSkipChecksum: true`)
 	case strings.HasPrefix(r.Checksum, "sha256:"):
 		if !sha256RE.MatchString(r.Checksum) {
-			p.add("release.checksum", "%q must be sha256: followed by 64 hex digits", r.Checksum)
+			p.add("release.checksum", "%q must be sha256: followed by 64 lowercase hex digits", r.Checksum)
 		}
 	case strings.HasPrefix(r.Checksum, "file:"):
-		if rest := strings.TrimPrefix(r.Checksum, "file:"); strings.HasPrefix(rest, "/") {
-			// a checksums file at a plain path
-		} else if u, err := url.Parse(rest); err != nil || u.Scheme == "" || u.Host == "" && u.Path == "" {
-			p.add("release.checksum", "%q must be file: followed by an absolute URL", r.Checksum)
+		if !fetchableURL(strings.TrimPrefix(r.Checksum, "file:")) {
+			p.add("release.checksum", "%q must be file: followed by an http://, https:// or file:// URL or an absolute path", r.Checksum)
 		}
 	default:
 		p.add("release.checksum", `%q must be "sha256:<64 hex digits>" or "file:<url>" (or set release.insecureSkipChecksum)`, r.Checksum)
 	}
 }
+
+// fetchableURL reports whether the release fetcher (bundle.Cache.Fetch)
+// takes raw: an absolute path, an http(s) URL with a host, or a file URL
+// with an absolute path on this host. Anything else (ftp://, go-getter's
+// forced getters like git::, relative paths) it refuses when run starts.
+func fetchableURL(raw string) bool {
+	if strings.HasPrefix(raw, "/") {
+		return true
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Opaque != "" || strings.Contains(raw, "::") {
+		return false
+	}
+	switch u.Scheme {
+	case "http", "https":
+		return u.Host != "" && u.Path != "" && !strings.HasSuffix(u.Path, "/")
+	case "file":
+		return (u.Host == "" || u.Host == "localhost") && strings.HasPrefix(u.Path, "/")
+	}
+	return false
+}
+
+// dnsNameRE matches a DNS name: dot-separated labels of letters, digits
+// and inner hyphens, each at most 63 characters.
+var dnsNameRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$`)
 
 // imageRefRE matches a fully qualified image reference: a registry host (a
 // dotted name, localhost or an IP, optional port), a lowercase repository
@@ -215,17 +242,23 @@ func (p *problems) cluster(c Cluster) {
 		}
 		seenRole[r] = true
 	}
-	if c.Weight > 10000 {
+	// Weight defaults to 100 (base); an explicit 0 is an error, not a
+	// silent 100.
+	if c.Weight < 1 || c.Weight > 10000 {
 		p.add("cluster.weight", "%d must be between 1 and 10000", c.Weight)
 	}
 	if c.NumShards < 1 || c.NumShards > 4096 {
 		p.add("cluster.numShards", "%d must be between 1 and 4096", c.NumShards)
 	}
-	if c.ReplicationFactor < 1 {
-		p.add("cluster.replicationFactor", "%d must be at least 1", c.ReplicationFactor)
+	// The cluster spec (supervisor/spec) allows 1 to 7; run seeds it.
+	if c.ReplicationFactor < 1 || c.ReplicationFactor > 7 {
+		p.add("cluster.replicationFactor", "%d must be between 1 and 7", c.ReplicationFactor)
 	}
 	p.positive("cluster.readyTimeout", c.ReadyTimeout)
 	p.positive("cluster.rolloutDeadline", c.RolloutDeadline)
+	if c.Advertise != "" && net.ParseIP(c.Advertise) == nil && (!dnsNameRE.MatchString(c.Advertise) || len(c.Advertise) > 253) {
+		p.add("cluster.advertise", "%q must be an IP address or a DNS name, without a port (the etcd and M3 ports come from their own settings)", c.Advertise)
+	}
 	if c.JoinListen != "" {
 		if _, _, err := net.SplitHostPort(c.JoinListen); err != nil {
 			p.add("cluster.joinListen", "%q must be host:port", c.JoinListen)
@@ -244,8 +277,8 @@ func (p *problems) cluster(c Cluster) {
 	for i, ns := range c.Namespaces {
 		path := fmt.Sprintf("cluster.namespaces[%d]", i)
 		switch first, dup := seen[ns.Name]; {
-		case !identRE.MatchString(ns.Name):
-			p.add(path+".name", "%q must be letters, digits, '_', '.' or '-'", ns.Name)
+		case !namespaceRE.MatchString(ns.Name):
+			p.add(path+".name", "%q must be 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit", ns.Name)
 		case dup:
 			p.add(path+".name", "%q is already the name of cluster.namespaces[%d]", ns.Name, first)
 		default:

@@ -68,7 +68,7 @@ func TestValidate(t *testing.T) {
 		},
 		want: []string{
 			`release.version: "v1.5" must be an M3 version like 1.5.0`,
-			`release.url: "m3.tar.gz" must be an absolute URL like https://host/m3.tar.gz or an absolute path`,
+			`release.url: "m3.tar.gz" must be an http://, https:// or file:// URL or an absolute path, like https://host/m3.tar.gz`,
 			`release.checksum: "md5:abc" must be "sha256:<64 hex digits>" or "file:<url>" (or set release.insecureSkipChecksum)`,
 		},
 	}, {
@@ -76,7 +76,7 @@ func TestValidate(t *testing.T) {
 		modify: func(c *Config) {
 			c.Release.Checksum = "sha256:abcd"
 		},
-		want: []string{`release.checksum: "sha256:abcd" must be sha256: followed by 64 hex digits`},
+		want: []string{`release.checksum: "sha256:abcd" must be sha256: followed by 64 lowercase hex digits`},
 	}, {
 		name: "custom url needs a checksum",
 		modify: func(c *Config) {
@@ -148,7 +148,7 @@ func TestValidate(t *testing.T) {
 			`cluster.roles[2]: "dbnode" is listed twice`,
 			`cluster.weight: 20000 must be between 1 and 10000`,
 			`cluster.numShards: 5000 must be between 1 and 4096`,
-			`cluster.replicationFactor: 0 must be at least 1`,
+			`cluster.replicationFactor: 0 must be between 1 and 7`,
 			`cluster.readyTimeout: must be a positive duration like 30s, got 0s`,
 			`cluster.rolloutDeadline: must be a positive duration like 30s, got -1ns`,
 			`cluster.namespaces: must list at least one namespace`,
@@ -178,7 +178,7 @@ func TestValidate(t *testing.T) {
 		},
 		want: []string{
 			`cluster.namespaces[1].name: "default" is already the name of cluster.namespaces[0]`,
-			`cluster.namespaces[2].name: "" must be letters, digits, '_', '.' or '-'`,
+			`cluster.namespaces[2].name: "" must be 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit`,
 			`cluster.namespaces[2].blockSize: 2h must not be longer than retention (1h)`,
 			`cluster.namespaces[3].bufferPast: 10m must be shorter than blockSize (10m)`,
 			`cluster.namespaces[3].bufferFuture: 1h must be shorter than blockSize (10m)`,

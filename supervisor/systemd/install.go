@@ -126,7 +126,8 @@ func Install(ctx context.Context, opts InstallOptions) (Result, error) {
 	if err := os.MkdirAll(filepath.Dir(res.ConfigPath), 0o755); err != nil {
 		return res, fmt.Errorf("create config dir: %w", err)
 	}
-	switch err := writeAtomic(res.ConfigPath, cfg, 0o644, false); {
+	// 0600: the config can hold registry passwords.
+	switch err := writeAtomic(res.ConfigPath, cfg, 0o600, false); {
 	case err == nil:
 		res.ConfigWritten = true
 		res.note("wrote %s", res.ConfigPath)

@@ -63,6 +63,7 @@ func TestInstallWithoutSystemd(t *testing.T) {
 	if !res.ConfigWritten || readFile(t, filepath.Join(root, "etc/m3sup/m3sup.yaml")) != DefaultConfig {
 		t.Errorf("default config not written: %+v", res)
 	}
+	assertPerm(t, filepath.Join(root, "etc/m3sup/m3sup.yaml"), 0o600)
 	if res.SystemdRunning || len(sc.calls) > 0 {
 		t.Errorf("systemd absent, yet running=%v calls=%v", res.SystemdRunning, sc.calls)
 	}
@@ -118,6 +119,8 @@ func TestInstallCustomConfigIsWritten(t *testing.T) {
 	if readFile(t, filepath.Join(root, "srv/m3sup.yaml")) != "log: {level: debug}\n" {
 		t.Error("custom config not written")
 	}
+	// It may hold registry passwords: only root reads it.
+	assertPerm(t, filepath.Join(root, "srv/m3sup.yaml"), 0o600)
 	if !strings.Contains(readFile(t, res.UnitPath), "--config /srv/m3sup.yaml") {
 		t.Error("unit does not point at the custom config")
 	}
@@ -245,5 +248,16 @@ func TestDefaultConfigLoads(t *testing.T) {
 	}
 	if cfg.DataDir != DefaultDataDir {
 		t.Errorf("dataDir %q", cfg.DataDir)
+	}
+}
+
+func assertPerm(t *testing.T, path string, want os.FileMode) {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fi.Mode().Perm(); got != want {
+		t.Errorf("%s has mode %v, want %v", path, got, want)
 	}
 }
