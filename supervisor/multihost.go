@@ -208,7 +208,7 @@ func (s *Supervisor) firstHostPKI(lay layout) (*pki.CA, error) {
 	if err != nil {
 		return nil, err
 	}
-	cliCert, cliKey, err := ca.Issue(pki.IssueOptions{CommonName: "m3sup-node:" + s.cfg.NodeName, Usage: pki.UsageClient})
+	cliCert, cliKey, err := ca.Issue(pki.IssueOptions{CommonName: pki.NodeCN(s.cfg.NodeName), Usage: pki.UsageClient})
 	if err != nil {
 		return nil, err
 	}
@@ -251,8 +251,8 @@ func splitHosts(hosts []string) (dns []string, ips []net.IP) {
 	return dns, ips
 }
 
-// startEtcd starts this host's etcd: a plain local member in single-node
-// mode; in multi-host mode a member over mutual TLS on the advertise
+// startEtcd starts this host's etcd: a loopback member over mutual TLS in
+// single-node mode (startLocalEtcd); in multi-host mode a member over mutual TLS on the advertise
 // address (first host, or a joined voter that starts as a learner and is
 // promoted), or, on an etcd client-only host, no member at all but a client
 // of the voters. Whatever it is, the rest of m3sup uses the returned Etcd's
@@ -260,14 +260,7 @@ func splitHosts(hosts []string) (dns []string, ips []net.IP) {
 func (s *Supervisor) startEtcd(ctx context.Context, lay layout) (*store.Etcd, error) {
 	cfg := s.cfg
 	if !s.multiHost() {
-		return store.StartEtcd(ctx, store.EtcdOptions{
-			Name:         cfg.Etcd.Name,
-			Dir:          lay.etcd(),
-			ClientURL:    cfg.Etcd.ClientURL,
-			PeerURL:      cfg.Etcd.PeerURL,
-			StartTimeout: cfg.Etcd.StartTimeout.D(),
-			Logger:       s.log,
-		})
+		return s.startLocalEtcd(ctx, lay)
 	}
 	var cf *clusterFile
 	if s.opts.Join.URL == "" {

@@ -100,6 +100,9 @@ type Supervisor struct {
 	// m3Etcd is how M3 reaches etcd in multi-host mode (every voter, TLS);
 	// nil in single-node mode.
 	m3Etcd *m3.EtcdParams
+	// m3LocalTLS is M3's etcd client certificate in single-node mode
+	// (<dataDir>/pki/m3, seen at containerPKI); nil before etcd started.
+	m3LocalTLS *m3.EtcdTLS
 	// leave is this host's `m3sup leave` (multi-host mode).
 	leave *leaveState
 	// permitRelease gives back the cluster-wide m3dbnode restart permit

@@ -21,11 +21,13 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/m3sup/m3sup/bundle"
 	"github.com/m3sup/m3sup/supervisor/api"
 	"github.com/m3sup/m3sup/supervisor/m3"
+	"github.com/m3sup/m3sup/supervisor/pki"
 )
 
 // e2eEnv holds what every end-to-end test needs: root, containerd, runc and
@@ -335,14 +337,33 @@ func (n *node) cleanup() {
 	}
 }
 
+// etcdHTTPS is the node's etcd client URL as it serves it: https.
+func (n *node) etcdHTTPS() string { return "https://" + strings.TrimPrefix(n.etcdURL, "http://") }
+
 func processAlive(pid uint32, name string) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 	return err == nil && bytes.Contains(b, []byte(name))
 }
 
+// etcdClient is an etcd client with the node's own (root) client
+// certificate: the single node's etcd serves only mutual TLS, on the
+// configured host:port.
 func (n *node) etcdClient() *clientv3.Client {
 	n.t.Helper()
-	c, err := clientv3.New(clientv3.Config{Endpoints: []string{n.etcdURL}, DialTimeout: 5 * time.Second})
+	return n.etcdClientAs("etcd-client", "")
+}
+
+// etcdClientAs is an etcd client with the certificate <name>.crt/.key
+// under <dataDir>/pki/<sub>.
+func (n *node) etcdClientAs(name, sub string) *clientv3.Client {
+	n.t.Helper()
+	dir := filepath.Join(n.dir, "pki", sub)
+	tc, err := transport.TLSInfo{CertFile: filepath.Join(dir, name+".crt"), KeyFile: filepath.Join(dir, name+".key"),
+		TrustedCAFile: filepath.Join(n.dir, "pki", pki.CACertFile)}.ClientConfig()
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	c, err := clientv3.New(clientv3.Config{Endpoints: []string{n.etcdHTTPS()}, DialTimeout: 5 * time.Second, TLS: tc})
 	if err != nil {
 		n.t.Fatal(err)
 	}
