@@ -103,6 +103,8 @@ type Supervisor struct {
 	// m3LocalTLS is M3's etcd client certificate in single-node mode
 	// (<dataDir>/pki/m3, seen at containerPKI); nil before etcd started.
 	m3LocalTLS *m3.EtcdTLS
+	// stateErrs are the values in etcd this host refuses now (status).
+	stateErrs stateErrors
 	// leave is this host's `m3sup leave` (multi-host mode).
 	leave *leaveState
 	// permitRelease gives back the cluster-wide m3dbnode restart permit
@@ -329,7 +331,8 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	s.etcd, s.store = etcd, st
 	s.mu.Unlock()
 
-	if _, err := s.loadOrSeedSpec(ctx, st); err != nil {
+	inForce, err := s.loadOrSeedSpec(ctx, st)
+	if err != nil {
 		return err
 	}
 	if lg, err := loadLastGood(lay.rolloutFile()); err != nil {
@@ -341,7 +344,7 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	}
 	// The watch reports the current state first, then every change.
 	watchCtx, stopWatch := context.WithCancel(ctx)
-	changes := st.Watch(watchCtx, cfg.NodeName)
+	changes := st.Watch(watchCtx, cfg.NodeName, inForce)
 	defer func() { // the watch ends, and is joined, before etcd closes
 		stopWatch()
 		for range changes {
@@ -353,6 +356,7 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	s.noteChange(first)
 	desired := first.Cluster
 
 	s.setPhase(PhaseStartingRuntime, "")
@@ -460,6 +464,7 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 						return nil
 					}
 					last = ch
+					s.noteChange(ch)
 					s.applyChange(ctx, lay, ch, etcd.HostPort(), ag, clusterUpdates)
 				}
 			}
@@ -528,6 +533,15 @@ func (s *Supervisor) loadOrSeedSpec(ctx context.Context, st *store.Store) (spec.
 	}
 	sum := sha256.Sum256(b)
 	cur, written, err := st.Seed(ctx, c, hex.EncodeToString(sum[:]))
+	var ve *store.ValueError
+	if errors.As(err, &ve) {
+		// Someone wrote a spec that does not decode or validate (and the
+		// config did not change since it was seeded): run the config's
+		// spec; status shows the bad key until `m3sup apply` replaces it.
+		s.noteStateErrors([]*store.ValueError{ve})
+		s.log.Warn("running the config file's cluster spec until a valid one is applied", zap.String("key", ve.Key))
+		return c, nil
+	}
 	if err != nil {
 		return c, err
 	}

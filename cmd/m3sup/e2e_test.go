@@ -97,6 +97,7 @@ type node struct {
 	socket     string
 	configFile string
 	etcdURL    string
+	peerURL    string // as configured (http://); served as https
 	coordURL   string
 	logFile    string
 	cmd        *exec.Cmd
@@ -175,6 +176,7 @@ func newNode(t testing.TB, o nodeOpts) *node {
 		socket:     filepath.Join(base, "run", "m3sup.sock"),
 		configFile: filepath.Join(base, "m3sup.yaml"),
 		etcdURL:    fmt.Sprintf("http://127.0.0.1:%d", p[0]),
+		peerURL:    fmt.Sprintf("http://127.0.0.1:%d", p[1]),
 		coordURL:   fmt.Sprintf("http://127.0.0.1:%d", p[7]),
 		logFile:    filepath.Join(base, "m3sup.log"),
 		pids:       map[string]uint32{},
@@ -188,7 +190,7 @@ api:
   socket: %s
 etcd:
   clientURL: %s
-  peerURL: http://127.0.0.1:%d
+  peerURL: %s
 runtime:
   containerd:
     mode: managed
@@ -214,7 +216,7 @@ cluster:
     - name: default
       retention: 48h
       blockSize: 2h
-`, n.dir, n.socket, n.etcdURL, p[1], strings.TrimPrefix(filepath.Base(base), "m3sup-e2e-"), o.releaseURL, o.checksum, p[2], p[3], p[4], p[5], p[6], p[7], p[8], o.numShards)
+`, n.dir, n.socket, n.etcdURL, n.peerURL, strings.TrimPrefix(filepath.Base(base), "m3sup-e2e-"), o.releaseURL, o.checksum, p[2], p[3], p[4], p[5], p[6], p[7], p[8], o.numShards)
 	if err := os.WriteFile(n.configFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
