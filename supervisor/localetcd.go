@@ -78,24 +78,34 @@ func (s *Supervisor) localPKI(lay layout, hosts []string) (*pki.CA, error) {
 	if err != nil {
 		return nil, err
 	}
-	m3Cert, m3Key, err := ca.Issue(pki.IssueOptions{CommonName: pki.M3CN, Usage: pki.UsageClient})
-	if err != nil {
-		return nil, err
-	}
 	for name, b := range map[string][]byte{peerCertFile: peerCert, peerKeyFile: peerKey, clientCertFile: cliCert, clientKeyFile: cliKey} {
 		if err := pki.WriteFileAtomic(filepath.Join(dir, name), b, 0o600); err != nil {
 			return nil, err
 		}
 	}
+	if err := issueM3Cert(lay, ca, s.cfg.NodeName); err != nil {
+		return nil, err
+	}
+	return ca, nil
+}
+
+// issueM3Cert gives M3's containers their own etcd client certificate
+// (CN pki.M3CN: M3's keys only) and the CA certificate in <dataDir>/pki/m3,
+// issued afresh at every start by a host that holds the CA.
+func issueM3Cert(lay layout, ca *pki.CA, node string) error {
+	m3Cert, m3Key, err := ca.Issue(pki.IssueOptions{CommonName: pki.M3CN(node), Usage: pki.UsageClient})
+	if err != nil {
+		return err
+	}
 	if err := os.MkdirAll(lay.m3PKI(), 0o700); err != nil {
-		return nil, fmt.Errorf("create %s: %w", lay.m3PKI(), err)
+		return fmt.Errorf("create %s: %w", lay.m3PKI(), err)
 	}
 	for name, b := range map[string][]byte{pki.CACertFile: ca.CertPEM(), clientCertFile: m3Cert, clientKeyFile: m3Key} {
 		if err := pki.WriteFileAtomic(filepath.Join(lay.m3PKI(), name), b, 0o600); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return ca, nil
+	return nil
 }
 
 // startLocalEtcd starts the single node's member over mutual TLS on the
@@ -145,7 +155,7 @@ func (s *Supervisor) startLocalEtcd(ctx context.Context, lay layout) (*store.Etc
 	} else if changed {
 		s.log.Info("etcd member moved from plain HTTP to mutual TLS", zap.String("peerURL", peerURL))
 	}
-	if err := store.EnsureAuth(uctx, e.Client(), pki.M3CN, pki.NodeCN(cfg.NodeName)); err != nil {
+	if err := store.EnsureAuth(uctx, e.Client(), store.Identities{Admins: []string{pki.NodeCN(cfg.NodeName)}, M3: []string{pki.M3CN(cfg.NodeName)}}); err != nil {
 		e.Close()
 		return nil, err
 	}

@@ -18,7 +18,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/m3sup/m3sup/internal/etcdtest"
+	"github.com/m3sup/m3sup/supervisor/cluster"
 	"github.com/m3sup/m3sup/supervisor/config"
+	"github.com/m3sup/m3sup/supervisor/join"
 	"github.com/m3sup/m3sup/supervisor/pki"
 	"github.com/m3sup/m3sup/supervisor/store"
 )
@@ -152,3 +154,17 @@ func TestLocalEtcdRootOnly(t *testing.T) {
 }
 
 func insecureTLS() *tls.Config { return &tls.Config{InsecureSkipVerify: true} } //nolint:gosec // the test checks that the server refuses a client without a certificate
+
+// TestAuthPrefixesAgree: the key prefixes store's etcd roles name are the
+// ones the cluster and join packages write.
+func TestAuthPrefixesAgree(t *testing.T) {
+	for _, p := range [][2]string{
+		{store.RemovedPrefix, cluster.RemovedPrefix},
+		{store.LeavingPrefix, cluster.LeavingPrefix},
+		{store.TokensPrefix, join.TokenPrefix},
+	} {
+		if p[0] != p[1] {
+			t.Errorf("store has %q, the writer %q", p[0], p[1])
+		}
+	}
+}

@@ -300,7 +300,26 @@ func (s *Supervisor) startEtcd(ctx context.Context, lay layout) (*store.Etcd, er
 	} else if e, err = s.startMember(ctx, lay, cf); err != nil {
 		return nil, err
 	}
-	if err := copyFiles(dir, lay.m3PKI(), pki.CACertFile, clientCertFile, clientKeyFile); err != nil {
+	s.mu.Lock()
+	ca := s.ca
+	s.mu.Unlock()
+	if ca != nil && e.Member() {
+		// A voter that holds the CA sets up etcd's authorization (once; at
+		// every start it adds what is missing).
+		if err := s.ensureClusterAuth(ctx, e.Client()); err != nil {
+			e.Close()
+			return nil, err
+		}
+	}
+	if ca != nil {
+		// M3 gets its own certificate: M3's keys only.
+		err = issueM3Cert(lay, ca, s.cfg.NodeName)
+	} else {
+		// A host without the CA key cannot issue one: M3 uses the host's
+		// (a client-only host's identity, which cannot touch tokens).
+		err = copyFiles(dir, lay.m3PKI(), pki.CACertFile, clientCertFile, clientKeyFile)
+	}
+	if err != nil {
 		e.Close()
 		return nil, err
 	}
@@ -514,6 +533,17 @@ func (s *Supervisor) joinServer(e *store.Etcd) (func() error, func(error), error
 		MaxVoters: s.cfg.Cluster.MaxVoters, Logger: s.log.Named("join"),
 		Readmit: func(ctx context.Context, name string) (bool, error) {
 			return cluster.ClearRemoved(ctx, e.Client(), name)
+		},
+		Authorize: func(ctx context.Context, name string, role join.Role) error {
+			if role != join.RoleVoter {
+				return store.SetUserRole(ctx, e.Client(), pki.NodeCN(name), store.RoleClientHost)
+			}
+			// A voter that receives the CA key issues its M3 its own
+			// certificate; one without uses its host's.
+			if err := store.SetUserRole(ctx, e.Client(), pki.M3CN(name), store.RoleM3); err != nil {
+				return err
+			}
+			return store.SetUserRole(ctx, e.Client(), pki.NodeCN(name), store.RoleRoot)
 		}})
 	if err != nil {
 		return nil, nil, err
@@ -639,4 +669,40 @@ func (s *Supervisor) waitPlacement(ctx context.Context, c *m3.Client, rf int) bo
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// ensureClusterAuth turns on etcd's authorization for the cluster (see
+// store.EnsureAuth) with a user for every host known now: this host and
+// every named etcd member as root, every other registered host as a
+// client-only host, and M3's certificate. Hosts that join later get their
+// user from the join (join.ServerConfig.Authorize).
+func (s *Supervisor) ensureClusterAuth(ctx context.Context, cli *clientv3.Client) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	members, err := store.Members(ctx, cli)
+	if err != nil {
+		return fmt.Errorf("etcd authorization: %w", err)
+	}
+	ids := store.Identities{M3: []string{pki.M3CN(s.cfg.NodeName)}, Admins: []string{pki.NodeCN(s.cfg.NodeName)}}
+	voter := map[string]bool{s.cfg.NodeName: true}
+	for _, m := range members {
+		if m.Name != "" && !voter[m.Name] {
+			voter[m.Name] = true
+			ids.Admins = append(ids.Admins, pki.NodeCN(m.Name))
+			ids.M3 = append(ids.M3, pki.M3CN(m.Name))
+		}
+	}
+	hosts, err := cluster.Hosts(ctx, cli)
+	if err != nil {
+		return fmt.Errorf("etcd authorization: %w", err)
+	}
+	for _, h := range hosts {
+		if !voter[h.Name] {
+			ids.Clients = append(ids.Clients, pki.NodeCN(h.Name))
+		}
+	}
+	if err := store.EnsureAuth(ctx, cli, ids); err != nil {
+		return fmt.Errorf("etcd authorization: %w", err)
+	}
+	return nil
 }

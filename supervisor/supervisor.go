@@ -474,7 +474,9 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 		ctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error { return s.runRollout(ctx, lay, ag, etcd.Client(), client) }, func(error) { cancel() })
 	}
-	{ // scheduled backups of the cluster's brain
+	if s.multiHost() && !etcd.Member() {
+		s.log.Info("no scheduled backups on a client-only host: " + errClientOnlyBackup)
+	} else { // scheduled backups of the cluster's brain
 		ctx, cancel := context.WithCancel(ctx)
 		sch := &backup.Scheduler{Dir: filepath.Join(cfg.DataDir, "backups"), Interval: cfg.Backup.Interval.D(),
 			Keep: cfg.Backup.Keep, Logger: s.log.Named("backup")}

@@ -116,6 +116,10 @@ type ServerConfig struct {
 	// token is the operator's consent to let it in again. It reports
 	// whether there was anything to clear.
 	Readmit func(ctx context.Context, name string) (bool, error)
+	// Authorize, when set, gives the joining host's etcd identity (its
+	// client certificate's CN) the permissions of role before anything is
+	// issued: etcd's auth takes the CN as the user (store.EnsureAuth).
+	Authorize func(ctx context.Context, name string, role Role) error
 }
 
 // Validate checks the config and fills its defaults.
@@ -259,10 +263,15 @@ func (s *server) join(ctx context.Context, req Request) (Response, int, error) {
 	if pending != nil {
 		role = RoleVoter
 	}
+	if s.Authorize != nil {
+		if err := s.Authorize(ctx, req.NodeName, role); err != nil {
+			return Response{}, http.StatusServiceUnavailable, fmt.Errorf("authorize %s in etcd: %w", req.NodeName, err)
+		}
+	}
 	now := s.Now()
 	dns, ips := splitHosts(append([]string{req.NodeName}, req.Advertise...))
 	resp := Response{CACert: string(s.CA.CertPEM()), Role: role}
-	cert, key, err := s.CA.Issue(pki.IssueOptions{CommonName: "m3sup-node:" + req.NodeName, Usage: pki.UsageClient, TTL: s.CertTTL, Now: now})
+	cert, key, err := s.CA.Issue(pki.IssueOptions{CommonName: pki.NodeCN(req.NodeName), Usage: pki.UsageClient, TTL: s.CertTTL, Now: now})
 	if err != nil {
 		return Response{}, http.StatusInternalServerError, err
 	}

@@ -9,12 +9,15 @@ package store
 //	user                     role            may
 //	root (no password)       root            (etcd requires it to enable auth)
 //	pki.NodeCN(host), voter  root            everything: m3sup's keys, members, auth
-//	pki.M3CN                 m3              read and write M3's keys (every key
+//	pki.M3CN(host)           m3              read and write M3's keys (every key
 //	                                         starting with "_": _sd.placement/,
 //	                                         _sd.metadata/, _kv/, _hb/, _ld/) only
 //	pki.NodeCN(host), client m3sup-client    read /m3sup/v1/ and write it, except
 //	                                         /m3sup/v1/tokens/ (only the CA holder
 //	                                         mints tokens); M3's keys
+//	pki.NodeCN(removed host) m3sup-removed   read the tombstones and leaving records
+//	                                         only (so a removed host that comes back
+//	                                         learns who removed it, and nothing else)
 //
 // A certificate from the CA whose CN names no user is refused every
 // request ("user name not found"); so is the member certificate
@@ -38,6 +41,15 @@ const (
 	RoleRoot       = "root"
 	RoleM3         = "m3"
 	RoleClientHost = "m3sup-client"
+	RoleRemoved    = "m3sup-removed"
+)
+
+// RemovedPrefix and LeavingPrefix are the cluster package's tombstone and
+// leaving-record prefixes (supervisor/cluster imports store, not the other
+// way; a test in supervisor checks that they agree).
+const (
+	RemovedPrefix = Prefix + "removed/"
+	LeavingPrefix = Prefix + "leaving/"
 )
 
 // M3KeyPrefix is the first byte of every key M3 v1.5 keeps in etcd (its
@@ -63,8 +75,13 @@ func prefixEnd(p string) string { return clientv3.GetPrefixRangeEnd(p) }
 func rolePerms() map[string][]perm {
 	rw := clientv3.PermissionType(clientv3.PermReadWrite)
 	m3 := perm{M3KeyPrefix, prefixEnd(M3KeyPrefix), rw}
+	read := clientv3.PermissionType(clientv3.PermRead)
 	return map[string][]perm{
 		RoleM3: {m3},
+		RoleRemoved: {
+			{RemovedPrefix, prefixEnd(RemovedPrefix), read},
+			{LeavingPrefix, prefixEnd(LeavingPrefix), read},
+		},
 		// /m3sup/v1/ split around /m3sup/v1/tokens/ (permissions only add).
 		RoleClientHost: {
 			{Prefix, TokensPrefix, rw},
@@ -74,15 +91,27 @@ func rolePerms() map[string][]perm {
 	}
 }
 
+// Identities are the etcd users EnsureAuth creates: certificate CNs.
+type Identities struct {
+	// Admins get the root role: every voter's pki.NodeCN. It must include
+	// the identity the enabling client acts as, or it would lock itself out.
+	Admins []string
+	// M3 are the CNs of M3's certificates (pki.M3CN).
+	M3 []string
+	// Clients get RoleClientHost: the client-only hosts known now (a host
+	// that joins later is given its user by the join, Authorize).
+	Clients []string
+}
+
 // EnsureAuth sets up etcd's authorization (the table above) and turns it
-// on, if it is not on yet: the roles, the users root and pki.M3CN, and
-// every admin (a voter's pki.NodeCN) as a root user. cli must act as an
-// admin already (before auth is on, anyone may; after, only root users),
-// and admins must include the identity cli acts as, or it would lock
-// itself out. It is idempotent: run it at every start of the host that
-// creates the cluster (and after an upgrade from a version without auth).
-func EnsureAuth(ctx context.Context, cli *clientv3.Client, m3User string, admins ...string) error {
-	if len(admins) == 0 {
+// on, if it is not on yet: the roles, the users root and ids. cli must act
+// as an admin already (before auth is on, anyone may; after, only root
+// users). Existing users keep their roles (a client is never demoted or
+// promoted here). It is idempotent: run it at every start of a host that
+// holds the CA (it creates the cluster, and takes over a cluster from a
+// version without auth).
+func EnsureAuth(ctx context.Context, cli *clientv3.Client, ids Identities) error {
+	if len(ids.Admins) == 0 {
 		return errors.New("enable etcd auth: no admin user (the enabling client would lock itself out)")
 	}
 	for role, perms := range rolePerms() {
@@ -93,13 +122,18 @@ func EnsureAuth(ctx context.Context, cli *clientv3.Client, m3User string, admins
 	if err := EnsureUser(ctx, cli, RootUser, RoleRoot); err != nil {
 		return err
 	}
-	for _, a := range admins {
+	for _, a := range ids.Admins {
 		if err := EnsureUser(ctx, cli, a, RoleRoot); err != nil {
 			return err
 		}
 	}
-	if m3User != "" {
-		if err := EnsureUser(ctx, cli, m3User, RoleM3); err != nil {
+	for _, m := range ids.M3 {
+		if err := EnsureUser(ctx, cli, m, RoleM3); err != nil {
+			return err
+		}
+	}
+	for _, c := range ids.Clients {
+		if err := ensureUserExists(ctx, cli, c, RoleClientHost); err != nil {
 			return err
 		}
 	}
@@ -116,6 +150,16 @@ func EnsureAuth(ctx context.Context, cli *clientv3.Client, m3User string, admins
 	return nil
 }
 
+// ensureUserExists creates user with role only if there is no such user.
+func ensureUserExists(ctx context.Context, cli *clientv3.Client, user, role string) error {
+	if _, err := cli.UserGet(ctx, user); err == nil {
+		return nil
+	} else if !errors.Is(err, rpctypes.ErrUserNotFound) {
+		return fmt.Errorf("read etcd user %s: %w", user, err)
+	}
+	return EnsureUser(ctx, cli, user, role)
+}
+
 // EnsureUser creates a password-less user (it authenticates by its
 // certificate's CN only) with role, if missing, and grants role.
 func EnsureUser(ctx context.Context, cli *clientv3.Client, user, role string) error {
@@ -125,6 +169,42 @@ func EnsureUser(ctx context.Context, cli *clientv3.Client, user, role string) er
 	}
 	if _, err := cli.UserGrantRole(ctx, user, role); err != nil {
 		return fmt.Errorf("grant etcd role %s to %s: %w", role, user, err)
+	}
+	return nil
+}
+
+// SetUserRole makes role the only role of user (created if missing): a
+// host that joins again under a name in another role loses the old one.
+// One of m3sup's roles is created if missing.
+func SetUserRole(ctx context.Context, cli *clientv3.Client, user, role string) error {
+	if perms, ok := rolePerms()[role]; ok {
+		if err := ensureRole(ctx, cli, role, perms); err != nil {
+			return err
+		}
+	}
+	if err := EnsureUser(ctx, cli, user, role); err != nil {
+		return err
+	}
+	u, err := cli.UserGet(ctx, user)
+	if err != nil {
+		return fmt.Errorf("read etcd user %s: %w", user, err)
+	}
+	for _, r := range u.Roles {
+		if r == role {
+			continue
+		}
+		if _, err := cli.UserRevokeRole(ctx, user, r); err != nil {
+			return fmt.Errorf("revoke etcd role %s from %s: %w", r, user, err)
+		}
+	}
+	return nil
+}
+
+// DeleteUser removes user (a removed host's identity): its certificate,
+// if still presented, is refused every request. No such user is no error.
+func DeleteUser(ctx context.Context, cli *clientv3.Client, user string) error {
+	if _, err := cli.UserDelete(ctx, user); err != nil && !errors.Is(err, rpctypes.ErrUserNotFound) {
+		return fmt.Errorf("delete etcd user %s: %w", user, err)
 	}
 	return nil
 }
