@@ -41,7 +41,6 @@ const (
 	// peer listener admits only this CN, so a client certificate from the same
 	// CA cannot pose as a member.
 	EtcdPeerCN = "m3sup-etcd-peer"
-
 )
 
 // NodeCN is the common name of a host's own etcd client certificate (the
