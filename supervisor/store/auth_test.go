@@ -3,12 +3,14 @@ package store_test
 import (
 	"crypto/tls"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/m3sup/m3sup/supervisor/join"
 	"github.com/m3sup/m3sup/supervisor/pki"
 	"github.com/m3sup/m3sup/supervisor/store"
 )
@@ -137,6 +139,18 @@ func TestAuthByCertificate(t *testing.T) {
 				t.Errorf("%s: %s: %v, want refused", tc.who, o.name, err)
 			}
 		}
+	}
+	// Minting through the join package, as `m3sup token create` does: only
+	// an admin (a voter, the CA holder) can.
+	caHash := strings.TrimPrefix(ca.Fingerprint(), "sha256:")
+	if _, _, err := (&join.Tokens{KV: client, CAHash: caHash}).Create(ctx, time.Hour, "from a client-only host"); err == nil || !denied(err) {
+		t.Errorf("a client-only host minted a token: %v", err)
+	}
+	if _, _, err := (&join.Tokens{KV: m3c, CAHash: caHash}).Create(ctx, time.Hour, "from M3's certificate"); err == nil || !denied(err) {
+		t.Errorf("M3's certificate minted a token: %v", err)
+	}
+	if _, _, err := (&join.Tokens{KV: admin, CAHash: caHash}).Create(ctx, time.Hour, "from a voter"); err != nil {
+		t.Errorf("a voter cannot mint a token: %v", err)
 	}
 	if resp, err := admin.Get(ctx, token); err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "secret" {
 		t.Fatalf("token changed: %v %v", resp, err)
