@@ -291,7 +291,7 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 		_ = rt.Close()
 	}()
 
-	etcdURL := cfg.Etcd.ClientURL
+	etcdURL, _ := localURL(cfg.Etcd.ClientURL)
 	if s.multiHost() {
 		if u, _, err := s.etcdURLs(); err == nil {
 			etcdURL = u
