@@ -17,6 +17,7 @@ package supervisor
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -25,6 +26,7 @@ import (
 	"path/filepath"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
 	"github.com/m3sup/m3sup/supervisor/m3"
@@ -129,7 +131,8 @@ func (s *Supervisor) startLocalEtcd(ctx context.Context, lay layout) (*store.Etc
 			hosts = append(hosts, h)
 		}
 	}
-	if _, err := s.localPKI(lay, hosts); err != nil {
+	ca, err := s.localPKI(lay, hosts)
+	if err != nil {
 		return nil, fmt.Errorf("single-node etcd certificates: %w", err)
 	}
 	dir := lay.pki()
@@ -147,15 +150,14 @@ func (s *Supervisor) startLocalEtcd(ctx context.Context, lay layout) (*store.Etc
 	if err != nil {
 		return nil, err
 	}
-	uctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	if changed, err := store.EnsurePeerURL(uctx, e.Client(), e.MemberID(), peerURL); err != nil {
-		e.Close()
-		return nil, err
-	} else if changed {
-		s.log.Info("etcd member moved from plain HTTP to mutual TLS", zap.String("peerURL", peerURL))
-	}
-	if err := store.EnsureAuth(uctx, e.Client(), store.Identities{Admins: []string{pki.NodeCN(cfg.NodeName)}, M3: []string{pki.M3CN(cfg.NodeName)}}); err != nil {
+	if err := s.asRoot(ctx, ca, clientURL, func(ctx context.Context, root *clientv3.Client) error {
+		if changed, err := store.EnsurePeerURL(ctx, root, e.MemberID(), peerURL); err != nil {
+			return err
+		} else if changed {
+			s.log.Info("etcd member moved from plain HTTP to mutual TLS", zap.String("peerURL", peerURL))
+		}
+		return store.EnsureAuth(ctx, root, store.Identities{Admins: []string{pki.NodeCN(cfg.NodeName)}, M3: []string{pki.M3CN(cfg.NodeName)}})
+	}); err != nil {
 		e.Close()
 		return nil, err
 	}
@@ -163,4 +165,39 @@ func (s *Supervisor) startLocalEtcd(ctx context.Context, lay layout) (*store.Etc
 	s.m3LocalTLS = &m3.EtcdTLS{CertPath: containerPKI + "/" + clientCertFile, KeyPath: containerPKI + "/" + clientKeyFile, CAPath: containerPKI + "/" + pki.CACertFile}
 	s.mu.Unlock()
 	return e, nil
+}
+
+// asRoot runs f with a client that acts as etcd's root user: a
+// certificate with CN store.RootUser, issued in memory by the CA this host
+// holds, valid for ten minutes and dropped after. etcd's auth, once on,
+// always has that user, so the setup works whatever users the data holds
+// (a backup restored onto a host of another name, a data dir whose host
+// name changed) where the host's own identity may have none yet.
+func (s *Supervisor) asRoot(ctx context.Context, ca *pki.CA, endpoint string, f func(context.Context, *clientv3.Client) error) error {
+	certPEM, keyPEM, err := ca.Issue(pki.IssueOptions{CommonName: store.RootUser, Usage: pki.UsageClient, TTL: 10 * time.Minute})
+	if err != nil {
+		return fmt.Errorf("etcd root certificate: %w", err)
+	}
+	tlsCfg, err := pki.ClientTLS(ca.CertPEM(), "")
+	if err != nil {
+		return fmt.Errorf("etcd root certificate: %w", err)
+	}
+	kp, err := pki.KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return fmt.Errorf("etcd root certificate: %w", err)
+	}
+	tlsCfg.Certificates = []tls.Certificate{kp}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints:   []string{endpoint},
+		DialTimeout: 5 * time.Second,
+		TLS:         tlsCfg,
+		Logger:      s.log.Named("etcd-root").WithOptions(zap.IncreaseLevel(zap.WarnLevel)),
+	})
+	if err != nil {
+		return fmt.Errorf("connect to etcd as root: %w", err)
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return f(ctx, cli)
 }

@@ -151,6 +151,21 @@ func TestLocalEtcdRootOnly(t *testing.T) {
 	if _, err := peer.Put(ctx, store.ClusterKey, "{}"); err == nil {
 		t.Error("the member certificate wrote the cluster spec")
 	}
+	e.Close()
+
+	// The same data under another node name (a backup restored onto
+	// another host): the setup runs as root, so the new host's identity
+	// gets its user instead of being locked out.
+	s2, _ := localSupervisor(t, dataDir)
+	s2.cfg.NodeName = "n2"
+	e2, err := s2.startLocalEtcd(ctx, lay)
+	if err != nil {
+		t.Fatalf("start under another node name: %v", err)
+	}
+	defer e2.Close()
+	if _, err := e2.Client().Put(ctx, "/m3sup/v1/renamed", "ok"); err != nil {
+		t.Fatalf("host n2 on n1's data: %v", err)
+	}
 }
 
 func insecureTLS() *tls.Config { return &tls.Config{InsecureSkipVerify: true} } //nolint:gosec // the test checks that the server refuses a client without a certificate

@@ -305,8 +305,12 @@ func (s *Supervisor) startEtcd(ctx context.Context, lay layout) (*store.Etcd, er
 	s.mu.Unlock()
 	if ca != nil && e.Member() {
 		// A voter that holds the CA sets up etcd's authorization (once; at
-		// every start it adds what is missing).
-		if err := s.ensureClusterAuth(ctx, e.Client()); err != nil {
+		// every start it adds what is missing), as root on its own member.
+		clientURL, _, err := s.etcdURLs()
+		if err == nil {
+			err = s.asRoot(ctx, ca, clientURL, s.ensureClusterAuth)
+		}
+		if err != nil {
 			e.Close()
 			return nil, err
 		}
@@ -677,8 +681,6 @@ func (s *Supervisor) waitPlacement(ctx context.Context, c *m3.Client, rf int) bo
 // client-only host, and M3's certificate. Hosts that join later get their
 // user from the join (join.ServerConfig.Authorize).
 func (s *Supervisor) ensureClusterAuth(ctx context.Context, cli *clientv3.Client) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
 	members, err := store.Members(ctx, cli)
 	if err != nil {
 		return fmt.Errorf("etcd authorization: %w", err)
