@@ -76,8 +76,7 @@ const removedText = "the member has been permanently removed from the cluster"
 // and waits until it is ready to serve, the timeout expires or ctx is
 // cancelled. Anyone who can reach its ports owns it: m3sup itself runs
 // every member over mutual TLS (StartClusterEtcd, also for a single node);
-// this one is for tests (internal/etcdtest) and for reading a data dir of
-// an earlier m3sup.
+// this one is for tests (internal/etcdtest).
 func StartEtcd(ctx context.Context, o EtcdOptions) (*Etcd, error) {
 	if o.StartTimeout <= 0 {
 		o.StartTimeout = time.Minute
