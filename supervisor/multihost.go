@@ -252,10 +252,10 @@ func splitHosts(hosts []string) (dns []string, ips []net.IP) {
 }
 
 // startEtcd starts this host's etcd: a loopback member over mutual TLS in
-// single-node mode (startLocalEtcd); in multi-host mode a member over mutual TLS on the advertise
-// address (first host, or a joined voter that starts as a learner and is
-// promoted), or, on an etcd client-only host, no member at all but a client
-// of the voters. Whatever it is, the rest of m3sup uses the returned Etcd's
+// single-node mode (startLocalEtcd); in multi-host mode a member over
+// mutual TLS on the advertise address (first host, or a joined voter that
+// starts as a learner and is promoted), or, on an etcd client-only host, no
+// member at all but a client of the voters. Whatever it is, the rest of m3sup uses the returned Etcd's
 // client; M3 is configured with every voter either way.
 func (s *Supervisor) startEtcd(ctx context.Context, lay layout) (*store.Etcd, error) {
 	cfg := s.cfg
