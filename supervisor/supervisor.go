@@ -344,15 +344,26 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	}
 	// The watch reports the current state first, then every change.
 	watchCtx, stopWatch := context.WithCancel(ctx)
-	changes := st.Watch(watchCtx, cfg.NodeName, inForce)
+	var lastWatchErr string // the watch's goroutine only
+	changes := st.Watch(watchCtx, cfg.NodeName, inForce, func(err error) {
+		if err.Error() != lastWatchErr { // each distinct failure once
+			lastWatchErr = err.Error()
+			s.log.Error("cannot read the desired state from etcd; retrying every second", zap.Error(err))
+		}
+	})
 	defer func() { // the watch ends, and is joined, before etcd closes
 		stopWatch()
 		for range changes {
 		}
 	}()
 	var first store.Change
+	firstWait := time.NewTimer(cfg.Etcd.StartTimeout.D())
+	defer firstWait.Stop()
 	select {
 	case first = <-changes:
+	case <-firstWait.C:
+		return fmt.Errorf("no desired state read from etcd (%s, %s) within %s (see the error above)",
+			store.ClusterKey, store.ControlsKey(cfg.NodeName), cfg.Etcd.StartTimeout.D())
 	case <-ctx.Done():
 		return ctx.Err()
 	}

@@ -1,9 +1,11 @@
 package store_test
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 
 	"github.com/m3sup/m3sup/supervisor/join"
 	"github.com/m3sup/m3sup/supervisor/pki"
+	"github.com/m3sup/m3sup/supervisor/spec"
 	"github.com/m3sup/m3sup/supervisor/store"
 )
 
@@ -155,6 +158,31 @@ func TestAuthByCertificate(t *testing.T) {
 	if resp, err := admin.Get(ctx, token); err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "secret" {
 		t.Fatalf("token changed: %v %v", resp, err)
 	}
+
+	// A client-only host watches its desired state (the spec and its own
+	// controls, not the whole of /m3sup/v1/, which holds the tokens).
+	if _, err := store.New(admin).PutCluster(ctx, validCluster(), 0); err != nil {
+		t.Fatal(err)
+	}
+	wctx, wcancel := context.WithCancel(ctx)
+	var watchErrs []error
+	var werrMu sync.Mutex
+	w := store.New(client).Watch(wctx, "c1", spec.Cluster{}, func(err error) { werrMu.Lock(); watchErrs = append(watchErrs, err); werrMu.Unlock() })
+	if c := nextChange(t, w); c.Cluster.Release != validCluster().Release || len(c.Errors) != 0 {
+		t.Errorf("client-only host's watch: %+v", c)
+	}
+	if _, err := store.New(client).UpdateControl(ctx, "c1", "m3dbnode", func(c *spec.Control) { c.Stopped = true }); err != nil {
+		t.Fatal(err)
+	}
+	if c := nextChange(t, w); !c.Controls["m3dbnode"].Stopped {
+		t.Errorf("client-only host's watch after a control change: %+v", c)
+	}
+	wcancel()
+	werrMu.Lock()
+	if len(watchErrs) != 0 {
+		t.Errorf("client-only host's watch failed reads: %v", watchErrs)
+	}
+	werrMu.Unlock()
 
 	// A client-only host that joins again as a voter becomes an admin; a
 	// removed host's identity gets only the removed role.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/m3sup/m3sup/supervisor/spec"
@@ -221,7 +222,10 @@ type Change struct {
 // etcd holds a cluster spec that does not decode or validate, or controls
 // that do not decode, the Change keeps the last good value and names the
 // bad one in Errors; it never stops on a bad value.
-func (s *Store) Watch(ctx context.Context, node string, last spec.Cluster) <-chan Change {
+//
+// onErr, if set, hears each failed read (retried every second); it is
+// called on the watch's goroutine.
+func (s *Store) Watch(ctx context.Context, node string, last spec.Cluster, onErr func(error)) <-chan Change {
 	out := make(chan Change, 1)
 	w := &watchState{cluster: last, controls: spec.HostControls{}}
 	go func() { // owned by ctx: it ends when the caller cancels
@@ -229,25 +233,29 @@ func (s *Store) Watch(ctx context.Context, node string, last spec.Cluster) <-cha
 		for ctx.Err() == nil {
 			rev, err := s.emit(ctx, node, w, out)
 			if err != nil {
+				if onErr != nil && ctx.Err() == nil {
+					onErr(fmt.Errorf("read %s and %s: %w", ClusterKey, ControlsKey(node), err))
+				}
 				if !sleepCtx(ctx, time.Second) {
 					return
 				}
 				continue
 			}
+			// One watch per key: a client-only host may not read (or
+			// watch) all of /m3sup/v1/, which holds the join tokens.
 			wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-			wch := s.c.Watch(wctx, Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
-			for resp := range wch {
-				if resp.Err() != nil {
-					break // compacted or lost: read afresh and watch again
+			cw := s.c.Watch(wctx, ClusterKey, clientv3.WithRev(rev+1))
+			hw := s.c.Watch(wctx, ControlsKey(node), clientv3.WithRev(rev+1))
+			for ok := true; ok; {
+				var resp clientv3.WatchResponse
+				select {
+				case resp, ok = <-cw:
+				case resp, ok = <-hw:
 				}
-				relevant := false
-				for _, ev := range resp.Events {
-					k := string(ev.Kv.Key)
-					if k == ClusterKey || k == ControlsKey(node) {
-						relevant = true
-					}
+				if !ok || resp.Err() != nil {
+					break // compacted, lost or ended: read afresh and watch again
 				}
-				if !relevant {
+				if len(resp.Events) == 0 {
 					continue
 				}
 				if _, err := s.emit(ctx, node, w, out); err != nil {
@@ -269,13 +277,18 @@ type watchState struct {
 // emit reads the current state and offers it, replacing an unread one.
 // Only a failed read is an error; a bad value is reported in the Change.
 func (s *Store) emit(ctx context.Context, node string, w *watchState, out chan Change) (int64, error) {
-	resp, err := s.c.Get(ctx, Prefix, clientv3.WithPrefix())
+	// Both keys at one revision, and nothing else.
+	tx, err := s.c.Txn(ctx).Then(clientv3.OpGet(ClusterKey), clientv3.OpGet(ControlsKey(node))).Commit()
 	if err != nil {
 		return 0, err
 	}
-	ch := Change{Revision: resp.Header.Revision}
+	ch := Change{Revision: tx.Header.Revision}
 	controls := spec.HostControls{} // none stored: the defaults
-	for _, kv := range resp.Kvs {
+	var kvs []*mvccpb.KeyValue
+	for _, r := range tx.Responses {
+		kvs = append(kvs, r.GetResponseRange().Kvs...)
+	}
+	for _, kv := range kvs {
 		switch string(kv.Key) {
 		case ClusterKey:
 			c, err := decodeCluster(ClusterKey, kv.ModRevision, kv.Value)
@@ -303,7 +316,7 @@ func (s *Store) emit(ctx context.Context, node string, w *watchState, out chan C
 	default:
 	}
 	out <- ch
-	return resp.Header.Revision, nil
+	return tx.Header.Revision, nil
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {

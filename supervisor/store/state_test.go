@@ -147,7 +147,7 @@ func TestWatchKeepsLastGood(t *testing.T) {
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	ch := st.Watch(wctx, "n1", spec.Cluster{})
+	ch := st.Watch(wctx, "n1", spec.Cluster{}, nil)
 	c := nextChange(t, ch)
 	if !reflect.DeepEqual(c.Cluster, good) || len(c.Controls) != 0 || len(c.Errors) != 1 || c.Errors[0].Key != key {
 		t.Fatalf("start with corrupt controls: %+v", c)
@@ -198,7 +198,7 @@ func TestWatchKeepsLastGood(t *testing.T) {
 	if _, err := cli.Put(ctx, store.ClusterKey, string(b)); err != nil {
 		t.Fatal(err)
 	}
-	w2 := st.Watch(wctx, "n2", next)
+	w2 := st.Watch(wctx, "n2", next, nil)
 	if c := nextChange(t, w2); !reflect.DeepEqual(c.Cluster, next) || len(c.Errors) != 1 || c.Errors[0].Key != store.ClusterKey {
 		t.Fatalf("start on an invalid spec: %+v", c)
 	}
