@@ -164,6 +164,7 @@ func (s *Supervisor) Status(ctx context.Context) api.Status {
 		Phase:   s.phase,
 		Message: s.message,
 	}
+	st.StateErrors = slices.Clone(s.stateErrs.cur)
 	etcd, rt, ag, client := s.etcd, s.rt, s.agent, s.m3
 	s.mu.Unlock()
 	if g := s.cpuGuard.Load(); g != nil {

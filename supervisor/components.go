@@ -105,10 +105,12 @@ func (s *Supervisor) render(lay layout, desired spec.Cluster, controls spec.Host
 	out := rendered{files: map[string][]byte{}}
 	etcdParams := m3.EtcdParams{Endpoints: []string{etcdHostPort}, Env: desired.M3.Env, Zone: desired.M3.Zone, Service: "m3db"}
 	s.mu.Lock()
-	mh := s.m3Etcd
+	mh, localTLS := s.m3Etcd, s.m3LocalTLS
 	s.mu.Unlock()
 	if mh != nil { // multi-host: every voter, over mutual TLS
 		etcdParams.Endpoints, etcdParams.TLS, etcdParams.AutoSync = mh.Endpoints, mh.TLS, m3EtcdAutoSync
+	} else if localTLS != nil { // single node: the local member, over mutual TLS
+		etcdParams.TLS = localTLS
 	}
 
 	dbYAML, coordYAML, err := s.renderConfigs(desired, etcdParams)
@@ -155,7 +157,7 @@ func (s *Supervisor) render(lay layout, desired spec.Cluster, controls spec.Host
 	}
 
 	for _, c := range []*agent.Component{&db, &co} {
-		if mh != nil {
+		if etcdParams.TLS != nil {
 			c.Spec.Mounts = append(c.Spec.Mounts, runtime.Mount{Source: lay.m3PKI(), Destination: containerPKI, ReadOnly: true})
 		}
 		c.Hash = specHash(c.Spec)

@@ -52,6 +52,12 @@ func (s *Supervisor) ApplyCluster(ctx context.Context, doc api.ClusterDoc, dryRu
 		return api.ApplyResult{}, err
 	}
 	cur, rev, _, err := st.Cluster(ctx)
+	var ve *store.ValueError
+	if errors.As(err, &ve) {
+		// The stored spec is unusable: a valid one replaces it, checked
+		// against the spec this host runs (the last good one).
+		cur, err = s.runningSpec(), nil
+	}
 	if err != nil {
 		return api.ApplyResult{}, err
 	}
@@ -167,7 +173,8 @@ func (s *Supervisor) predict(ctx context.Context, st *store.Store, cur, next spe
 		return restarts, inPlace, nil
 	}
 	controls, _, err := st.Controls(ctx, s.cfg.NodeName)
-	if err != nil {
+	var ve *store.ValueError
+	if err != nil && !errors.As(err, &ve) { // corrupt controls count as none, as the reconcile does
 		return nil, nil, err
 	}
 	r, err := s.render(layout{root: s.cfg.DataDir}, next, controls, rel, etcd.HostPort())

@@ -208,7 +208,7 @@ func (s *Supervisor) firstHostPKI(lay layout) (*pki.CA, error) {
 	if err != nil {
 		return nil, err
 	}
-	cliCert, cliKey, err := ca.Issue(pki.IssueOptions{CommonName: "m3sup-node:" + s.cfg.NodeName, Usage: pki.UsageClient})
+	cliCert, cliKey, err := ca.Issue(pki.IssueOptions{CommonName: pki.NodeCN(s.cfg.NodeName), Usage: pki.UsageClient})
 	if err != nil {
 		return nil, err
 	}
@@ -251,23 +251,16 @@ func splitHosts(hosts []string) (dns []string, ips []net.IP) {
 	return dns, ips
 }
 
-// startEtcd starts this host's etcd: a plain local member in single-node
-// mode; in multi-host mode a member over mutual TLS on the advertise
-// address (first host, or a joined voter that starts as a learner and is
-// promoted), or, on an etcd client-only host, no member at all but a client
-// of the voters. Whatever it is, the rest of m3sup uses the returned Etcd's
+// startEtcd starts this host's etcd: a loopback member over mutual TLS in
+// single-node mode (startLocalEtcd); in multi-host mode a member over
+// mutual TLS on the advertise address (first host, or a joined voter that
+// starts as a learner and is promoted), or, on an etcd client-only host, no
+// member at all but a client of the voters. Whatever it is, the rest of m3sup uses the returned Etcd's
 // client; M3 is configured with every voter either way.
 func (s *Supervisor) startEtcd(ctx context.Context, lay layout) (*store.Etcd, error) {
 	cfg := s.cfg
 	if !s.multiHost() {
-		return store.StartEtcd(ctx, store.EtcdOptions{
-			Name:         cfg.Etcd.Name,
-			Dir:          lay.etcd(),
-			ClientURL:    cfg.Etcd.ClientURL,
-			PeerURL:      cfg.Etcd.PeerURL,
-			StartTimeout: cfg.Etcd.StartTimeout.D(),
-			Logger:       s.log,
-		})
+		return s.startLocalEtcd(ctx, lay)
 	}
 	var cf *clusterFile
 	if s.opts.Join.URL == "" {
@@ -307,7 +300,30 @@ func (s *Supervisor) startEtcd(ctx context.Context, lay layout) (*store.Etcd, er
 	} else if e, err = s.startMember(ctx, lay, cf); err != nil {
 		return nil, err
 	}
-	if err := copyFiles(dir, lay.m3PKI(), pki.CACertFile, clientCertFile, clientKeyFile); err != nil {
+	s.mu.Lock()
+	ca := s.ca
+	s.mu.Unlock()
+	if ca != nil && e.Member() {
+		// A voter that holds the CA sets up etcd's authorization (once; at
+		// every start it adds what is missing), as root on its own member.
+		clientURL, _, err := s.etcdURLs()
+		if err == nil {
+			err = s.asRoot(ctx, ca, clientURL, s.ensureClusterAuth)
+		}
+		if err != nil {
+			e.Close()
+			return nil, err
+		}
+	}
+	if ca != nil {
+		// M3 gets its own certificate: M3's keys only.
+		err = issueM3Cert(lay, ca, s.cfg.NodeName)
+	} else {
+		// A host without the CA key cannot issue one: M3 uses the host's
+		// (a client-only host's identity, which cannot touch tokens).
+		err = copyFiles(dir, lay.m3PKI(), pki.CACertFile, clientCertFile, clientKeyFile)
+	}
+	if err != nil {
 		e.Close()
 		return nil, err
 	}
@@ -535,6 +551,17 @@ func (s *Supervisor) joinServer(e *store.Etcd) (func() error, func(error), error
 		},
 		NameTaken: func(ctx context.Context, name string) (bool, error) {
 			return hostNameTaken(ctx, e.Client(), name)
+		},
+		Authorize: func(ctx context.Context, name string, role join.Role) error {
+			if role != join.RoleVoter {
+				return store.SetUserRole(ctx, e.Client(), pki.NodeCN(name), store.RoleClientHost)
+			}
+			// A voter that receives the CA key issues its M3 its own
+			// certificate; one without uses its host's.
+			if err := store.SetUserRole(ctx, e.Client(), pki.M3CN(name), store.RoleM3); err != nil {
+				return err
+			}
+			return store.SetUserRole(ctx, e.Client(), pki.NodeCN(name), store.RoleRoot)
 		}})
 	if err != nil {
 		return nil, nil, err
@@ -680,4 +707,38 @@ func (s *Supervisor) waitPlacement(ctx context.Context, c *m3.Client, rf int) bo
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// ensureClusterAuth turns on etcd's authorization for the cluster (see
+// store.EnsureAuth) with a user for every host known now: this host and
+// every named etcd member as root, every other registered host as a
+// client-only host, and M3's certificate. Hosts that join later get their
+// user from the join (join.ServerConfig.Authorize).
+func (s *Supervisor) ensureClusterAuth(ctx context.Context, cli *clientv3.Client) error {
+	members, err := store.Members(ctx, cli)
+	if err != nil {
+		return fmt.Errorf("etcd authorization: %w", err)
+	}
+	ids := store.Identities{M3: []string{pki.M3CN(s.cfg.NodeName)}, Admins: []string{pki.NodeCN(s.cfg.NodeName)}}
+	voter := map[string]bool{s.cfg.NodeName: true}
+	for _, m := range members {
+		if m.Name != "" && !voter[m.Name] {
+			voter[m.Name] = true
+			ids.Admins = append(ids.Admins, pki.NodeCN(m.Name))
+			ids.M3 = append(ids.M3, pki.M3CN(m.Name))
+		}
+	}
+	hosts, err := cluster.Hosts(ctx, cli)
+	if err != nil {
+		return fmt.Errorf("etcd authorization: %w", err)
+	}
+	for _, h := range hosts {
+		if !voter[h.Name] {
+			ids.Clients = append(ids.Clients, pki.NodeCN(h.Name))
+		}
+	}
+	if err := store.EnsureAuth(ctx, cli, ids); err != nil {
+		return fmt.Errorf("etcd authorization: %w", err)
+	}
+	return nil
 }

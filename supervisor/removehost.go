@@ -35,6 +35,7 @@ import (
 	"github.com/m3sup/m3sup/supervisor/api"
 	"github.com/m3sup/m3sup/supervisor/cluster"
 	"github.com/m3sup/m3sup/supervisor/m3"
+	"github.com/m3sup/m3sup/supervisor/pki"
 	"github.com/m3sup/m3sup/supervisor/store"
 )
 
@@ -100,6 +101,9 @@ func (s *Supervisor) RemoveHost(ctx context.Context, name string) (api.RemoveHos
 			}
 			return api.RemoveHostResult{}, api.Errorf(api.ErrNotFound, "no host %s: not in M3's placement, not an etcd member, no records in etcd", name)
 		}
+		if err := denyHost(ctx, cli, name); err != nil {
+			return api.RemoveHostResult{}, fmt.Errorf("remove-host: %w", err)
+		}
 		if err := forgetHost(ctx, cli, name, s.cfg.NodeName); err != nil {
 			return api.RemoveHostResult{}, fmt.Errorf("remove-host: %w", err)
 		}
@@ -135,6 +139,9 @@ func (s *Supervisor) RemoveHost(ctx context.Context, name string) (api.RemoveHos
 		res.Message = "already being removed (by " + rec.RemovedBy + "); resuming"
 	}
 
+	if err := denyHost(ctx, cli, name); err != nil {
+		return api.RemoveHostResult{}, fmt.Errorf("remove-host: %s is marked leaving, but: %w; run remove-host again on a voter", name, err)
+	}
 	if member != nil {
 		err := store.RemoveMember(ctx, cli, member.ID)
 		switch {
@@ -296,4 +303,19 @@ func hostKeyCount(ctx context.Context, cli *clientv3.Client, name string) (int64
 		n += resp.Count
 	}
 	return n, nil
+}
+
+// denyHost is the deny-list of remove-host: the removed host's etcd
+// identities (its client certificate's CN, and its M3's) keep only the
+// right to read the tombstones and leaving records, at once and on
+// connections already open (etcd checks permissions per request), so a
+// removed host that comes back learns who removed it and nothing else. A
+// join under the same name with a valid token gives them back.
+func denyHost(ctx context.Context, cli *clientv3.Client, name string) error {
+	for _, u := range []string{pki.NodeCN(name), pki.M3CN(name)} {
+		if err := store.SetUserRole(ctx, cli, u, store.RoleRemoved); err != nil {
+			return fmt.Errorf("deny %s's etcd identity: %w", name, err)
+		}
+	}
+	return nil
 }

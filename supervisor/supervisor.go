@@ -116,6 +116,11 @@ type Supervisor struct {
 	// m3Etcd is how M3 reaches etcd in multi-host mode (every voter, TLS);
 	// nil in single-node mode.
 	m3Etcd *m3.EtcdParams
+	// m3LocalTLS is M3's etcd client certificate in single-node mode
+	// (<dataDir>/pki/m3, seen at containerPKI); nil before etcd started.
+	m3LocalTLS *m3.EtcdTLS
+	// stateErrs are the values in etcd this host refuses now (status).
+	stateErrs stateErrors
 	// leave is this host's `m3sup leave` (multi-host mode).
 	leave *leaveState
 	// permitRelease gives back the cluster-wide m3dbnode restart permit
@@ -345,7 +350,7 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 		_ = rt.Close()
 	}()
 
-	etcdURL := cfg.Etcd.ClientURL
+	etcdURL, _ := localURL(cfg.Etcd.ClientURL)
 	if s.multiHost() {
 		if u, _, err := s.etcdURLs(); err == nil {
 			etcdURL = u
@@ -385,7 +390,8 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	s.etcd, s.store = etcd, st
 	s.mu.Unlock()
 
-	if _, err := s.loadOrSeedSpec(ctx, st); err != nil {
+	inForce, err := s.loadOrSeedSpec(ctx, st)
+	if err != nil {
 		return err
 	}
 	if lg, err := loadLastGood(lay.rolloutFile()); err != nil {
@@ -397,18 +403,30 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	}
 	// The watch reports the current state first, then every change.
 	watchCtx, stopWatch := context.WithCancel(ctx)
-	changes := st.Watch(watchCtx, cfg.NodeName)
+	var lastWatchErr string // the watch's goroutine only
+	changes := st.Watch(watchCtx, cfg.NodeName, inForce, func(err error) {
+		if err.Error() != lastWatchErr { // each distinct failure once
+			lastWatchErr = err.Error()
+			s.log.Error("cannot read the desired state from etcd; retrying every second", zap.Error(err))
+		}
+	})
 	defer func() { // the watch ends, and is joined, before etcd closes
 		stopWatch()
 		for range changes {
 		}
 	}()
 	var first store.Change
+	firstWait := time.NewTimer(cfg.Etcd.StartTimeout.D())
+	defer firstWait.Stop()
 	select {
 	case first = <-changes:
+	case <-firstWait.C:
+		return fmt.Errorf("no desired state read from etcd (%s, %s) within %s (see the error above)",
+			store.ClusterKey, store.ControlsKey(cfg.NodeName), cfg.Etcd.StartTimeout.D())
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	s.noteChange(first)
 	desired := first.Cluster
 
 	s.setPhase(PhaseStartingRuntime, "")
@@ -517,6 +535,7 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 						return nil
 					}
 					last = ch
+					s.noteChange(ch)
 					s.applyChange(ctx, lay, ch, etcd.HostPort(), ag, clusterUpdates)
 				}
 			}
@@ -526,7 +545,9 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 		ctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error { return s.runRollout(ctx, lay, ag, etcd.Client(), client) }, func(error) { cancel() })
 	}
-	{ // scheduled backups of the cluster's brain
+	if s.multiHost() && !etcd.Member() {
+		s.log.Info("no scheduled backups on a client-only host: " + errClientOnlyBackup)
+	} else { // scheduled backups of the cluster's brain
 		ctx, cancel := context.WithCancel(ctx)
 		sch := &backup.Scheduler{Dir: filepath.Join(cfg.DataDir, "backups"), Interval: cfg.Backup.Interval.D(),
 			Keep: cfg.Backup.Keep, Logger: s.log.Named("backup")}
@@ -585,6 +606,15 @@ func (s *Supervisor) loadOrSeedSpec(ctx context.Context, st *store.Store) (spec.
 	}
 	sum := sha256.Sum256(b)
 	cur, written, err := st.Seed(ctx, c, hex.EncodeToString(sum[:]))
+	var ve *store.ValueError
+	if errors.As(err, &ve) {
+		// Someone wrote a spec that does not decode or validate (and the
+		// config did not change since it was seeded): run the config's
+		// spec; status shows the bad key until `m3sup apply` replaces it.
+		s.noteStateErrors([]*store.ValueError{ve})
+		s.log.Warn("running the config file's cluster spec until a valid one is applied", zap.String("key", ve.Key))
+		return c, nil
+	}
 	if err != nil {
 		return c, err
 	}

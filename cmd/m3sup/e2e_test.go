@@ -21,11 +21,13 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/m3sup/m3sup/bundle"
 	"github.com/m3sup/m3sup/supervisor/api"
 	"github.com/m3sup/m3sup/supervisor/m3"
+	"github.com/m3sup/m3sup/supervisor/pki"
 )
 
 // e2eEnv holds what every end-to-end test needs: root, containerd, runc and
@@ -95,6 +97,7 @@ type node struct {
 	socket     string
 	configFile string
 	etcdURL    string
+	peerURL    string // as configured (http://); served as https
 	coordURL   string
 	logFile    string
 	cmd        *exec.Cmd
@@ -173,6 +176,7 @@ func newNode(t testing.TB, o nodeOpts) *node {
 		socket:     filepath.Join(base, "run", "m3sup.sock"),
 		configFile: filepath.Join(base, "m3sup.yaml"),
 		etcdURL:    fmt.Sprintf("http://127.0.0.1:%d", p[0]),
+		peerURL:    fmt.Sprintf("http://127.0.0.1:%d", p[1]),
 		coordURL:   fmt.Sprintf("http://127.0.0.1:%d", p[7]),
 		logFile:    filepath.Join(base, "m3sup.log"),
 		pids:       map[string]uint32{},
@@ -186,7 +190,7 @@ api:
   socket: %s
 etcd:
   clientURL: %s
-  peerURL: http://127.0.0.1:%d
+  peerURL: %s
 runtime:
   containerd:
     mode: managed
@@ -212,7 +216,7 @@ cluster:
     - name: default
       retention: 48h
       blockSize: 2h
-`, n.dir, n.socket, n.etcdURL, p[1], strings.TrimPrefix(filepath.Base(base), "m3sup-e2e-"), o.releaseURL, o.checksum, p[2], p[3], p[4], p[5], p[6], p[7], p[8], o.numShards)
+`, n.dir, n.socket, n.etcdURL, n.peerURL, strings.TrimPrefix(filepath.Base(base), "m3sup-e2e-"), o.releaseURL, o.checksum, p[2], p[3], p[4], p[5], p[6], p[7], p[8], o.numShards)
 	if err := os.WriteFile(n.configFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -335,14 +339,33 @@ func (n *node) cleanup() {
 	}
 }
 
+// etcdHTTPS is the node's etcd client URL as it serves it: https.
+func (n *node) etcdHTTPS() string { return "https://" + strings.TrimPrefix(n.etcdURL, "http://") }
+
 func processAlive(pid uint32, name string) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 	return err == nil && bytes.Contains(b, []byte(name))
 }
 
+// etcdClient is an etcd client with the node's own (root) client
+// certificate: the single node's etcd serves only mutual TLS, on the
+// configured host:port.
 func (n *node) etcdClient() *clientv3.Client {
 	n.t.Helper()
-	c, err := clientv3.New(clientv3.Config{Endpoints: []string{n.etcdURL}, DialTimeout: 5 * time.Second})
+	return n.etcdClientAs("etcd-client", "")
+}
+
+// etcdClientAs is an etcd client with the certificate <name>.crt/.key
+// under <dataDir>/pki/<sub>.
+func (n *node) etcdClientAs(name, sub string) *clientv3.Client {
+	n.t.Helper()
+	dir := filepath.Join(n.dir, "pki", sub)
+	tc, err := transport.TLSInfo{CertFile: filepath.Join(dir, name+".crt"), KeyFile: filepath.Join(dir, name+".key"),
+		TrustedCAFile: filepath.Join(n.dir, "pki", pki.CACertFile)}.ClientConfig()
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	c, err := clientv3.New(clientv3.Config{Endpoints: []string{n.etcdHTTPS()}, DialTimeout: 5 * time.Second, TLS: tc})
 	if err != nil {
 		n.t.Fatal(err)
 	}

@@ -31,6 +31,15 @@ func hostCLI(t testing.TB, h *hostNode, args ...string) string {
 	return out.String()
 }
 
+// hostCLIErr runs an m3sup command against h's socket and returns its
+// output and error.
+func hostCLIErr(h *hostNode, args ...string) (string, error) {
+	cmd := exec.Command(os.Args[0], append(args, "--socket", h.socket)...)
+	cmd.Env = append(os.Environ(), "M3SUP_TEST_MAIN=1")
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
 // rollDBNodes applies a dbnode-only change through hosts[0] while writing a
 // point every 200 ms through hosts[0]'s coordinator (majority writes) and
 // polling every host's status every 100 ms. Every m3dbnode restarts once

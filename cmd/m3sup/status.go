@@ -176,6 +176,12 @@ func printStatus(w io.Writer, st api.Status, now time.Time) {
 		}
 		fmt.Fprintf(w, "rollout: %s\n", r.Message)
 	}
+	if len(st.StateErrors) > 0 {
+		fmt.Fprintln(w)
+		for _, e := range st.StateErrors {
+			fmt.Fprintf(w, "bad value in etcd: %s (revision %d): %s; running the last good value\n", e.Key, e.Revision, e.Error)
+		}
+	}
 
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)

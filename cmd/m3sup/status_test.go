@@ -150,3 +150,14 @@ func TestStatusNotRunning(t *testing.T) {
 		t.Fatalf("status with no daemon: %v; want exit 3, not running", err)
 	}
 }
+
+// TestPrintStatusStateErrors: a value refused in etcd shows as a line
+// naming the key.
+func TestPrintStatusStateErrors(t *testing.T) {
+	st := api.Status{Node: "n1", Phase: "running", StateErrors: []api.StateError{{Key: "/m3sup/v1/hosts/n1/controls", Revision: 9, Error: "decode: unexpected end of JSON input"}}}
+	var b bytes.Buffer
+	printStatus(&b, st, time.Now())
+	if !strings.Contains(b.String(), "bad value in etcd: /m3sup/v1/hosts/n1/controls (revision 9): decode: unexpected end of JSON input") {
+		t.Fatalf("status:\n%s", b.String())
+	}
+}

@@ -48,6 +48,17 @@ type Status struct {
 	// Rollout is the progress of the desired m3dbnode spec across the
 	// hosts (this host alone in single-node mode).
 	Rollout *RolloutStatus `json:"rollout,omitempty"`
+	// StateErrors are values in etcd this host refuses (a cluster spec
+	// that does not validate, controls that do not decode); it runs on
+	// the last good values until they are repaired.
+	StateErrors []StateError `json:"stateErrors,omitempty"`
+}
+
+// StateError is one value in etcd this host cannot use.
+type StateError struct {
+	Key      string `json:"key"`
+	Revision int64  `json:"revision"`
+	Error    string `json:"error"`
 }
 
 // RolloutStatus is the progress of the desired m3dbnode spec: how many

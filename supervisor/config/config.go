@@ -91,7 +91,11 @@ type API struct {
 
 // Etcd configures the embedded etcd member.
 type Etcd struct {
-	Name         string   `yaml:"name"` // default: NodeName
+	Name string `yaml:"name"` // default: NodeName
+	// ClientURL and PeerURL name the member's host:port. The member
+	// always serves mutual TLS there (https, whatever the scheme says):
+	// on a single node on these addresses, in multi-host mode on the
+	// advertise address with these ports.
 	ClientURL    string   `yaml:"clientURL"`
 	PeerURL      string   `yaml:"peerURL"`
 	StartTimeout Duration `yaml:"startTimeout"`

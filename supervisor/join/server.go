@@ -144,6 +144,10 @@ type ServerConfig struct {
 	JoinTimeout time.Duration
 	// Limits: zero means DefaultLimits.
 	Limits Limits
+	// Authorize, when set, gives the joining host's etcd identity (its
+	// client certificate's CN) the permissions of role before anything is
+	// issued: etcd's auth takes the CN as the user (store.EnsureAuth).
+	Authorize func(ctx context.Context, name string, role Role) error
 }
 
 // Validate checks the config and fills its defaults.
@@ -479,9 +483,14 @@ func (s *server) admit(ctx context.Context, req Request, role Role, pending *Mem
 			s.Logger.Info("host joins again under the name of a removed host: its tombstone is cleared", zap.String("node", req.NodeName))
 		}
 	}
+	if s.Authorize != nil {
+		if err := s.Authorize(ctx, req.NodeName, role); err != nil {
+			return Response{}, fail(http.StatusServiceUnavailable, "authorize %s in etcd: %w", req.NodeName, err)
+		}
+	}
 	now := s.Now()
 	resp := Response{CACert: string(s.CA.CertPEM()), Role: role}
-	cert, key, err := s.CA.Issue(pki.IssueOptions{CommonName: "m3sup-node:" + req.NodeName, Usage: pki.UsageClient, TTL: s.CertTTL, Now: now})
+	cert, key, err := s.CA.Issue(pki.IssueOptions{CommonName: pki.NodeCN(req.NodeName), Usage: pki.UsageClient, TTL: s.CertTTL, Now: now})
 	if err != nil {
 		return Response{}, fail(http.StatusInternalServerError, "issue client certificate: %w", err)
 	}

@@ -43,6 +43,16 @@ const (
 	EtcdPeerCN = "m3sup-etcd-peer"
 )
 
+// NodeCN is the common name of a host's own etcd client certificate (the
+// etcd user m3sup on that host acts as).
+func NodeCN(node string) string { return "m3sup-node:" + node }
+
+// M3CN is the common name of the etcd client certificate M3's containers
+// on node hold. With etcd's auth on, etcd takes a client certificate's CN
+// as the user, and that user may touch only M3's keys (store.EnsureAuth);
+// one per host, so remove-host can take one host's away.
+func M3CN(node string) string { return "m3sup-m3:" + node }
+
 // ErrInvalid marks a request the CA refuses: bad options or undecodable PEM.
 var ErrInvalid = errors.New("invalid")
 

@@ -72,8 +72,11 @@ type memberState struct {
 // removedText is how etcd words a member's removal in its errors.
 const removedText = "the member has been permanently removed from the cluster"
 
-// StartEtcd starts the member and waits until it is ready to serve, the
-// timeout expires or ctx is cancelled.
+// StartEtcd starts a member that serves plain HTTP without authentication
+// and waits until it is ready to serve, the timeout expires or ctx is
+// cancelled. Anyone who can reach its ports owns it: m3sup itself runs
+// every member over mutual TLS (StartClusterEtcd, also for a single node);
+// this one is for tests (internal/etcdtest).
 func StartEtcd(ctx context.Context, o EtcdOptions) (*Etcd, error) {
 	if o.StartTimeout <= 0 {
 		o.StartTimeout = time.Minute

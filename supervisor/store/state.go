@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/m3sup/m3sup/supervisor/spec"
@@ -28,8 +29,51 @@ type Store struct{ c *clientv3.Client }
 // New returns a Store over an etcd client.
 func New(c *clientv3.Client) *Store { return &Store{c: c} }
 
+// ValueError is a value in etcd that m3sup cannot use: it does not decode,
+// or the spec it holds is invalid. It names the key, so a log line or
+// `m3sup status` says which one to repair.
+type ValueError struct {
+	Key      string
+	Revision int64 // the value's mod revision
+	Err      error
+}
+
+func (e *ValueError) Error() string {
+	return fmt.Sprintf("%s (revision %d): %v", e.Key, e.Revision, e.Err)
+}
+
+func (e *ValueError) Unwrap() error { return e.Err }
+
+// decodeCluster decodes and validates the cluster spec stored at kv: a
+// spec read from etcd is checked as strictly as one written by `apply`,
+// whoever wrote it.
+func decodeCluster(key string, rev int64, b []byte) (spec.Cluster, error) {
+	var c spec.Cluster
+	if err := json.Unmarshal(b, &c); err != nil {
+		return spec.Cluster{}, &ValueError{Key: key, Revision: rev, Err: fmt.Errorf("decode: %w", err)}
+	}
+	if err := c.Validate(); err != nil {
+		return spec.Cluster{}, &ValueError{Key: key, Revision: rev, Err: fmt.Errorf("invalid cluster spec: %w", err)}
+	}
+	return c, nil
+}
+
+// decodeControls decodes a host's controls stored at kv.
+func decodeControls(key string, rev int64, b []byte) (spec.HostControls, error) {
+	hc := spec.HostControls{}
+	if err := json.Unmarshal(b, &hc); err != nil {
+		return spec.HostControls{}, &ValueError{Key: key, Revision: rev, Err: fmt.Errorf("decode: %w", err)}
+	}
+	if hc == nil { // the JSON null
+		hc = spec.HostControls{}
+	}
+	return hc, nil
+}
+
 // Cluster reads the desired cluster spec and its mod revision. found is false
-// when no spec was written yet.
+// when no spec was written yet. A value that does not decode or validate is
+// a *ValueError; rev is then still the value's revision (so `apply` can
+// replace it).
 func (s *Store) Cluster(ctx context.Context) (c spec.Cluster, rev int64, found bool, err error) {
 	resp, err := s.c.Get(ctx, ClusterKey)
 	if err != nil {
@@ -39,8 +83,9 @@ func (s *Store) Cluster(ctx context.Context) (c spec.Cluster, rev int64, found b
 		return c, 0, false, nil
 	}
 	kv := resp.Kvs[0]
-	if err := json.Unmarshal(kv.Value, &c); err != nil {
-		return c, 0, false, fmt.Errorf("decode %s at revision %d: %w", ClusterKey, kv.ModRevision, err)
+	c, err = decodeCluster(ClusterKey, kv.ModRevision, kv.Value)
+	if err != nil {
+		return c, kv.ModRevision, true, err
 	}
 	return c, kv.ModRevision, true, nil
 }
@@ -112,29 +157,32 @@ func ControlsKey(node string) string { return HostKeysPrefix(node) + "controls" 
 func HostKeysPrefix(node string) string { return Prefix + "hosts/" + node + "/" }
 
 // Controls reads a host's component controls (empty when none were set).
+// A value that does not decode is a *ValueError, returned with empty
+// controls and the value's revision.
 func (s *Store) Controls(ctx context.Context, node string) (spec.HostControls, int64, error) {
 	key := ControlsKey(node)
 	resp, err := s.c.Get(ctx, key)
 	if err != nil {
 		return nil, 0, fmt.Errorf("read %s: %w", key, err)
 	}
-	hc := spec.HostControls{}
 	if len(resp.Kvs) == 0 {
-		return hc, 0, nil
+		return spec.HostControls{}, 0, nil
 	}
-	if err := json.Unmarshal(resp.Kvs[0].Value, &hc); err != nil {
-		return nil, 0, fmt.Errorf("decode %s: %w", key, err)
-	}
-	return hc, resp.Kvs[0].ModRevision, nil
+	kv := resp.Kvs[0]
+	hc, err := decodeControls(key, kv.ModRevision, kv.Value)
+	return hc, kv.ModRevision, err
 }
 
 // UpdateControl changes one component's control on a host atomically
-// (retrying when another writer raced it) and returns the result.
+// (retrying when another writer raced it) and returns the result. A
+// corrupt stored value is replaced: the command that changes a control is
+// also how an operator repairs it.
 func (s *Store) UpdateControl(ctx context.Context, node, component string, f func(*spec.Control)) (spec.Control, error) {
 	key := ControlsKey(node)
 	for {
 		hc, rev, err := s.Controls(ctx, node)
-		if err != nil {
+		var ve *ValueError
+		if err != nil && !errors.As(err, &ve) {
 			return spec.Control{}, err
 		}
 		c := hc[component]
@@ -162,40 +210,55 @@ type Change struct {
 	Cluster  spec.Cluster
 	Controls spec.HostControls
 	Revision int64
+	// Errors lists the values m3sup could not use (each a *ValueError
+	// naming its key); Cluster and Controls are then the last good ones
+	// (Controls: none, if there never was a good one).
+	Errors []*ValueError
 }
 
 // Watch reports the cluster spec and this host's controls now and after
 // every change, until ctx is done. A slow reader sees only the latest state.
-// The channel closes when ctx is done.
-func (s *Store) Watch(ctx context.Context, node string) <-chan Change {
+// The channel closes when ctx is done. last is the spec in force: while
+// etcd holds a cluster spec that does not decode or validate, or controls
+// that do not decode, the Change keeps the last good value and names the
+// bad one in Errors; it never stops on a bad value.
+//
+// onErr, if set, hears each failed read (retried every second); it is
+// called on the watch's goroutine.
+func (s *Store) Watch(ctx context.Context, node string, last spec.Cluster, onErr func(error)) <-chan Change {
 	out := make(chan Change, 1)
+	w := &watchState{cluster: last, controls: spec.HostControls{}}
 	go func() { // owned by ctx: it ends when the caller cancels
 		defer close(out)
 		for ctx.Err() == nil {
-			rev, err := s.emit(ctx, node, out)
+			rev, err := s.emit(ctx, node, w, out)
 			if err != nil {
+				if onErr != nil && ctx.Err() == nil {
+					onErr(fmt.Errorf("read %s and %s: %w", ClusterKey, ControlsKey(node), err))
+				}
 				if !sleepCtx(ctx, time.Second) {
 					return
 				}
 				continue
 			}
+			// One watch per key: a client-only host may not read (or
+			// watch) all of /m3sup/v1/, which holds the join tokens.
 			wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-			wch := s.c.Watch(wctx, Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
-			for resp := range wch {
-				if resp.Err() != nil {
-					break // compacted or lost: read afresh and watch again
+			cw := s.c.Watch(wctx, ClusterKey, clientv3.WithRev(rev+1))
+			hw := s.c.Watch(wctx, ControlsKey(node), clientv3.WithRev(rev+1))
+			for ok := true; ok; {
+				var resp clientv3.WatchResponse
+				select {
+				case resp, ok = <-cw:
+				case resp, ok = <-hw:
 				}
-				relevant := false
-				for _, ev := range resp.Events {
-					k := string(ev.Kv.Key)
-					if k == ClusterKey || k == ControlsKey(node) {
-						relevant = true
-					}
+				if !ok || resp.Err() != nil {
+					break // compacted, lost or ended: read afresh and watch again
 				}
-				if !relevant {
+				if len(resp.Events) == 0 {
 					continue
 				}
-				if _, err := s.emit(ctx, node, out); err != nil {
+				if _, err := s.emit(ctx, node, w, out); err != nil {
 					break
 				}
 			}
@@ -205,31 +268,55 @@ func (s *Store) Watch(ctx context.Context, node string) <-chan Change {
 	return out
 }
 
+// watchState is the last good desired state one Watch saw.
+type watchState struct {
+	cluster  spec.Cluster
+	controls spec.HostControls
+}
+
 // emit reads the current state and offers it, replacing an unread one.
-func (s *Store) emit(ctx context.Context, node string, out chan Change) (int64, error) {
-	resp, err := s.c.Get(ctx, Prefix, clientv3.WithPrefix())
+// Only a failed read is an error; a bad value is reported in the Change.
+func (s *Store) emit(ctx context.Context, node string, w *watchState, out chan Change) (int64, error) {
+	// Both keys at one revision, and nothing else.
+	tx, err := s.c.Txn(ctx).Then(clientv3.OpGet(ClusterKey), clientv3.OpGet(ControlsKey(node))).Commit()
 	if err != nil {
 		return 0, err
 	}
-	ch := Change{Controls: spec.HostControls{}, Revision: resp.Header.Revision}
-	for _, kv := range resp.Kvs {
+	ch := Change{Revision: tx.Header.Revision}
+	controls := spec.HostControls{} // none stored: the defaults
+	var kvs []*mvccpb.KeyValue
+	for _, r := range tx.Responses {
+		kvs = append(kvs, r.GetResponseRange().Kvs...)
+	}
+	for _, kv := range kvs {
 		switch string(kv.Key) {
 		case ClusterKey:
-			if err := json.Unmarshal(kv.Value, &ch.Cluster); err != nil {
-				return 0, fmt.Errorf("decode %s: %w", ClusterKey, err)
+			c, err := decodeCluster(ClusterKey, kv.ModRevision, kv.Value)
+			var ve *ValueError
+			if errors.As(err, &ve) {
+				ch.Errors = append(ch.Errors, ve)
+			} else {
+				w.cluster = c
 			}
 		case ControlsKey(node):
-			if err := json.Unmarshal(kv.Value, &ch.Controls); err != nil {
-				return 0, fmt.Errorf("decode %s: %w", kv.Key, err)
+			hc, err := decodeControls(string(kv.Key), kv.ModRevision, kv.Value)
+			var ve *ValueError
+			if errors.As(err, &ve) {
+				ch.Errors = append(ch.Errors, ve)
+				controls = w.controls
+			} else {
+				controls = hc
 			}
 		}
 	}
+	w.controls = controls
+	ch.Cluster, ch.Controls = w.cluster, controls
 	select {
 	case <-out: // drop the stale, unread change
 	default:
 	}
 	out <- ch
-	return resp.Header.Revision, nil
+	return tx.Header.Revision, nil
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {

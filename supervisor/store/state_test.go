@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"reflect"
 	"strings"
@@ -67,8 +68,163 @@ func TestClusterUndecodable(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, _, found, err := store.New(e.Client()).Cluster(ctx)
-	if err == nil || found || !strings.Contains(err.Error(), "decode "+store.ClusterKey) {
+	var ve *store.ValueError
+	if !errors.As(err, &ve) || ve.Key != store.ClusterKey || !found || !strings.Contains(err.Error(), store.ClusterKey) || !strings.Contains(err.Error(), "decode") {
 		t.Fatalf("undecodable spec: found=%v err=%v", found, err)
+	}
+}
+
+// TestClusterInvalidOnRead: a spec that decodes but does not validate
+// (written into etcd past `apply`, e.g. a release without a checksum)
+// is refused on every read, naming the key; its revision comes back so a
+// valid apply can replace it.
+func TestClusterInvalidOnRead(t *testing.T) {
+	e := startEtcd(t)
+	ctx := testCtx(t)
+	st := store.New(e.Client())
+	for name, mut := range map[string]func(*spec.Cluster){
+		"no checksum":  func(c *spec.Cluster) { c.Release.URL, c.Release.Checksum = "http://evil/m3.tar.gz", "" },
+		"bad checksum": func(c *spec.Cluster) { c.Release.Checksum = "md5:abc" },
+		"zero shards":  func(c *spec.Cluster) { c.M3.NumShards = 0 },
+		"no namespace": func(c *spec.Cluster) { c.M3.Namespaces = nil },
+	} {
+		c := validCluster()
+		mut(&c)
+		b, _ := json.Marshal(c)
+		resp, err := e.Client().Put(ctx, store.ClusterKey, string(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, rev, found, err := st.Cluster(ctx)
+		var ve *store.ValueError
+		if !errors.As(err, &ve) || ve.Key != store.ClusterKey || !found || rev != resp.Header.Revision {
+			t.Errorf("%s: rev=%d (want %d) found=%v err=%v, want a ValueError naming %s", name, rev, resp.Header.Revision, found, err, store.ClusterKey)
+			continue
+		}
+		if !strings.Contains(err.Error(), "invalid cluster spec") {
+			t.Errorf("%s: %v", name, err)
+		}
+		// A valid spec replaces it at that revision.
+		if _, err := st.PutCluster(ctx, validCluster(), rev); err != nil {
+			t.Errorf("%s: replace the invalid spec: %v", name, err)
+		}
+	}
+}
+
+// nextChange waits for the next Change, bounded.
+func nextChange(t *testing.T, ch <-chan store.Change) store.Change {
+	t.Helper()
+	select {
+	case c, ok := <-ch:
+		if !ok {
+			t.Fatal("watch closed")
+		}
+		return c
+	case <-time.After(10 * time.Second):
+		t.Fatal("no change within 10s")
+	}
+	return store.Change{}
+}
+
+// TestWatchKeepsLastGood: the watch never stops on a bad value. An
+// invalid spec or corrupt controls are reported (naming the key) while
+// the Change carries the last good ones; at start, corrupt controls mean
+// the defaults and a spec that does not validate means the spec in force
+// the caller passed; a repaired value is picked up.
+func TestWatchKeepsLastGood(t *testing.T) {
+	e := startEtcd(t)
+	ctx := testCtx(t)
+	cli := e.Client()
+	st := store.New(cli)
+	good := validCluster()
+	if _, err := st.PutCluster(ctx, good, 0); err != nil {
+		t.Fatal(err)
+	}
+	key := store.ControlsKey("n1")
+	// Corrupt controls at start: defaults, reported.
+	if _, err := cli.Put(ctx, key, "{not json"); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ch := st.Watch(wctx, "n1", spec.Cluster{}, nil)
+	c := nextChange(t, ch)
+	if !reflect.DeepEqual(c.Cluster, good) || len(c.Controls) != 0 || len(c.Errors) != 1 || c.Errors[0].Key != key {
+		t.Fatalf("start with corrupt controls: %+v", c)
+	}
+	// Good controls, then corrupt again: the good ones stay.
+	if _, err := st.UpdateControl(ctx, "n1", "m3dbnode", func(c *spec.Control) { c.Stopped = true }); err != nil {
+		t.Fatalf("UpdateControl over a corrupt value: %v", err)
+	}
+	c = nextChange(t, ch)
+	if !c.Controls["m3dbnode"].Stopped || len(c.Errors) != 0 {
+		t.Fatalf("repaired controls: %+v", c)
+	}
+	if _, err := cli.Put(ctx, key, `["a list"]`); err != nil {
+		t.Fatal(err)
+	}
+	c = nextChange(t, ch)
+	if !c.Controls["m3dbnode"].Stopped || len(c.Errors) != 1 || c.Errors[0].Key != key || !strings.Contains(c.Errors[0].Error(), key) {
+		t.Fatalf("corrupt controls after good ones: %+v", c)
+	}
+	// An invalid spec: the last good one stays, both errors reported.
+	evil := good
+	evil.Release.URL, evil.Release.Checksum = "http://evil/m3.tar.gz", ""
+	b, _ := json.Marshal(evil)
+	if _, err := cli.Put(ctx, store.ClusterKey, string(b)); err != nil {
+		t.Fatal(err)
+	}
+	c = nextChange(t, ch)
+	if !reflect.DeepEqual(c.Cluster, good) || len(c.Errors) != 2 {
+		t.Fatalf("invalid spec: %+v", c)
+	}
+	// Repaired: the new good spec, no errors.
+	next := good
+	next.DBNode.LogLevel = "debug"
+	_, rev, _, _ := st.Cluster(ctx)
+	if _, err := st.PutCluster(ctx, next, rev); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Delete(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	for c = nextChange(t, ch); len(c.Errors) != 0; c = nextChange(t, ch) {
+	}
+	if !reflect.DeepEqual(c.Cluster, next) || len(c.Controls) != 0 {
+		t.Fatalf("repaired: %+v", c)
+	}
+
+	// A watch that starts on an invalid spec carries the spec in force.
+	if _, err := cli.Put(ctx, store.ClusterKey, string(b)); err != nil {
+		t.Fatal(err)
+	}
+	w2 := st.Watch(wctx, "n2", next, nil)
+	if c := nextChange(t, w2); !reflect.DeepEqual(c.Cluster, next) || len(c.Errors) != 1 || c.Errors[0].Key != store.ClusterKey {
+		t.Fatalf("start on an invalid spec: %+v", c)
+	}
+}
+
+// TestControlsCorrupt: a corrupt controls value is a ValueError naming
+// the key, with empty controls; it does not block.
+func TestControlsCorrupt(t *testing.T) {
+	e := startEtcd(t)
+	ctx := testCtx(t)
+	key := store.ControlsKey("n1")
+	for _, v := range []string{"{", "null", `{"m3dbnode":{"stopped":"yes"}}`, "[1]"} {
+		if _, err := e.Client().Put(ctx, key, v); err != nil {
+			t.Fatal(err)
+		}
+		hc, _, err := store.New(e.Client()).Controls(ctx, "n1")
+		var ve *store.ValueError
+		if v == "null" {
+			if err != nil || hc == nil || len(hc) != 0 {
+				t.Errorf("%q: %v %v, want no controls", v, hc, err)
+			}
+			continue
+		}
+		if !errors.As(err, &ve) || ve.Key != key || hc == nil || len(hc) != 0 {
+			t.Errorf("%q: %v %v, want a ValueError naming %s and empty controls", v, hc, err, key)
+		}
 	}
 }
 
