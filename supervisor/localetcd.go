@@ -18,7 +18,6 @@ package supervisor
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -59,16 +58,8 @@ func (s *Supervisor) localPKI(lay layout, hosts []string) (*pki.CA, error) {
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("tighten %s: %w", dir, err)
 	}
-	ca, err := pki.LoadCA(dir)
-	if errors.Is(err, os.ErrNotExist) {
-		if ca, err = pki.NewCA("m3sup single-node CA", time.Now()); err != nil {
-			return nil, err
-		}
-		if err := ca.Save(dir); err != nil {
-			return nil, err
-		}
-		s.log.Info("created the etcd CA", zap.String("dir", dir), zap.String("fingerprint", ca.Fingerprint()))
-	} else if err != nil {
+	ca, err := s.loadOrCreateCA(dir, "m3sup single-node CA")
+	if err != nil {
 		return nil, err
 	}
 	dns, ips := splitHosts(append([]string{"localhost", "127.0.0.1"}, hosts...))

@@ -187,20 +187,31 @@ func (s *Supervisor) joinCluster(ctx context.Context, lay layout) error {
 	return nil
 }
 
+// loadOrCreateCA loads the CA kept in dir, or creates one named name there.
+func (s *Supervisor) loadOrCreateCA(dir, name string) (*pki.CA, error) {
+	ca, err := pki.LoadCA(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		if ca, err = pki.NewCA(name, time.Now()); err != nil {
+			return nil, fmt.Errorf("create %s: %w", name, err)
+		}
+		if err := ca.Save(dir); err != nil {
+			return nil, fmt.Errorf("save %s in %s: %w", name, dir, err)
+		}
+		s.log.Info("created the "+name, zap.String("dir", dir), zap.String("fingerprint", ca.Fingerprint()))
+		return ca, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load the CA in %s: %w", dir, err)
+	}
+	return ca, nil
+}
+
 // firstHostPKI loads or creates the CA and (re)issues this host's etcd peer
 // and client certificates for its advertise address.
 func (s *Supervisor) firstHostPKI(lay layout) (*pki.CA, error) {
 	dir := lay.pki()
-	ca, err := pki.LoadCA(dir)
-	if errors.Is(err, os.ErrNotExist) {
-		if ca, err = pki.NewCA("m3sup cluster CA", time.Now()); err != nil {
-			return nil, err
-		}
-		if err := ca.Save(dir); err != nil {
-			return nil, err
-		}
-		s.log.Info("created the cluster CA", zap.String("dir", dir), zap.String("fingerprint", ca.Fingerprint()))
-	} else if err != nil {
+	ca, err := s.loadOrCreateCA(dir, "m3sup cluster CA")
+	if err != nil {
 		return nil, err
 	}
 	dns, ips := splitHosts([]string{s.cfg.NodeName, s.cfg.Cluster.Advertise})
