@@ -671,17 +671,13 @@ func SpecFromConfig(cfg config.Config) spec.Cluster {
 		Coordinator: spec.Component{LogLevel: cfg.Coordinator.LogLevel, Image: cfg.Coordinator.Image},
 	}
 	for _, ns := range cfg.Cluster.Namespaces {
-		idx := true
-		if ns.IndexEnabled != nil {
-			idx = *ns.IndexEnabled
-		}
 		c.M3.Namespaces = append(c.M3.Namespaces, spec.Namespace{
 			Name:         ns.Name,
 			Retention:    spec.Duration(ns.Retention.D()),
 			BlockSize:    spec.Duration(ns.BlockSize.D()),
 			BufferPast:   spec.Duration(ns.BufferPast.D()),
 			BufferFuture: spec.Duration(ns.BufferFuture.D()),
-			IndexEnabled: idx,
+			IndexEnabled: ns.Indexed(),
 		})
 	}
 	return c
