@@ -25,6 +25,7 @@ var (
 // Coordinator API paths (M3 v1.5.0).
 const (
 	pathHealth          = "/health"
+	pathReady           = "/ready"
 	pathPlacement       = "/api/v1/services/m3db/placement"
 	pathPlacementInit   = "/api/v1/services/m3db/placement/init"
 	pathNamespace       = "/api/v1/services/m3db/namespace"
@@ -188,4 +189,21 @@ func doRequest(hc *http.Client, req *http.Request, path string, out any) error {
 // CoordinatorHealthy returns nil when GET /health answers 2xx.
 func (c *Client) CoordinatorHealthy(ctx context.Context) error {
 	return c.do(ctx, http.MethodGet, pathHealth, "", nil, nil, false)
+}
+
+// CoordinatorWritable asks m3coordinator's GET /ready: nil when it knows at
+// least one namespace and can write to every one. A restarted coordinator
+// answers /health before its M3DB session can write.
+func (c *Client) CoordinatorWritable(ctx context.Context) error {
+	var r struct {
+		ReadyWrites    []json.RawMessage `json:"readyWrites"`
+		NotReadyWrites []json.RawMessage `json:"notReadyWrites"`
+	}
+	if err := c.do(ctx, http.MethodGet, pathReady, "", nil, &r, false); err != nil {
+		return fmt.Errorf("coordinator ready: %w", err)
+	}
+	if len(r.ReadyWrites) == 0 || len(r.NotReadyWrites) > 0 {
+		return fmt.Errorf("coordinator ready: %d namespace(s) writable, %d not", len(r.ReadyWrites), len(r.NotReadyWrites))
+	}
+	return nil
 }

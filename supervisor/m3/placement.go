@@ -4,9 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
+	"strings"
+	"time"
 )
 
 // Shard states as M3 reports them.
@@ -82,6 +86,61 @@ func (p Placement) AllAvailable() bool {
 		}
 	}
 	return n > 0
+}
+
+// StateSummary is "4 AVAILABLE, 2 INITIALIZING": shard replicas by state,
+// states sorted.
+func (p Placement) StateSummary() string {
+	states := p.ShardStates()
+	parts := make([]string, 0, len(states))
+	for _, s := range slices.Sorted(maps.Keys(states)) {
+		parts = append(parts, fmt.Sprintf("%d %s", states[s], s))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// ErrShardsMoving: not every shard is AVAILABLE, so no replica may go down.
+var ErrShardsMoving = errors.New("not every shard is AVAILABLE")
+
+// ErrNoPlacement: there is no placement (yet). It wraps ErrShardsMoving: a
+// cluster without a placement has no shard AVAILABLE.
+var ErrNoPlacement = fmt.Errorf("no placement: %w", ErrShardsMoving)
+
+// AllAvailable asks the coordinator the one "is every shard AVAILABLE?"
+// question (Placement.AllAvailable): nil when the placement exists and
+// every shard of every instance is AVAILABLE; else ErrNoPlacement, an error
+// wrapping ErrShardsMoving, or the read error.
+func (c *Client) AllAvailable(ctx context.Context) error {
+	p, exists, err := c.Placement(ctx)
+	if err != nil {
+		return fmt.Errorf("read placement: %w", err)
+	}
+	if !exists {
+		return ErrNoPlacement
+	}
+	if !p.AllAvailable() {
+		return fmt.Errorf("shards %s: %w", p.StateSummary(), ErrShardsMoving)
+	}
+	return nil
+}
+
+// WaitAllAvailable asks AllAvailable every poll until it answers nil (with
+// noPlacementOK, also ErrNoPlacement: a lone host before its placement
+// exists loses nothing to a restart) or ctx ends.
+func (c *Client) WaitAllAvailable(ctx context.Context, poll time.Duration, noPlacementOK bool) error {
+	tick := time.NewTicker(poll)
+	defer tick.Stop()
+	for {
+		err := c.AllAvailable(ctx)
+		if err == nil || (noPlacementOK && errors.Is(err, ErrNoPlacement)) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for every shard AVAILABLE: %w", ctx.Err())
+		case <-tick.C:
+		}
+	}
 }
 
 // InstanceIDs returns the placement's instance IDs, sorted.
