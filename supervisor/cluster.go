@@ -213,7 +213,7 @@ func (s *Supervisor) Status(ctx context.Context) api.Status {
 		st.Cluster = clusterStatus(ctx, etcd.Client())
 	}
 	if etcd != nil {
-		st.Rollout = s.rolloutStatus(ctx, etcd.Client(), st.Cluster, ag)
+		st.Rollout = s.rolloutStatus(ctx, st.Cluster, ag)
 	}
 	// Last: the components' state as of now, not as of before the M3 look.
 	if ag != nil {

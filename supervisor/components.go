@@ -16,6 +16,7 @@ import (
 	"github.com/m3sup/m3sup/runtime"
 	"github.com/m3sup/m3sup/runtime/containerd"
 	"github.com/m3sup/m3sup/supervisor/agent"
+	"github.com/m3sup/m3sup/supervisor/cluster"
 	"github.com/m3sup/m3sup/supervisor/config"
 	"github.com/m3sup/m3sup/supervisor/m3"
 	"github.com/m3sup/m3sup/supervisor/spec"
@@ -136,10 +137,10 @@ func (s *Supervisor) render(lay layout, desired spec.Cluster, controls spec.Host
 	db.StopTimeout = cfg.DBNode.StopTimeout.D()
 	db.Spec.NoFile = s.noFileLimit(cfg.DBNode.NoFile)
 	db.Listen = []string{cfg.DBNode.ListenAddress, cfg.DBNode.HTTPNodeListenAddress, cfg.DBNode.HTTPClusterListenAddress, cfg.DBNode.DebugListenAddress}
-	dbSpec := dbnodeSpecOf(desired)
+	dbSpec := cluster.DBNodeSpecOf(desired)
 	db.Gate = s.everyShardAvailable
 	if mh != nil { // one host at a time, under the cluster-wide permit
-		db.Gate = s.permitGate(dbSpec.revision())
+		db.Gate = s.rollout().RestartGate(dbSpec.Revision())
 	}
 	db.Healthy = s.dbnodeBootstrapped
 	s.cpuGuard.Load().guardCPU(lay, &db.Spec, &out)
@@ -153,7 +154,7 @@ func (s *Supervisor) render(lay layout, desired spec.Cluster, controls spec.Host
 	co.Listen = []string{cfg.Coordinator.ListenAddress, cfg.Coordinator.MetricsListenAddress}
 	co.Healthy = s.coordinatorHealthy
 	if mh != nil { // a new release reaches the coordinators one host at a time too
-		co.Gate = s.permitGate("")
+		co.Gate = s.rollout().RestartGate("")
 	}
 
 	for _, c := range []*agent.Component{&db, &co} {
@@ -164,7 +165,9 @@ func (s *Supervisor) render(lay layout, desired spec.Cluster, controls spec.Host
 		ctl := controls[c.Name]
 		c.Stopped, c.RestartGeneration = ctl.Stopped, ctl.RestartGeneration
 	}
-	s.roll.remember(db.Hash, revInfo{Revision: dbSpec.revision(), Spec: dbSpec, Version: db.Version, Digest: string(rel.Digest)})
+	if roll := s.rollout(); roll != nil {
+		roll.Record(db.Hash, cluster.DBNodeRevision{Revision: dbSpec.Revision(), Spec: dbSpec, Version: db.Version, Digest: string(rel.Digest)})
+	}
 	// A host runs only the components of its roles (cluster.roles); the
 	// agent removes the container of a role the host no longer has.
 	out.comps = nil

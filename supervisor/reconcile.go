@@ -20,9 +20,12 @@ import (
 // also materializes them.
 //
 // A desired m3dbnode spec marked failed is replaced by the last good one
-// (see effective).
+// (cluster.Rollout.Effective).
 func (s *Supervisor) plan(ctx context.Context, lay layout, ch store.Change, etcdHostPort string, write bool) ([]agent.Component, error) {
-	ch.Cluster = s.effective(ctx, ch.Cluster)
+	roll := s.rollout()
+	if roll != nil {
+		ch.Cluster = roll.Effective(ctx, ch.Cluster)
+	}
 	rel, err := s.release(ctx, lay, ch.Cluster.Release, needsRelease(ch.Cluster))
 	if err != nil {
 		return nil, err
@@ -113,23 +116,12 @@ func (s *Supervisor) setMessage(msg string) {
 
 // everyShardAvailable is m3dbnode's planned-restart gate: only while every
 // shard of every instance is AVAILABLE can the cluster afford a node down.
+// A lone host before its placement exists loses nothing to a restart.
 func (s *Supervisor) everyShardAvailable(ctx context.Context) error {
 	s.mu.Lock()
 	c := s.m3
 	s.mu.Unlock()
-	tick := time.NewTicker(250 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		p, exists, err := c.Placement(ctx)
-		if err == nil && (!exists || p.AllAvailable()) {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("wait for every shard AVAILABLE: %w", ctx.Err())
-		case <-tick.C:
-		}
-	}
+	return c.WaitAllAvailable(ctx, 250*time.Millisecond, true)
 }
 
 // dbnodeBootstrapped is m3dbnode's health: its /health says bootstrapped.

@@ -12,32 +12,6 @@ import (
 	"github.com/m3sup/m3sup/supervisor/config"
 )
 
-func TestChooseCoordinator(t *testing.T) {
-	coord := func(name string) cluster.Host {
-		return cluster.Host{Name: name, Roles: []cluster.Role{cluster.RoleCoordinator}, Coordinator: "http://" + name + ":7201"}
-	}
-	db := cluster.Host{Name: "a-db", Roles: []cluster.Role{cluster.RoleDBNode}, Endpoint: "a-db:9000", IsolationGroup: "a"}
-	noURL := cluster.Host{Name: "a-nourl", Roles: []cluster.Role{cluster.RoleCoordinator}}
-	for _, tc := range []struct {
-		name    string
-		hosts   []cluster.Host
-		current string
-		want    string
-		ok      bool
-	}{
-		{"none registered", nil, "", "", false},
-		{"only dbnode hosts and one without a URL", []cluster.Host{db, noURL}, "", "", false},
-		{"first by name", []cluster.Host{coord("c3"), db, coord("c1"), coord("c2")}, "", "c1", true},
-		{"keeps the current one while registered", []cluster.Host{coord("c1"), coord("c2")}, "c2", "c2", true},
-		{"moves on when the current one is gone", []cluster.Host{coord("c1"), coord("c3")}, "c2", "c1", true},
-	} {
-		name, url, ok := chooseCoordinator(tc.hosts, tc.current)
-		if ok != tc.ok || name != tc.want || (ok && url != "http://"+tc.want+":7201") {
-			t.Errorf("%s: got %q %q %t, want %q %t", tc.name, name, url, ok, tc.want, tc.ok)
-		}
-	}
-}
-
 func TestRegisteredHostRoles(t *testing.T) {
 	cfg := config.Default()
 	cfg.NodeName = "edge7"
@@ -133,5 +107,13 @@ func TestResumeJoin(t *testing.T) {
 	}
 	if err := s.resumeJoin(lay); err == nil || !strings.Contains(err.Error(), "no join URL") {
 		t.Fatalf("cluster.json without a URL: %v", err)
+	}
+}
+
+// TestComponentNames: the rollout (package cluster) finds the components by
+// the names the daemon gives them.
+func TestComponentNames(t *testing.T) {
+	if DBNode != cluster.DBNodeComponent || Coordinator != cluster.CoordinatorComponent {
+		t.Fatalf("component names: daemon %q %q, cluster %q %q", DBNode, Coordinator, cluster.DBNodeComponent, cluster.CoordinatorComponent)
 	}
 }

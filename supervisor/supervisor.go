@@ -28,6 +28,7 @@ import (
 	"github.com/m3sup/m3sup/supervisor/agent"
 	"github.com/m3sup/m3sup/supervisor/api"
 	"github.com/m3sup/m3sup/supervisor/backup"
+	"github.com/m3sup/m3sup/supervisor/cluster"
 	"github.com/m3sup/m3sup/supervisor/config"
 	"github.com/m3sup/m3sup/supervisor/join"
 	"github.com/m3sup/m3sup/supervisor/m3"
@@ -86,8 +87,6 @@ type Supervisor struct {
 	readyOnce  sync.Once
 	// beat is when the node loop last proved it is alive (watchdog).
 	beat atomic.Int64
-	// roll is the rolling-change and automatic-revert state (rollout.go).
-	roll *rollout
 	// cpuGuard is the CPU-core guard decision, made once in runNode.
 	cpuGuard atomic.Pointer[cpuGuard]
 	// shuttingDown is set once the daemon's run ends: the components stop.
@@ -123,9 +122,9 @@ type Supervisor struct {
 	stateErrs stateErrors
 	// leave is this host's `m3sup leave` (multi-host mode).
 	leave *leaveState
-	// permitRelease gives back the cluster-wide m3dbnode restart permit
-	// while this host holds it (multi-host mode); nil otherwise.
-	permitRelease func(context.Context) error
+	// roll is this host's rolling changes, automatic revert and restart
+	// permit; nil until etcd and the M3 client are connected (runNode).
+	roll *cluster.Rollout
 	// bundledImages are image archives from --bundle files, for containerd.
 	bundledImages []string
 	// lastObserved is the last M3 observation status could make.
@@ -145,7 +144,7 @@ func New(opts Options) *Supervisor {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
-	s := &Supervisor{opts: opts, cfg: opts.Config, log: opts.Logger, leave: newLeaveState(), roll: newRollout()}
+	s := &Supervisor{opts: opts, cfg: opts.Config, log: opts.Logger, leave: newLeaveState()}
 	s.metrics = newMetrics(s)
 	return s
 }
@@ -275,7 +274,9 @@ func (s *Supervisor) notifyReady() {
 func (s *Supervisor) componentChanged(st agent.Status) {
 	s.metrics.componentChanged(st)
 	s.publishStatus()
-	s.roll.poke()
+	if roll := s.rollout(); roll != nil {
+		roll.LookNow()
+	}
 	s.mu.Lock()
 	ag := s.agent
 	s.mu.Unlock()
@@ -288,6 +289,13 @@ func (s *Supervisor) componentChanged(st agent.Status) {
 		}
 	}
 	s.notifyReady()
+}
+
+// rollout is this host's rollout, nil before runNode connected etcd and M3.
+func (s *Supervisor) rollout() *cluster.Rollout {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.roll
 }
 
 // heartbeat records that the node loop is alive.
@@ -401,13 +409,6 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if lg, err := loadLastGood(lay.rolloutFile()); err != nil {
-		s.log.Warn("no last good m3dbnode spec to revert to", zap.Error(err))
-	} else if lg != nil {
-		s.roll.mu.Lock()
-		s.roll.lastGood = lg
-		s.roll.mu.Unlock()
-	}
 	// The watch reports the current state first, then every change.
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	var lastWatchErr string // the watch's goroutine only
@@ -450,15 +451,22 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	client := &m3.Client{BaseURL: "http://" + dialAddr(cfg.Coordinator.ListenAddress), Env: desired.M3.Env, Zone: desired.M3.Zone}
 	if !cfg.Cluster.HasRole(config.RoleCoordinator) {
 		// No coordinator here: drive M3 through a registered peer's.
-		client.BaseURL, client.Endpoint = "", (&coordinatorPicker{cli: etcd.Client(), self: cfg.NodeName}).pick
+		client.BaseURL, client.Endpoint = "", (&cluster.CoordinatorPicker{Cli: etcd.Client()}).Pick
 	}
 	var nodes []string // the local m3dbnode, if this host runs one
 	if cfg.Cluster.HasRole(config.RoleDBNode) {
 		nodes = []string{"http://" + dialAddr(cfg.DBNode.HTTPNodeListenAddress)}
 	}
+	local := cluster.Local{Node: cfg.NodeName, DataDir: cfg.DataDir, Etcd: etcd.Client(), M3: client, Logger: s.log,
+		Progress: func(msg string) { s.setPhase(PhaseBootstrapping, msg) }}
+	roll := cluster.NewRollout(local, cluster.NewPermit(local), cfg.Cluster.RolloutDeadline.D())
+	if err := roll.LoadLastGood(); err != nil {
+		s.log.Warn("no last good m3dbnode spec to revert to", zap.Error(err))
+	}
 	s.mu.Lock()
 	s.m3 = client
 	s.nodes = nodes
+	s.roll = roll
 	s.mu.Unlock()
 
 	s.setPhase(PhaseFetching, desired.Release.URL)
@@ -535,7 +543,7 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 				case <-ctx.Done():
 					return nil
 				case <-tick.C:
-				case <-s.roll.replan: // a rollout halted or failed here: plan again
+				case <-roll.Replans(): // a rollout halted or failed here: plan again
 					s.applyChange(ctx, lay, last, etcd.HostPort(), ag, clusterUpdates)
 				case ch, ok := <-changes:
 					if !ok {
@@ -550,7 +558,7 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	}
 	{ // rolling changes: host state, last good spec, revert, permit release
 		ctx, cancel := context.WithCancel(ctx)
-		g.Add(func() error { return s.runRollout(ctx, lay, ag, etcd.Client(), client) }, func(error) { cancel() })
+		g.Add(func() error { return roll.Run(ctx, ag) }, func(error) { cancel() })
 	}
 	if s.multiHost() && !etcd.Member() {
 		s.log.Info("no scheduled backups on a client-only host: " + errClientOnlyBackup)
@@ -569,7 +577,7 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 		ctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error {
 			if s.multiHost() {
-				return s.runMultiHost(ctx, etcd.Client(), client, desired, clusterUpdates)
+				return s.runMultiHost(ctx, local, desired, clusterUpdates)
 			}
 			return s.runCluster(ctx, client, desired, clusterUpdates)
 		}, func(error) { cancel() })

@@ -308,3 +308,16 @@ func (c *Controller) perform(ctx context.Context, a Action) error {
 	}
 	return nil
 }
+
+// ControllerLeader returns the node leading the placement controller, if
+// any.
+func ControllerLeader(ctx context.Context, cli *clientv3.Client) (node string, ok bool, err error) {
+	resp, err := cli.Get(ctx, ElectionPrefix+"/", append(clientv3.WithFirstCreate(), clientv3.WithLimit(1))...)
+	if err != nil {
+		return "", false, fmt.Errorf("read controller leader: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return "", false, nil
+	}
+	return string(resp.Kvs[0].Value), true, nil
+}

@@ -1,14 +1,24 @@
 // Package cluster coordinates the hosts of a multi-host m3sup cluster
-// through etcd: hosts register themselves under a lease, one
-// leader-elected controller grows and shrinks the M3 placement to match the
-// registered db hosts, and hosts take a cluster-wide permit before a planned
-// m3dbnode restart.
+// through etcd, and owns both the cluster's keys and the behaviour behind
+// them: hosts register themselves under a lease (Registrar), one
+// leader-elected Controller grows and shrinks the M3 placement to match
+// the registered db hosts (Plan decides, pure), Automation runs a host's
+// share of both, hosts take a cluster-wide Permit before a planned restart,
+// and each host's Rollout rolls m3dbnode revisions one host at a time and
+// reverts one that does not become healthy. A host without a coordinator
+// reaches a peer's through CoordinatorPicker.
 //
-// The decision (Plan) is pure; the effects (etcd, the coordinator API) live
-// in Controller, Registrar and AcquirePermit, each synchronous: the caller
-// owns the goroutine.
+// The decision (Plan, the rollout's revert clock) is pure; the effects
+// (etcd, the coordinator API) live in Controller, Registrar, Permit and
+// Rollout, each synchronous: the caller owns the goroutine. They reach the
+// host they run on through Local (node name, data dir, etcd and M3
+// clients, logger, a progress reporter) and Components (the node agent's
+// status), never through the daemon.
 //
-// Import rule (non-test code): standard library, zap, the etcd client (v3 and concurrency)
-// and supervisor/m3; never supervisor/store or any other m3sup package, so
-// the supervisor can wire this beside them.
+// Import rule (non-test code): standard library, zap, the etcd client (v3
+// and concurrency), supervisor/m3, and two leaves: supervisor/spec (a
+// rollout revision is a hash of the desired release and dbnode settings)
+// and supervisor/agent (a rollout judges the agent's component status);
+// never supervisor/store or any other m3sup package, so the supervisor can
+// wire this beside them.
 package cluster

@@ -9,8 +9,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
-
-	"github.com/m3sup/m3sup/supervisor/m3"
+	"go.uber.org/zap"
 )
 
 // PermitPrefix is the etcd mutex that serialises m3dbnode restarts across
@@ -22,13 +21,10 @@ const PermitPrefix = "/m3sup/v1/permits/dbnode"
 // tests can shorten it.
 var permitTTL = 10 * time.Second
 
-// ErrShardsMoving: not every shard is AVAILABLE, so no replica may go down.
-var ErrShardsMoving = errors.New("not every shard is AVAILABLE")
-
 // AcquirePermit takes the cluster-wide m3dbnode restart permit for node.
 //
-// It calls gate first (typically ShardsAvailable) and takes nothing if gate
-// fails. Otherwise it waits for the permit, a mutex bound to a fresh
+// It calls gate first (typically m3.Client.AllAvailable) and takes nothing
+// if gate fails. Otherwise it waits for the permit, a mutex bound to a fresh
 // session lease, for as long as ctx allows, and calls gate again once it
 // holds it, since the previous holder's restart may have moved shards; if
 // that fails it gives the permit back. The holder's name is written into
@@ -103,46 +99,84 @@ func PermitHolder(ctx context.Context, cli *clientv3.Client) (node string, held 
 	return string(resp.Kvs[0].Value), true, nil
 }
 
-// ShardsAvailable is a permit gate: nil when the placement exists and
-// every shard is AVAILABLE, else an error wrapping ErrShardsMoving (or the
-// read error).
-func ShardsAvailable(c *m3.Client) func(context.Context) error {
-	return func(ctx context.Context) error {
-		p, exists, err := c.Placement(ctx)
-		if err != nil {
-			return fmt.Errorf("read placement: %w", err)
-		}
-		if !exists {
-			return fmt.Errorf("no placement: %w", ErrShardsMoving)
-		}
-		if !p.AllAvailable() {
-			return fmt.Errorf("shards %s: %w", shardSummary(p), ErrShardsMoving)
-		}
-		return nil
-	}
+// Permit is this host's hold on the cluster-wide restart permit: whether
+// it holds it, since when, and how to give it back, under one lock. The
+// planned-restart gates of this host's components take it (Acquire), one
+// at a time, so the host queues for it once; the rollout gives it back
+// (Release) once the host has settled.
+//
+//	free ──Acquire (gate ok, mutex won, gate ok again)──► held ──Release──► free
+//	                                                      │
+//	                       Acquire while held: nil at once ┘
+type Permit struct {
+	cli  *clientv3.Client
+	node string
+	log  *zap.Logger
+	sem  chan struct{} // serialises Acquire
+
+	mu      sync.Mutex
+	release func(context.Context) error // nil while not held
+	since   time.Time
 }
 
-// InPlacement reports whether instance id is still in the placement. A
-// host being decommissioned keeps its m3dbnode running until this is
-// false: its shards stream from it while they move.
-func InPlacement(ctx context.Context, c *m3.Client, id string) (bool, error) {
-	p, exists, err := c.Placement(ctx)
-	if err != nil {
-		return false, fmt.Errorf("read placement: %w", err)
-	}
-	_, ok := p.Instances[id]
-	return exists && ok, nil
+// NewPermit returns this host's (l.Node's) permit, not held.
+func NewPermit(l Local) *Permit {
+	return &Permit{cli: l.Etcd, node: l.Node, log: l.logger(), sem: make(chan struct{}, 1)}
 }
 
-// ControllerLeader returns the node leading the placement controller, if
-// any.
-func ControllerLeader(ctx context.Context, cli *clientv3.Client) (node string, ok bool, err error) {
-	resp, err := cli.Get(ctx, ElectionPrefix+"/", append(clientv3.WithFirstCreate(), clientv3.WithLimit(1))...)
+// Acquire takes the permit (AcquirePermit with gate) unless this host
+// holds it already; took says whether this call took it. One caller at a
+// time: a second waits for the first, then finds the permit held.
+func (p *Permit) Acquire(ctx context.Context, gate func(context.Context) error) (took bool, err error) {
+	select {
+	case p.sem <- struct{}{}:
+	case <-ctx.Done():
+		return false, ctx.Err()
+	}
+	defer func() { <-p.sem }()
+	if p.Held() {
+		return false, nil
+	}
+	release, err := AcquirePermit(ctx, p.cli, p.node, gate)
 	if err != nil {
-		return "", false, fmt.Errorf("read controller leader: %w", err)
+		return false, err
 	}
-	if len(resp.Kvs) == 0 {
-		return "", false, nil
+	p.mu.Lock()
+	p.release, p.since = release, time.Now()
+	p.mu.Unlock()
+	return true, nil
+}
+
+// Release gives the permit back if this host holds it.
+func (p *Permit) Release(ctx context.Context) {
+	p.mu.Lock()
+	release := p.release
+	p.release = nil
+	p.mu.Unlock()
+	if release == nil {
+		return
 	}
-	return string(resp.Kvs[0].Value), true, nil
+	if err := release(ctx); err != nil {
+		p.log.Warn("release the restart permit", zap.Error(err))
+		return
+	}
+	p.log.Info("released the restart permit", zap.String("node", p.node))
+}
+
+// Held reports whether this host holds the permit.
+func (p *Permit) Held() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.release != nil
+}
+
+// Since is when this host took the permit it holds (the zero time when it
+// holds none).
+func (p *Permit) Since() time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.release == nil {
+		return time.Time{}
+	}
+	return p.since
 }

@@ -8,8 +8,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-
-	"github.com/m3sup/m3sup/supervisor/m3"
 )
 
 func shortPermitTTL(t *testing.T) {
@@ -176,36 +174,36 @@ func TestPermitWaitCancelled(t *testing.T) {
 	waitFor(t, limit, "b's queue entry gone", func() bool { return keys(t, e.Client(), PermitPrefix+"/") == 1 })
 }
 
-func TestShardsAvailableAndInPlacement(t *testing.T) {
-	f := newFakeM3(t)
-	c := f.client()
+// TestPermitType: one Permit per host; Acquire takes it once, a second
+// Acquire while held takes nothing, Release gives it back, and Held and
+// Since follow.
+func TestPermitType(t *testing.T) {
+	shortPermitTTL(t)
+	e := startEtcd(t)
 	ctx := testCtx(t)
-	gate := ShardsAvailable(c)
-	if err := gate(ctx); !errors.Is(err, ErrShardsMoving) {
-		t.Fatalf("no placement: %v", err)
+	p := NewPermit(Local{Node: "a", Etcd: newClient(t, e)})
+	if p.Held() || !p.Since().IsZero() {
+		t.Fatal("a new permit is held")
 	}
-	if in, err := InPlacement(ctx, c, "h1"); err != nil || in {
-		t.Fatalf("InPlacement without placement: %v %v", in, err)
+	before := time.Now()
+	if took, err := p.Acquire(ctx, okGate); err != nil || !took {
+		t.Fatalf("Acquire: took %t, %v", took, err)
 	}
-	f.setInitState(m3.ShardInitializing)
-	if err := c.InitPlacement(ctx, 4, 3, []m3.Instance{
-		{ID: "h1", IsolationGroup: "a", Endpoint: "h1:9000"},
-		{ID: "h2", IsolationGroup: "b", Endpoint: "h2:9000"},
-		{ID: "h3", IsolationGroup: "c", Endpoint: "h3:9000"},
-	}); err != nil {
-		t.Fatal(err)
+	if !p.Held() || p.Since().Before(before) || permitHolder(t, e.Client()) != "a" {
+		t.Fatalf("after Acquire: held %t since %s holder %q", p.Held(), p.Since(), permitHolder(t, e.Client()))
 	}
-	if err := gate(ctx); !errors.Is(err, ErrShardsMoving) {
-		t.Fatalf("initializing shards: %v", err)
+	refuse := func(context.Context) error { return errors.New("not asked while held") }
+	if took, err := p.Acquire(ctx, refuse); err != nil || took {
+		t.Fatalf("Acquire while held: took %t, %v", took, err)
 	}
-	f.settle()
-	if err := gate(ctx); err != nil {
-		t.Fatalf("all available: %v", err)
+	p.Release(ctx)
+	p.Release(ctx) // idempotent
+	if p.Held() || !p.Since().IsZero() {
+		t.Fatal("held after Release")
 	}
-	if in, err := InPlacement(ctx, c, "h1"); err != nil || !in {
-		t.Fatalf("InPlacement(h1): %v %v", in, err)
-	}
-	if in, err := InPlacement(ctx, c, "h9"); err != nil || in {
-		t.Fatalf("InPlacement(h9): %v %v", in, err)
+	waitFor(t, 5*time.Second, "the permit free", func() bool { return keys(t, e.Client(), PermitPrefix+"/") == 0 })
+	moving := errors.New("moving")
+	if took, err := p.Acquire(ctx, func(context.Context) error { return moving }); !errors.Is(err, moving) || took || p.Held() {
+		t.Fatalf("Acquire with a failing gate: took %t, %v", took, err)
 	}
 }

@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -146,7 +145,7 @@ func Plan(desired Topology, observed Observed) Action {
 		if len(p.ShardStates()) == 0 {
 			return wait("placement has no shards")
 		}
-		return wait("shards moving: %s", shardSummary(p))
+		return wait("shards moving: %s", p.StateSummary())
 	}
 
 	registered := make(map[string]bool, len(db))
@@ -229,16 +228,6 @@ func isolationGroupsWithout(p m3.Placement, id string) int {
 		}
 	}
 	return len(groups)
-}
-
-// shardSummary is "4 AVAILABLE, 2 INITIALIZING", states sorted.
-func shardSummary(p m3.Placement) string {
-	states := p.ShardStates()
-	parts := make([]string, 0, len(states))
-	for _, s := range slices.Sorted(maps.Keys(states)) {
-		parts = append(parts, fmt.Sprintf("%d %s", states[s], s))
-	}
-	return strings.Join(parts, ", ")
 }
 
 // sightings remembers when each placement instance's host was last seen

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -120,23 +119,6 @@ func RolloutFailed(ctx context.Context, cli *clientv3.Client, revision string) (
 		return Failure{}, true, fmt.Errorf("decode rollout failure of %s: %w", revision, err)
 	}
 	return f, true, nil
-}
-
-// Failures returns every recorded failure, oldest first.
-func Failures(ctx context.Context, cli *clientv3.Client) ([]Failure, error) {
-	resp, err := cli.Get(ctx, RolloutFailedPrefix, clientv3.WithPrefix())
-	if err != nil {
-		return nil, fmt.Errorf("read rollout failures: %w", err)
-	}
-	var out []Failure
-	for _, kv := range resp.Kvs {
-		var f Failure
-		if json.Unmarshal(kv.Value, &f) == nil {
-			out = append(out, f)
-		}
-	}
-	slices.SortFunc(out, func(a, b Failure) int { return a.At.Compare(b.At) })
-	return out, nil
 }
 
 // ErrRolloutHalted: the spec a host would restart its m3dbnode for is

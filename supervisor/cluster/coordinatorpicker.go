@@ -1,4 +1,4 @@
-package supervisor
+package cluster
 
 import (
 	"context"
@@ -8,34 +8,33 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-
-	"github.com/m3sup/m3sup/supervisor/cluster"
 )
 
-// coordinatorPicker gives a host that runs no m3coordinator the API of a
-// registered peer's: it keeps the one it picked while that host stays
-// registered with the role, and looks again at most every few seconds.
-type coordinatorPicker struct {
-	cli  *clientv3.Client
-	self string
+// CoordinatorPicker gives a host that runs no m3coordinator the API of a
+// registered peer's (its Pick is an m3.Client Endpoint): it keeps the one
+// it picked while that host stays registered with the role, and looks
+// again at most every Recheck.
+type CoordinatorPicker struct {
+	Cli     *clientv3.Client
+	Recheck time.Duration // zero means 5 s
 
 	mu        sync.Mutex
 	host, url string
 	checked   time.Time
-	recheck   time.Duration // zero means 5 s
 }
 
-func (p *coordinatorPicker) pick(ctx context.Context) (string, error) {
+// Pick returns the base URL of the coordinator to use now.
+func (p *CoordinatorPicker) Pick(ctx context.Context) (string, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	term := p.recheck
+	term := p.Recheck
 	if term == 0 {
 		term = 5 * time.Second
 	}
 	if p.url != "" && time.Since(p.checked) < term {
 		return p.url, nil
 	}
-	hosts, err := cluster.Hosts(ctx, p.cli)
+	hosts, err := Hosts(ctx, p.Cli)
 	if err != nil {
 		if p.url != "" {
 			return p.url, nil // etcd hiccup: keep the last one
@@ -52,11 +51,11 @@ func (p *coordinatorPicker) pick(ctx context.Context) (string, error) {
 
 // chooseCoordinator keeps current while it is registered with the
 // coordinator role and a URL; else it takes the first such host by name.
-func chooseCoordinator(hosts []cluster.Host, current string) (name, url string, ok bool) {
-	var first *cluster.Host
+func chooseCoordinator(hosts []Host, current string) (name, url string, ok bool) {
+	var first *Host
 	for i := range hosts {
 		h := &hosts[i]
-		if !h.Has(cluster.RoleCoordinator) || h.Coordinator == "" {
+		if !h.Has(RoleCoordinator) || h.Coordinator == "" {
 			continue
 		}
 		if h.Name == current {

@@ -1,19 +1,41 @@
-package supervisor
+package cluster
 
 import (
-	"context"
-	"net/http"
-	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/m3sup/m3sup/supervisor/agent"
-	"github.com/m3sup/m3sup/supervisor/cluster"
-	"github.com/m3sup/m3sup/supervisor/spec"
 )
+
+func TestDBNodeSettled(t *testing.T) {
+	run := func(st agent.State, healthy bool, spec, desired string) agent.Status {
+		return agent.Status{State: st, Healthy: healthy, SpecHash: spec, DesiredHash: desired, DesiredActive: true}
+	}
+	stopped := run(agent.StateStopped, false, "new", "new")
+	stopped.DesiredActive = false
+	for _, tc := range []struct {
+		name string
+		st   agent.Status
+		want bool
+	}{
+		{"restarted on the new spec and bootstrapped", run(agent.StateRunning, true, "new", "new"), true},
+		{"restarted, still bootstrapping", run(agent.StateRunning, false, "new", "new"), false},
+		{"waiting on the gate", run(agent.StateWaiting, true, "old", "new"), false},
+		{"manual restart waiting on the gate (same spec)", run(agent.StateWaiting, true, "same", "same"), false},
+		{"stopping for the restart", run(agent.StateStopping, false, "old", "new"), false},
+		{"starting", run(agent.StateStarting, false, "new", "new"), false},
+		{"crashed after the restart", run(agent.StateBackoff, false, "new", "new"), false},
+		{"crash-looping", run(agent.StateCrashLoop, false, "new", "new"), false},
+		{"restart called off: back to running the old spec, which is desired again", run(agent.StateRunning, true, "old", "old"), true},
+		{"a newer spec arrived, not yet picked up", run(agent.StateRunning, true, "old", "newer"), false},
+		{"stopped by the operator", stopped, false},
+	} {
+		if got := dbnodeSettled(tc.st); got != tc.want {
+			t.Errorf("%s: dbnodeSettled = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
 
 func TestRevertClock(t *testing.T) {
 	const deadline = time.Minute
@@ -117,119 +139,5 @@ func TestNotHealthyReason(t *testing.T) {
 	}
 	if got := notHealthyReason(agent.Status{State: agent.StateRunning, Healthy: true}, "1.5.1", time.Minute, false); !strings.Contains(got, "not every shard is AVAILABLE") {
 		t.Errorf("reason %q", got)
-	}
-}
-
-func TestLastGoodRoundTrip(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "rollout.json")
-	if lg, err := loadLastGood(path); err != nil || lg != nil {
-		t.Fatalf("missing file: %+v, %v", lg, err)
-	}
-	d := dbnodeSpec{Release: spec.Release{Version: "1.5.0", URL: "file:///r.tgz", Checksum: "sha256:00"}, DBNode: spec.Component{LogLevel: "info"}}
-	if err := saveLastGood(path, lastGood{Revision: d.revision(), Spec: d, At: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
-	lg, err := loadLastGood(path)
-	if err != nil || lg == nil || lg.Revision != d.revision() || lg.Spec.Release != d.Release {
-		t.Fatalf("loaded %+v, %v", lg, err)
-	}
-	// A file whose revision does not match its spec is refused.
-	if err := os.WriteFile(path, []byte(`{"revision":"abc","spec":{}}`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := loadLastGood(path); err == nil {
-		t.Fatal("a tampered last good file was accepted")
-	}
-}
-
-func TestDBNodeRevision(t *testing.T) {
-	base := spec.Cluster{Release: spec.Release{Version: "1.5.0", URL: "u", Checksum: "sha256:aa"}, DBNode: spec.Component{LogLevel: "info"},
-		Coordinator: spec.Component{LogLevel: "info"}}
-	r := dbnodeSpecOf(base).revision()
-	coord := base
-	coord.Coordinator.LogLevel = "warn"
-	if dbnodeSpecOf(coord).revision() != r {
-		t.Error("a coordinator-only change changed the dbnode revision")
-	}
-	for name, mod := range map[string]func(*spec.Cluster){
-		"checksum":  func(c *spec.Cluster) { c.Release.Checksum = "sha256:bb" },
-		"logLevel":  func(c *spec.Cluster) { c.DBNode.LogLevel = "warn" },
-		"config":    func(c *spec.Cluster) { c.DBNode.Config = map[string]any{"db": map[string]any{"x": 1}} },
-		"image":     func(c *spec.Cluster) { c.DBNode.Image = "quay.io/m3db/m3dbnode:v1.5.0" },
-		"version":   func(c *spec.Cluster) { c.Release.Version = "1.5.1" },
-		"insecure":  func(c *spec.Cluster) { c.Release.InsecureSkipChecksum = true },
-		"url":       func(c *spec.Cluster) { c.Release.URL = "v" },
-		"nothing^1": func(c *spec.Cluster) {},
-	} {
-		c := base
-		mod(&c)
-		if got := dbnodeSpecOf(c).revision(); (got == r) != (name == "nothing^1") || len(got) != 12 {
-			t.Errorf("%s: revision %s (base %s)", name, got, r)
-		}
-	}
-}
-
-func TestEffectiveSpec(t *testing.T) {
-	s := New(Options{})
-	good := spec.Cluster{Release: spec.Release{Version: "1.5.0", URL: "u0", Checksum: "sha256:aa"}, DBNode: spec.Component{LogLevel: "info"},
-		Coordinator: spec.Component{LogLevel: "info"}}
-	bad := good
-	bad.Release = spec.Release{Version: "1.5.1", URL: "u1", Checksum: "sha256:bb"}
-	bad.Coordinator.LogLevel = "warn"
-	ctx := context.Background()
-
-	// No failure: desired as is.
-	if got := s.effective(ctx, bad); got.Release != bad.Release {
-		t.Fatalf("effective without a failure: %+v", got.Release)
-	}
-	// Failed, but nothing known to go back to: desired as is.
-	badRev := dbnodeSpecOf(bad).revision()
-	s.roll.failed[badRev] = cluster.Failure{Revision: badRev, Host: "host2", Reason: "crash-loop"}
-	if got := s.effective(ctx, bad); got.Release != bad.Release {
-		t.Fatalf("effective without a last good spec: %+v", got.Release)
-	}
-	// Failed with a last good spec: its release and dbnode settings, the
-	// desired coordinator settings.
-	s.roll.lastGood = &lastGood{Revision: dbnodeSpecOf(good).revision(), Spec: dbnodeSpecOf(good)}
-	got := s.effective(ctx, bad)
-	if got.Release != good.Release || got.DBNode.LogLevel != "info" || got.Coordinator.LogLevel != "warn" {
-		t.Fatalf("effective when halted: %+v", got)
-	}
-	if s.roll.halted != badRev || s.roll.desiredRev != badRev {
-		t.Fatalf("halted %q desired %q, want %q", s.roll.halted, s.roll.desiredRev, badRev)
-	}
-	// A newer desired state rolls again.
-	newer := bad
-	newer.DBNode.LogLevel = "warn"
-	if got := s.effective(ctx, newer); got.Release != newer.Release || s.roll.halted != "" {
-		t.Fatalf("effective for a newer spec: %+v, halted %q", got.Release, s.roll.halted)
-	}
-}
-
-func TestCoordinatorWritable(t *testing.T) {
-	for _, tc := range []struct {
-		name   string
-		code   int
-		body   string
-		wantOK bool
-	}{
-		{"every namespace writable", 200, `{"readyReads":[{"id":"default"}],"readyWrites":[{"id":"default"}]}`, true},
-		{"session not yet initialised: no namespaces", 200, `{}`, false},
-		{"one namespace not writable", 200, `{"readyWrites":[{"id":"a"}],"notReadyWrites":[{"id":"b"}]}`, false},
-		{"error", 500, `{"error":"M3DB session not yet initialized"}`, false},
-	} {
-		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path != "/ready" {
-				http.NotFound(w, r)
-				return
-			}
-			w.WriteHeader(tc.code)
-			_, _ = w.Write([]byte(tc.body))
-		}))
-		err := coordinatorWritable(context.Background(), srv.URL)
-		srv.Close()
-		if (err == nil) != tc.wantOK {
-			t.Errorf("%s: err %v, want ok %t", tc.name, err, tc.wantOK)
-		}
 	}
 }

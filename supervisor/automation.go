@@ -1,0 +1,63 @@
+package supervisor
+
+import (
+	"context"
+	"fmt"
+	"net"
+
+	"github.com/m3sup/m3sup/supervisor/cluster"
+	"github.com/m3sup/m3sup/supervisor/config"
+	"github.com/m3sup/m3sup/supervisor/spec"
+)
+
+// registeredHost is this host as the cluster registry lists it: its roles
+// (cluster.roles), and on its advertise address its dbnode endpoint and
+// coordinator URL for the roles it has; its isolation group and weight from
+// cluster.isolationGroup and cluster.weight (by default its node name and
+// 100: one group per host).
+func (s *Supervisor) registeredHost() (cluster.Host, error) {
+	adv, cc := s.cfg.Cluster.Advertise, s.cfg.Cluster
+	h := cluster.Host{Name: s.cfg.NodeName, IsolationGroup: cc.IsolationGroup, Weight: cc.Weight, Hostname: adv}
+	s.mu.Lock()
+	h.HoldsCA = s.ca != nil
+	s.mu.Unlock()
+	if h.HoldsCA && cc.JoinListen != "" {
+		_, port, err := net.SplitHostPort(cc.JoinListen)
+		if err != nil {
+			return cluster.Host{}, fmt.Errorf("cluster.joinListen %q: %w", cc.JoinListen, err)
+		}
+		h.JoinURL = "https://" + net.JoinHostPort(adv, port)
+	}
+	if cc.HasRole(config.RoleDBNode) {
+		_, port, err := net.SplitHostPort(s.cfg.DBNode.ListenAddress)
+		if err != nil {
+			return cluster.Host{}, fmt.Errorf("dbnode listen address %q: %w", s.cfg.DBNode.ListenAddress, err)
+		}
+		h.Roles = append(h.Roles, cluster.RoleDBNode)
+		h.Endpoint = net.JoinHostPort(adv, port)
+	}
+	if cc.HasRole(config.RoleCoordinator) {
+		_, port, err := net.SplitHostPort(s.cfg.Coordinator.ListenAddress)
+		if err != nil {
+			return cluster.Host{}, fmt.Errorf("coordinator listen address %q: %w", s.cfg.Coordinator.ListenAddress, err)
+		}
+		h.Roles = append(h.Roles, cluster.RoleCoordinator)
+		h.Coordinator = "http://" + net.JoinHostPort(adv, port)
+	}
+	return h, nil
+}
+
+// runMultiHost is the cluster automation of a multi-host host
+// (cluster.Automation): registered as registeredHost, campaigning for the
+// placement controller, and, once the placement exists, namespaces and
+// readiness as runCluster drives them.
+func (s *Supervisor) runMultiHost(ctx context.Context, local cluster.Local, desired spec.Cluster, updates <-chan spec.Cluster) error {
+	h, err := s.registeredHost()
+	if err != nil {
+		return err
+	}
+	a := &cluster.Automation{Local: local, Host: h, RF: desired.M3.ReplicationFactor, Shards: desired.M3.NumShards,
+		Forget:         func(ctx context.Context, name string) error { return forgetHost(ctx, local.Etcd, name, local.Node) },
+		AfterPlacement: func(ctx context.Context) error { return s.runCluster(ctx, local.M3, desired, updates) }}
+	return a.Run(ctx)
+}
