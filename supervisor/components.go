@@ -51,6 +51,10 @@ type rendered struct {
 	comps []agent.Component
 	files map[string][]byte // config path → contents
 	dirs  []string
+	// dbHash and dbRevision: the m3dbnode container hash and the revision
+	// it runs, for the reconcile path to record (cluster.Rollout.Record).
+	dbHash     string
+	dbRevision cluster.DBNodeRevision
 }
 
 // m3EtcdAutoSync is how often M3's etcd clients refresh their endpoints
@@ -165,9 +169,8 @@ func (s *Supervisor) render(lay layout, desired spec.Cluster, controls spec.Host
 		ctl := controls[c.Name]
 		c.Stopped, c.RestartGeneration = ctl.Stopped, ctl.RestartGeneration
 	}
-	if roll := s.rollout(); roll != nil {
-		roll.Record(db.Hash, cluster.DBNodeRevision{Revision: dbSpec.Revision(), Spec: dbSpec, Version: db.Version, Digest: string(rel.Digest)})
-	}
+	out.dbHash = db.Hash
+	out.dbRevision = cluster.DBNodeRevision{Revision: dbSpec.Revision(), Spec: dbSpec, Version: db.Version, Digest: string(rel.Digest)}
 	// A host runs only the components of its roles (cluster.roles); the
 	// agent removes the container of a role the host no longer has.
 	out.comps = nil

@@ -20,7 +20,8 @@ import (
 // also materializes them.
 //
 // A desired m3dbnode spec marked failed is replaced by the last good one
-// (cluster.Rollout.Effective).
+// (cluster.Rollout.Effective), and the rollout records which revision the
+// rendered m3dbnode runs.
 func (s *Supervisor) plan(ctx context.Context, lay layout, ch store.Change, etcdHostPort string, write bool) ([]agent.Component, error) {
 	roll := s.rollout()
 	if roll != nil {
@@ -46,6 +47,9 @@ func (s *Supervisor) plan(ctx context.Context, lay layout, ch store.Change, etcd
 	r, err := s.render(lay, ch.Cluster, ch.Controls, rel, etcdHostPort)
 	if err != nil {
 		return nil, err
+	}
+	if roll != nil {
+		roll.Record(r.dbHash, r.dbRevision)
 	}
 	if write {
 		if err := materialize(r); err != nil {
