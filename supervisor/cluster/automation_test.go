@@ -17,7 +17,7 @@ func TestAutomation(t *testing.T) {
 	boom := errors.New("boom")
 	a := &Automation{
 		Local: Local{Node: "h1", Etcd: newClient(t, e), M3: f.client()},
-		Host: dbHost("h1", "a"), RF: 1, Shards: 4,
+		Host:  dbHost("h1", "a"), RF: 1, Shards: 4,
 		AfterPlacement: func(context.Context) error {
 			if _, ok := f.placement(); !ok {
 				t.Error("AfterPlacement ran before the placement existed")
