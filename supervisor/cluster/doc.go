@@ -16,9 +16,9 @@
 // status), never through the daemon.
 //
 // Import rule (non-test code): standard library, zap, the etcd client (v3
-// and concurrency), supervisor/m3, and two leaves: supervisor/spec (a
-// rollout revision is a hash of the desired release and dbnode settings)
-// and supervisor/agent (a rollout judges the agent's component status);
-// never supervisor/store or any other m3sup package, so the supervisor can
-// wire this beside them.
+// and concurrency), supervisor/m3, internal/atomicfile (rollout.json), and
+// two leaves: supervisor/spec (a rollout revision is a hash of the desired
+// release and dbnode settings) and supervisor/agent (a rollout judges the
+// agent's component status); never supervisor/store or any other m3sup
+// package, so the supervisor can wire this beside them.
 package cluster
