@@ -677,7 +677,7 @@ func (s *Supervisor) runMultiHost(ctx context.Context, cli *clientv3.Client, c *
 		ctx, cancel := context.WithCancel(ctx)
 		ctl := &cluster.Controller{Cli: cli, M3: c, Node: s.cfg.NodeName,
 			RF: desired.M3.ReplicationFactor, Shards: desired.M3.NumShards, Logger: s.log.Named("controller"),
-			Forget: func(ctx context.Context, name string) error { return forgetHost(ctx, cli, name, s.cfg.NodeName) },
+			Forget: s.remover.Forget,
 			OnStep: func(st cluster.Step) {
 				if st.Action.Mutates() || st.Err != nil {
 					s.log.Info("cluster controller step", zap.String("action", st.Action.String()), zap.Error(st.Err))

@@ -28,6 +28,7 @@ import (
 	"github.com/m3sup/m3sup/supervisor/agent"
 	"github.com/m3sup/m3sup/supervisor/api"
 	"github.com/m3sup/m3sup/supervisor/backup"
+	"github.com/m3sup/m3sup/supervisor/cluster"
 	"github.com/m3sup/m3sup/supervisor/config"
 	"github.com/m3sup/m3sup/supervisor/join"
 	"github.com/m3sup/m3sup/supervisor/m3"
@@ -121,8 +122,10 @@ type Supervisor struct {
 	m3LocalTLS *m3.EtcdTLS
 	// stateErrs are the values in etcd this host refuses now (status).
 	stateErrs stateErrors
-	// leave is this host's `m3sup leave` (multi-host mode).
-	leave *leaveState
+	// leaver and remover are this host's `m3sup leave` and `m3sup
+	// remove-host` (multi-host mode, once etcd and M3 are connected).
+	leaver  *cluster.Leaver
+	remover *cluster.HostRemover
 	// permitRelease gives back the cluster-wide m3dbnode restart permit
 	// while this host holds it (multi-host mode); nil otherwise.
 	permitRelease func(context.Context) error
@@ -145,7 +148,7 @@ func New(opts Options) *Supervisor {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
-	s := &Supervisor{opts: opts, cfg: opts.Config, log: opts.Logger, leave: newLeaveState(), roll: newRollout()}
+	s := &Supervisor{opts: opts, cfg: opts.Config, log: opts.Logger, roll: newRollout()}
 	s.metrics = newMetrics(s)
 	return s
 }
@@ -175,7 +178,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		return fmt.Errorf("restrict data dir %s to 0700: %w", s.cfg.DataDir, err)
 	}
 	// A host that left the cluster never starts again on the same data.
-	if err := checkNotLeft(layout{root: s.cfg.DataDir}); err != nil {
+	if err := cluster.CheckNotLeft(s.cfg.DataDir); err != nil {
 		return err
 	}
 	// A joining host talks to the cluster before it starts anything: a
@@ -378,7 +381,7 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	// A host removed with `m3sup remove-host` never registers or starts M3
 	// again on the same data.
 	if s.multiHost() {
-		if err := s.checkNotRemoved(ctx, lay, etcd.Client()); err != nil {
+		if err := s.leftRecord(lay).CheckNotRemoved(ctx, etcd.Client()); err != nil {
 			return err
 		}
 	}
@@ -460,6 +463,10 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	s.m3 = client
 	s.nodes = nodes
 	s.mu.Unlock()
+	var leaver *cluster.Leaver
+	if s.multiHost() {
+		leaver = s.connectLeave(lay, rt, etcd, client)
+	}
 
 	s.setPhase(PhaseFetching, desired.Release.URL)
 	comps, err := s.plan(ctx, lay, first, etcd.HostPort(), true)
@@ -574,18 +581,16 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 			return s.runCluster(ctx, client, desired, clusterUpdates)
 		}, func(error) { cancel() })
 	}
-	if s.multiHost() { // `m3sup leave`: returns errLeft once M3 let this host go
+	if leaver != nil { // `m3sup leave`: returns cluster.ErrLeft once M3 let this host go
 		ctx, cancel := context.WithCancel(ctx)
-		g.Add(func() error { return s.runLeave(ctx, etcd.Client(), client) }, func(error) { cancel() })
+		g.Add(func() error { return leaver.Run(ctx) }, func(error) { cancel() })
 	}
 	err = g.Run()
-	if errors.Is(err, errLeft) {
-		err = s.finishLeave(ctx, lay, rt, etcd)
-		s.leave.finish(err)
-		return err
+	if errors.Is(err, cluster.ErrLeft) {
+		return leaver.Finish(ctx)
 	}
-	if s.leave.isRequested() {
-		s.leave.finish(fmt.Errorf("m3sup stopped before the leave finished (%v); it resumes when m3sup starts again", err))
+	if leaver != nil {
+		leaver.Stopped(err)
 	}
 	s.setPhase(PhaseStopping, "")
 	if errors.Is(err, store.ErrMemberRemoved) { // removed while cut off from the cluster
