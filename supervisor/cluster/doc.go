@@ -16,7 +16,7 @@
 //
 // Import rule (non-test code): standard library, zap, the etcd client (v3 and concurrency),
 // supervisor/m3, supervisor/api (the wire types Leaver and HostRemover
-// answer with) and supervisor/pki (a leaf: certificate names, atomic file
-// writes); never supervisor/store or any other m3sup package, so the
-// supervisor can wire this beside them.
+// answer with), and the leaves supervisor/pki (certificate names) and
+// internal/atomicfile (left.json); never supervisor/store or any other
+// m3sup package, so the supervisor can wire this beside them.
 package cluster

@@ -12,7 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
-	"github.com/m3sup/m3sup/supervisor/pki"
+	"github.com/m3sup/m3sup/internal/atomicfile"
 )
 
 // ErrHostLeft: `m3sup run` refuses a data dir whose host left the
@@ -113,7 +113,7 @@ func (r LeftRecord) write(lf leftFile) error {
 	if err != nil {
 		return err
 	}
-	return pki.WriteFileAtomic(LeftFile(r.DataDir), b, 0o600)
+	return atomicfile.WriteFile(LeftFile(r.DataDir), b, 0o600)
 }
 
 // recordLeft records that this host left by itself at at.
