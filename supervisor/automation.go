@@ -56,8 +56,9 @@ func (s *Supervisor) runMultiHost(ctx context.Context, local cluster.Local, desi
 	if err != nil {
 		return err
 	}
+	_, remover := s.leaveParts()
 	a := &cluster.Automation{Local: local, Host: h, RF: desired.M3.ReplicationFactor, Shards: desired.M3.NumShards,
-		Forget:         func(ctx context.Context, name string) error { return forgetHost(ctx, local.Etcd, name, local.Node) },
+		Forget:         remover.Forget,
 		AfterPlacement: func(ctx context.Context) error { return s.runCluster(ctx, local.M3, desired, updates) }}
 	return a.Run(ctx)
 }

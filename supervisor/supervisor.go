@@ -120,11 +120,13 @@ type Supervisor struct {
 	m3LocalTLS *m3.EtcdTLS
 	// stateErrs are the values in etcd this host refuses now (status).
 	stateErrs stateErrors
-	// leave is this host's `m3sup leave` (multi-host mode).
-	leave *leaveState
 	// roll is this host's rolling changes, automatic revert and restart
 	// permit; nil until etcd and the M3 client are connected (runNode).
 	roll *cluster.Rollout
+	// leaver and remover are this host's `m3sup leave` and `m3sup
+	// remove-host` (multi-host mode, once etcd and M3 are connected).
+	leaver  *cluster.Leaver
+	remover *cluster.HostRemover
 	// bundledImages are image archives from --bundle files, for containerd.
 	bundledImages []string
 	// lastObserved is the last M3 observation status could make.
@@ -144,7 +146,7 @@ func New(opts Options) *Supervisor {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
-	s := &Supervisor{opts: opts, cfg: opts.Config, log: opts.Logger, leave: newLeaveState()}
+	s := &Supervisor{opts: opts, cfg: opts.Config, log: opts.Logger}
 	s.metrics = newMetrics(s)
 	return s
 }
@@ -174,7 +176,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		return fmt.Errorf("restrict data dir %s to 0700: %w", s.cfg.DataDir, err)
 	}
 	// A host that left the cluster never starts again on the same data.
-	if err := checkNotLeft(layout{root: s.cfg.DataDir}); err != nil {
+	if err := cluster.CheckNotLeft(s.cfg.DataDir); err != nil {
 		return err
 	}
 	// A joining host talks to the cluster before it starts anything: a
@@ -386,7 +388,7 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	// A host removed with `m3sup remove-host` never registers or starts M3
 	// again on the same data.
 	if s.multiHost() {
-		if err := s.checkNotRemoved(ctx, lay, etcd.Client()); err != nil {
+		if err := s.leftRecord(lay).CheckNotRemoved(ctx, etcd.Client()); err != nil {
 			return err
 		}
 	}
@@ -457,7 +459,8 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	if cfg.Cluster.HasRole(config.RoleDBNode) {
 		nodes = []string{"http://" + dialAddr(cfg.DBNode.HTTPNodeListenAddress)}
 	}
-	local := cluster.Local{Node: cfg.NodeName, DataDir: cfg.DataDir, Etcd: etcd.Client(), M3: client, Logger: s.log,
+	local := cluster.Local{Node: cfg.NodeName, DataDir: cfg.DataDir, JoinURL: s.joinURL(lay),
+		Etcd: etcd.Client(), M3: client, Admin: etcdAdmin{cli: etcd.Client()}, Logger: s.log,
 		Progress: func(msg string) { s.setPhase(PhaseBootstrapping, msg) }}
 	roll := cluster.NewRollout(local, cluster.NewPermit(local), cfg.Cluster.RolloutDeadline.D())
 	if err := roll.LoadLastGood(); err != nil {
@@ -468,6 +471,10 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	s.nodes = nodes
 	s.roll = roll
 	s.mu.Unlock()
+	var leaver *cluster.Leaver
+	if s.multiHost() {
+		leaver = s.connectLeave(local, rt, etcd)
+	}
 
 	s.setPhase(PhaseFetching, desired.Release.URL)
 	comps, err := s.plan(ctx, lay, first, etcd.HostPort(), true)
@@ -582,18 +589,16 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 			return s.runCluster(ctx, client, desired, clusterUpdates)
 		}, func(error) { cancel() })
 	}
-	if s.multiHost() { // `m3sup leave`: returns errLeft once M3 let this host go
+	if leaver != nil { // `m3sup leave`: returns cluster.ErrLeft once M3 let this host go
 		ctx, cancel := context.WithCancel(ctx)
-		g.Add(func() error { return s.runLeave(ctx, etcd.Client(), client) }, func(error) { cancel() })
+		g.Add(func() error { return leaver.Run(ctx) }, func(error) { cancel() })
 	}
 	err = g.Run()
-	if errors.Is(err, errLeft) {
-		err = s.finishLeave(ctx, lay, rt, etcd)
-		s.leave.finish(err)
-		return err
+	if errors.Is(err, cluster.ErrLeft) {
+		return leaver.Finish(ctx)
 	}
-	if s.leave.isRequested() {
-		s.leave.finish(fmt.Errorf("m3sup stopped before the leave finished (%v); it resumes when m3sup starts again", err))
+	if leaver != nil {
+		leaver.Stopped(err)
 	}
 	s.setPhase(PhaseStopping, "")
 	if errors.Is(err, store.ErrMemberRemoved) { // removed while cut off from the cluster

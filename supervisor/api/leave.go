@@ -8,8 +8,8 @@ import (
 	"strconv"
 )
 
-// Leaver decommissions this host (multi-host mode); the daemon implements
-// it.
+// Leaver decommissions this host (multi-host mode); cluster.Leaver
+// implements it, and the daemon routes to it.
 type Leaver interface {
 	// Leave checks that this host may leave (it changes nothing when it
 	// may not: ErrConflict with the reason), marks it leaving in etcd and

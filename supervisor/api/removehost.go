@@ -10,7 +10,7 @@ import (
 )
 
 // HostRemover removes another host that is gone for good (multi-host
-// mode); the daemon implements it.
+// mode); cluster.HostRemover implements it, and the daemon routes to it.
 type HostRemover interface {
 	// RemoveHost checks that host name may be removed (it changes nothing
 	// when it may not: ErrConflict with the reason, ErrInvalid for a bad

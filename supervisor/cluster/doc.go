@@ -8,17 +8,24 @@
 // reverts one that does not become healthy. A host without a coordinator
 // reaches a peer's through CoordinatorPicker.
 //
-// The decision (Plan, the rollout's revert clock) is pure; the effects
-// (etcd, the coordinator API) live in Controller, Registrar, Permit and
-// Rollout, each synchronous: the caller owns the goroutine. They reach the
-// host they run on through Local (node name, data dir, etcd and M3
-// clients, logger, a progress reporter) and Components (the node agent's
-// status), never through the daemon.
+// A host leaves with `m3sup leave` (Leaver), removes another that is gone
+// for good with `m3sup remove-host` (HostRemover), and refuses to run on a
+// data dir whose host left or was removed (LeftRecord, CheckNotLeft).
+//
+// The decisions (Plan, the rollout's revert clock) are pure; the effects
+// (etcd, the coordinator API) live in Controller, Registrar, Permit,
+// Rollout, Leaver and HostRemover, each synchronous: the caller owns the
+// goroutine. They reach the host they run on through Local (node name,
+// data dir, etcd and M3 clients, EtcdAdmin for what package store does, a
+// progress reporter, logger) and Components (the node agent's status),
+// never through the daemon.
 //
 // Import rule (non-test code): standard library, zap, the etcd client (v3
-// and concurrency), supervisor/m3, internal/atomicfile (rollout.json), and
-// two leaves: supervisor/spec (a rollout revision is a hash of the desired
-// release and dbnode settings) and supervisor/agent (a rollout judges the
-// agent's component status); never supervisor/store or any other m3sup
-// package, so the supervisor can wire this beside them.
+// and concurrency), supervisor/m3, supervisor/api (the wire types Leaver
+// and HostRemover answer with), internal/atomicfile (rollout.json,
+// left.json), and the leaves supervisor/spec (a rollout revision is a hash
+// of the desired release and dbnode settings), supervisor/agent (a rollout
+// judges the agent's component status) and supervisor/pki (certificate
+// names); never supervisor/store or any other m3sup package, so the
+// supervisor can wire this beside them.
 package cluster

@@ -39,6 +39,14 @@ func (f *fakeM3) client() *m3.Client {
 	return &m3.Client{BaseURL: f.srv.URL, HTTP: f.srv.Client()}
 }
 
+// set makes p the placement M3 answers with.
+func (f *fakeM3) set(p m3.Placement) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.p = &p
+	f.version++
+}
+
 func (f *fakeM3) muts() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()

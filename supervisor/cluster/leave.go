@@ -25,8 +25,8 @@ import (
 //	MarkLeaving → controller removes its placement instance (Plan, while
 //	every shard is AVAILABLE and RF instances and isolation groups remain)
 //	→ M3 streams its shards away; the instance is gone and every shard is
-//	AVAILABLE → the host stops its containers, leaves etcd, deregisters,
-//	ClearLeaving → gone
+//	AVAILABLE → the host stops its containers, leaves etcd and deletes its
+//	keys, this record last (ForgetOps) → gone (Leaver)
 const LeavingPrefix = "/m3sup/v1/leaving/"
 
 // ErrCannotLeave means a host's leave was refused: removing it would leave
@@ -111,23 +111,6 @@ func ForgetOps(name string) []clientv3.Op {
 		clientv3.OpDelete(RolloutHostsPrefix + name),
 		clientv3.OpDelete(LeavingPrefix + name),
 	}
-}
-
-// ClearLeaving deletes host name's leaving record (the host has left).
-func ClearLeaving(ctx context.Context, cli *clientv3.Client, name string) error {
-	if _, err := cli.Delete(ctx, LeavingPrefix+name); err != nil {
-		return fmt.Errorf("clear %s leaving: %w", name, err)
-	}
-	return nil
-}
-
-// Deregister deletes host name's registry key now (its lease would expire
-// it anyway).
-func Deregister(ctx context.Context, cli *clientv3.Client, name string) error {
-	if _, err := cli.Delete(ctx, RegistryPrefix+name); err != nil {
-		return fmt.Errorf("deregister %s: %w", name, err)
-	}
-	return nil
 }
 
 // LeavingHosts returns every leaving host's record by name.

@@ -39,7 +39,7 @@ func TestMarkLeaving(t *testing.T) {
 	if err := MarkLeaving(ctx, cli, "h4", t0, seen); err != nil {
 		t.Fatalf("mark on a fresh view: %v", err)
 	}
-	if err := ClearLeaving(ctx, cli, "h3"); err != nil {
+	if _, err := cli.Txn(ctx).Then(ForgetOps("h3")...).Commit(); err != nil {
 		t.Fatal(err)
 	}
 	if lv, err := LeavingHosts(ctx, cli); err != nil || len(lv) != 1 || lv["h4"].Name != "h4" {
