@@ -44,6 +44,7 @@ import (
 	"github.com/m3sup/m3sup/runtime/containerd"
 	"github.com/m3sup/m3sup/supervisor/api"
 	"github.com/m3sup/m3sup/supervisor/cluster"
+	"github.com/m3sup/m3sup/supervisor/join"
 	"github.com/m3sup/m3sup/supervisor/m3"
 	"github.com/m3sup/m3sup/supervisor/pki"
 	"github.com/m3sup/m3sup/supervisor/store"
@@ -332,7 +333,7 @@ func (s *Supervisor) finishLeave(ctx context.Context, lay layout, rt *containerd
 		return fmt.Errorf("leave: %w", err)
 	}
 	lf := leftFile{Node: name, Left: time.Now().UTC(), JoinURL: s.opts.Join.URL}
-	if cf, err := readClusterFile(lay); err == nil {
+	if cf, err := join.ReadClusterFile(lay.clusterFile()); err == nil {
 		lf.JoinURL = cf.JoinURL
 	}
 	b, err := json.MarshalIndent(lf, "", "  ")

@@ -32,6 +32,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/m3sup/m3sup/supervisor/cluster"
+	"github.com/m3sup/m3sup/supervisor/join"
 	"github.com/m3sup/m3sup/supervisor/pki"
 	"github.com/m3sup/m3sup/supervisor/store"
 )
@@ -71,11 +72,11 @@ func (s *Supervisor) memberRemoved(ctx context.Context, lay layout, cause error)
 // zero At means it could not be read.
 func (s *Supervisor) lookupRemoval(ctx context.Context, lay layout) (cluster.Removed, error) {
 	name := s.cfg.NodeName
-	cf, err := readClusterFile(lay)
+	cf, err := join.ReadClusterFile(lay.clusterFile())
 	if err != nil {
 		return cluster.Removed{}, err
 	}
-	own, _, _ := s.etcdURLs()
+	own, _, _ := s.memberOptions().AdvertisedURLs()
 	eps := slices.DeleteFunc(slices.Clone(cf.Endpoints), func(u string) bool { return u == own })
 	if len(eps) == 0 {
 		return cluster.Removed{}, errors.New("no other etcd voter known in " + lay.clusterFile())
@@ -84,7 +85,7 @@ func (s *Supervisor) lookupRemoval(ctx context.Context, lay layout) (cluster.Rem
 	e, err := store.ConnectCluster(ctx, store.ClientOptions{
 		Endpoints: eps,
 		CAFile:    filepath.Join(dir, pki.CACertFile),
-		CertFile:  filepath.Join(dir, clientCertFile), KeyFile: filepath.Join(dir, clientKeyFile),
+		CertFile:  filepath.Join(dir, pki.ClientCertFile), KeyFile: filepath.Join(dir, pki.ClientKeyFile),
 		StartTimeout: 10 * time.Second,
 		Logger:       s.log,
 	})
@@ -116,7 +117,7 @@ func (s *Supervisor) refuseRemoved(lay layout, r cluster.Removed) error {
 	if r.At.IsZero() {
 		lf.Left, lf.RemovedBy = time.Now().UTC(), ""
 	}
-	if cf, err := readClusterFile(lay); err == nil {
+	if cf, err := join.ReadClusterFile(lay.clusterFile()); err == nil {
 		lf.JoinURL = cf.JoinURL
 	}
 	b, err := json.MarshalIndent(lf, "", "  ")
