@@ -155,15 +155,6 @@ func (e *Etcd) Err() <-chan error {
 	return e.srv.Err()
 }
 
-// StoppingNotify is closed when the server begins to stop; never without a
-// member.
-func (e *Etcd) StoppingNotify() <-chan struct{} {
-	if e.srv == nil {
-		return nil
-	}
-	return e.srv.Server.StoppingNotify()
-}
-
 // Stopped is closed once the member's server has stopped: by Close, or on
 // its own (StopErr); never without a member.
 func (e *Etcd) Stopped() <-chan struct{} {
