@@ -1,12 +1,3 @@
-// Package join lets a new host join an m3sup cluster: join tokens (format,
-// their store in etcd, and the `m3sup token` API, TokenService), the HTTPS
-// join endpoint a member serves, the client a joining host calls (Join,
-// Joiner) and what a joined host remembers (ClusterFile, cluster.json).
-// The token pins the cluster CA, so a joiner checks whom it talks to before
-// it sends anything.
-//
-// Import rule: join depends on pki and etcd's client only; it never imports
-// the embedded etcd server (store) — the caller adapts store to Membership.
 package join
 
 import (

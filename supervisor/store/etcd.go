@@ -1,6 +1,3 @@
-// Package store holds m3sup's state in etcd: the embedded etcd member (start,
-// readiness, orderly close) and typed access to m3sup's keys under /m3sup/v1/.
-// M3 keeps its own placement and namespace keys in the same etcd.
 package store
 
 import (
