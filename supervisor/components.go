@@ -19,6 +19,7 @@ import (
 	"github.com/m3sup/m3sup/supervisor/cluster"
 	"github.com/m3sup/m3sup/supervisor/config"
 	"github.com/m3sup/m3sup/supervisor/m3"
+	"github.com/m3sup/m3sup/supervisor/member"
 	"github.com/m3sup/m3sup/supervisor/spec"
 )
 
@@ -34,6 +35,16 @@ type layout struct{ root string }
 func (l layout) etcd() string       { return filepath.Join(l.root, "etcd") }
 func (l layout) cache() string      { return filepath.Join(l.root, "cache") }
 func (l layout) containerd() string { return filepath.Join(l.root, "containerd") }
+
+// pki holds the CA and this host's etcd certificates (member.Paths).
+func (l layout) pki() string { return filepath.Join(l.root, "pki") }
+
+// m3PKI holds only what M3's containers may see: the CA certificate and
+// their etcd client certificate, never the CA key or the peer key.
+func (l layout) m3PKI() string { return filepath.Join(l.root, "pki", "m3") }
+
+// clusterFile is what a joined host remembers of its join (join.ClusterFile).
+func (l layout) clusterFile() string { return filepath.Join(l.root, "cluster.json") }
 
 // component returns <root>/components/<name>/<sub>.
 func (l layout) component(name, sub string) string {
@@ -110,12 +121,13 @@ func (s *Supervisor) render(lay layout, desired spec.Cluster, controls spec.Host
 	out := rendered{files: map[string][]byte{}}
 	etcdParams := m3.EtcdParams{Endpoints: []string{etcdHostPort}, Env: desired.M3.Env, Zone: desired.M3.Zone, Service: "m3db"}
 	s.mu.Lock()
-	mh, localTLS := s.m3Etcd, s.m3LocalTLS
+	me := s.m3Etcd
 	s.mu.Unlock()
-	if mh != nil { // multi-host: every voter, over mutual TLS
-		etcdParams.Endpoints, etcdParams.TLS, etcdParams.AutoSync = mh.Endpoints, mh.TLS, m3EtcdAutoSync
-	} else if localTLS != nil { // single node: the local member, over mutual TLS
-		etcdParams.TLS = localTLS
+	multi := me.Voters != nil
+	if multi { // multi-host: every voter, over mutual TLS
+		etcdParams.Endpoints, etcdParams.TLS, etcdParams.AutoSync = me.Voters, me.TLS, m3EtcdAutoSync
+	} else if me.TLS != nil { // single node: the local member, over mutual TLS
+		etcdParams.TLS = me.TLS
 	}
 
 	dbYAML, coordYAML, err := s.renderConfigs(desired, etcdParams)
@@ -127,7 +139,7 @@ func (s *Supervisor) render(lay layout, desired spec.Cluster, controls spec.Host
 	// or leaving restarts nothing; the files name the voters of now for
 	// the components' next start.
 	dbHashed, coordHashed := dbYAML, coordYAML
-	if mh != nil {
+	if multi {
 		etcdParams.Endpoints = []string{votersPlaceholder}
 		if dbHashed, coordHashed, err = s.renderConfigs(desired, etcdParams); err != nil {
 			return out, err
@@ -143,7 +155,7 @@ func (s *Supervisor) render(lay layout, desired spec.Cluster, controls spec.Host
 	db.Listen = []string{cfg.DBNode.ListenAddress, cfg.DBNode.HTTPNodeListenAddress, cfg.DBNode.HTTPClusterListenAddress, cfg.DBNode.DebugListenAddress}
 	dbSpec := cluster.DBNodeSpecOf(desired)
 	db.Gate = s.everyShardAvailable
-	if mh != nil { // one host at a time, under the cluster-wide permit
+	if multi { // one host at a time, under the cluster-wide permit
 		db.Gate = s.rollout().RestartGate(dbSpec.Revision())
 	}
 	db.Healthy = s.dbnodeBootstrapped
@@ -157,13 +169,13 @@ func (s *Supervisor) render(lay layout, desired spec.Cluster, controls spec.Host
 	co.Spec.NoFile = s.noFileLimit(1 << 20)
 	co.Listen = []string{cfg.Coordinator.ListenAddress, cfg.Coordinator.MetricsListenAddress}
 	co.Healthy = s.coordinatorHealthy
-	if mh != nil { // a new release reaches the coordinators one host at a time too
+	if multi { // a new release reaches the coordinators one host at a time too
 		co.Gate = s.rollout().RestartGate("")
 	}
 
 	for _, c := range []*agent.Component{&db, &co} {
 		if etcdParams.TLS != nil {
-			c.Spec.Mounts = append(c.Spec.Mounts, runtime.Mount{Source: lay.m3PKI(), Destination: containerPKI, ReadOnly: true})
+			c.Spec.Mounts = append(c.Spec.Mounts, runtime.Mount{Source: lay.m3PKI(), Destination: member.ContainerPKI, ReadOnly: true})
 		}
 		c.Hash = specHash(c.Spec)
 		ctl := controls[c.Name]

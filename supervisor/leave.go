@@ -14,6 +14,7 @@ import (
 	"github.com/m3sup/m3sup/runtime/containerd"
 	"github.com/m3sup/m3sup/supervisor/api"
 	"github.com/m3sup/m3sup/supervisor/cluster"
+	"github.com/m3sup/m3sup/supervisor/join"
 	"github.com/m3sup/m3sup/supervisor/pki"
 	"github.com/m3sup/m3sup/supervisor/store"
 )
@@ -101,7 +102,7 @@ func (s *Supervisor) RemoveHostDone(ctx context.Context, name string) error {
 // joinURL is the join endpoint this host joined through (cluster.json's,
 // else --join's), for the advice on rejoining in left.json's refusal.
 func (s *Supervisor) joinURL(lay layout) string {
-	if cf, err := readClusterFile(lay); err == nil {
+	if cf, err := join.ReadClusterFile(lay.clusterFile()); err == nil {
 		return cf.JoinURL
 	}
 	return s.opts.Join.URL
@@ -123,11 +124,11 @@ func (s *Supervisor) memberRemoved(ctx context.Context, lay layout, cause error)
 // host's own left out), as an etcd client, who removed this host and when
 // (cluster.LookupRemoval).
 func (s *Supervisor) lookupRemoval(ctx context.Context, lay layout) (cluster.Removed, error) {
-	cf, err := readClusterFile(lay)
+	cf, err := join.ReadClusterFile(lay.clusterFile())
 	if err != nil {
 		return cluster.Removed{}, err
 	}
-	own, _, _ := s.etcdURLs()
+	own, _, _ := s.memberOptions().AdvertisedURLs()
 	eps := slices.DeleteFunc(slices.Clone(cf.Endpoints), func(u string) bool { return u == own })
 	if len(eps) == 0 {
 		return cluster.Removed{}, errors.New("no other etcd voter known in " + lay.clusterFile())
@@ -136,7 +137,7 @@ func (s *Supervisor) lookupRemoval(ctx context.Context, lay layout) (cluster.Rem
 	e, err := store.ConnectCluster(ctx, store.ClientOptions{
 		Endpoints: eps,
 		CAFile:    filepath.Join(dir, pki.CACertFile),
-		CertFile:  filepath.Join(dir, clientCertFile), KeyFile: filepath.Join(dir, clientKeyFile),
+		CertFile:  filepath.Join(dir, pki.ClientCertFile), KeyFile: filepath.Join(dir, pki.ClientKeyFile),
 		StartTimeout: 10 * time.Second,
 		Logger:       s.log,
 	})

@@ -179,13 +179,13 @@ func TestMemberRemovedLooksUp(t *testing.T) {
 			}
 		}
 	}
-	issue(voter, pki.IssueOptions{CommonName: pki.EtcdPeerCN, IPs: []net.IP{net.ParseIP("127.0.0.2")}, Usage: pki.UsagePeer}, peerCertFile, peerKeyFile)
-	issue(voter, pki.IssueOptions{CommonName: "m3sup-node:h1", Usage: pki.UsageClient}, clientCertFile, clientKeyFile)
+	issue(voter, pki.IssueOptions{CommonName: pki.EtcdPeerCN, IPs: []net.IP{net.ParseIP("127.0.0.2")}, Usage: pki.UsagePeer}, pki.PeerCertFile, pki.PeerKeyFile)
+	issue(voter, pki.IssueOptions{CommonName: "m3sup-node:h1", Usage: pki.UsageClient}, pki.ClientCertFile, pki.ClientKeyFile)
 	ports := etcdtest.FreePorts(t, "127.0.0.2", 2)
 	voterURL := fmt.Sprintf("https://127.0.0.2:%d", ports[0])
 	o := store.ClusterOptions{Name: "h1", Dir: filepath.Join(voter, "etcd"), ClientURL: voterURL, PeerURL: fmt.Sprintf("https://127.0.0.2:%d", ports[1]),
-		TLS: store.ClusterTLS{CAFile: filepath.Join(voter, pki.CACertFile), CertFile: filepath.Join(voter, peerCertFile), KeyFile: filepath.Join(voter, peerKeyFile),
-			ClientCertFile: filepath.Join(voter, clientCertFile), ClientKeyFile: filepath.Join(voter, clientKeyFile)},
+		TLS: store.ClusterTLS{CAFile: filepath.Join(voter, pki.CACertFile), CertFile: filepath.Join(voter, pki.PeerCertFile), KeyFile: filepath.Join(voter, pki.PeerKeyFile),
+			ClientCertFile: filepath.Join(voter, pki.ClientCertFile), ClientKeyFile: filepath.Join(voter, pki.ClientKeyFile)},
 		AllowedPeerCN: pki.EtcdPeerCN, StartTimeout: 30 * time.Second}
 	e, err := store.StartClusterEtcd(ctx, o)
 	if err != nil {
@@ -202,16 +202,16 @@ func TestMemberRemovedLooksUp(t *testing.T) {
 	if err := os.MkdirAll(lay.pki(), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := copyFiles(voter, lay.pki(), pki.CACertFile); err != nil {
+	if err := pki.CopyFiles(voter, lay.pki(), pki.CACertFile); err != nil {
 		t.Fatal(err)
 	}
-	issue(lay.pki(), pki.IssueOptions{CommonName: "m3sup-node:h3", Usage: pki.UsageClient}, clientCertFile, clientKeyFile)
+	issue(lay.pki(), pki.IssueOptions{CommonName: "m3sup-node:h3", Usage: pki.UsageClient}, pki.ClientCertFile, pki.ClientKeyFile)
 	s := New(Options{Config: cfg, Join: JoinOptions{URL: "https://127.0.0.2:7443"}})
-	own, _, err := s.etcdURLs()
+	own, _, err := s.memberOptions().AdvertisedURLs()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := writeClusterFile(lay, clusterFile{JoinURL: "https://127.0.0.2:7443", Role: join.RoleVoter, Endpoints: []string{own, voterURL}}); err != nil {
+	if err := join.WriteClusterFile(lay.clusterFile(), join.ClusterFile{JoinURL: "https://127.0.0.2:7443", Role: join.RoleVoter, Endpoints: []string{own, voterURL}}); err != nil {
 		t.Fatal(err)
 	}
 

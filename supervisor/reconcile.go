@@ -36,10 +36,14 @@ func (s *Supervisor) plan(ctx context.Context, lay layout, ch store.Change, etcd
 	}
 	if write && s.multiHost() {
 		s.mu.Lock()
-		e := s.etcd
+		m := s.member
 		s.mu.Unlock()
-		if e != nil {
-			if err := s.followVoters(ctx, lay, e.Client()); err != nil && ctx.Err() == nil {
+		if m != nil {
+			if me, err := m.FollowVoters(ctx); err == nil {
+				s.mu.Lock()
+				s.m3Etcd = me
+				s.mu.Unlock()
+			} else if ctx.Err() == nil {
 				s.log.Warn("M3's configs keep the etcd voters they had (their etcd clients follow the member list anyway)", zap.Error(err))
 			}
 		}

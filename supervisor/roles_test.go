@@ -2,9 +2,7 @@ package supervisor
 
 import (
 	"errors"
-	"os"
 	"reflect"
-	"strings"
 	"testing"
 
 	"github.com/m3sup/m3sup/supervisor/api"
@@ -83,30 +81,6 @@ func TestRenderRoles(t *testing.T) {
 		if !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("roles %v render %v, want %v", tc.roles, got, tc.want)
 		}
-	}
-}
-
-// TestResumeJoin: a host with cluster.json is a joined host even without
-// --join; a cluster.json without a join URL is an error, none is nothing.
-func TestResumeJoin(t *testing.T) {
-	dir := t.TempDir()
-	lay := layout{root: dir}
-	s := New(Options{Config: config.Default()})
-	if err := s.resumeJoin(lay); err != nil || s.opts.Join.URL != "" {
-		t.Fatalf("no cluster.json: %v, join %q", err, s.opts.Join.URL)
-	}
-	if err := os.WriteFile(lay.clusterFile(), []byte(`{"joinURL":"https://10.0.0.1:7443","role":"voter"}`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.resumeJoin(lay); err != nil || s.opts.Join.URL != "https://10.0.0.1:7443" || !s.multiHost() {
-		t.Fatalf("cluster.json: %v, join %q, multi-host %t", err, s.opts.Join.URL, s.multiHost())
-	}
-	s = New(Options{Config: config.Default()})
-	if err := os.WriteFile(lay.clusterFile(), []byte(`{}`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.resumeJoin(lay); err == nil || !strings.Contains(err.Error(), "no join URL") {
-		t.Fatalf("cluster.json without a URL: %v", err)
 	}
 }
 

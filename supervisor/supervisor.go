@@ -15,7 +15,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +32,7 @@ import (
 	"github.com/m3sup/m3sup/supervisor/join"
 	"github.com/m3sup/m3sup/supervisor/m3"
 	"github.com/m3sup/m3sup/supervisor/m3/cpucore"
+	"github.com/m3sup/m3sup/supervisor/member"
 	"github.com/m3sup/m3sup/supervisor/pki"
 	"github.com/m3sup/m3sup/supervisor/spec"
 	"github.com/m3sup/m3sup/supervisor/store"
@@ -63,6 +63,12 @@ type Options struct {
 	// CPUProbe checks whether M3's per-core queues are safe on this host;
 	// nil uses cpucore.Probe (tests inject their own).
 	CPUProbe func() cpucore.Result
+}
+
+// JoinOptions asks a host to join an existing cluster.
+type JoinOptions struct {
+	URL   string // https://host:port of the first host's join endpoint
+	Token string // K10<ca-hash>::<id>.<secret>
 }
 
 // Phases of the daemon, reported in status.
@@ -110,14 +116,15 @@ type Supervisor struct {
 	nodes      []string // m3dbnode /health URLs
 	ready      bool
 	store      *store.Store
-	// ca is the cluster CA on the host that serves joins (multi-host mode).
+	// member is this host's etcd, started; nil before.
+	member *member.Member
+	// ca is the cluster CA this host holds (multi-host mode: member.CA).
 	ca *pki.CA
-	// m3Etcd is how M3 reaches etcd in multi-host mode (every voter, TLS);
-	// nil in single-node mode.
-	m3Etcd *m3.EtcdParams
-	// m3LocalTLS is M3's etcd client certificate in single-node mode
-	// (<dataDir>/pki/m3, seen at containerPKI); nil before etcd started.
-	m3LocalTLS *m3.EtcdTLS
+	// m3Etcd is how M3 reaches etcd (member.FollowVoters); zero before
+	// etcd started.
+	m3Etcd member.M3Etcd
+	// tokens serves `m3sup token` once this host holds the CA and etcd.
+	tokens join.TokenService
 	// stateErrs are the values in etcd this host refuses now (status).
 	stateErrs stateErrors
 	// roll is this host's rolling changes, automatic revert and restart
@@ -160,8 +167,13 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	if os.Geteuid() != 0 {
 		return ErrNotRoot
 	}
-	if err := s.resumeJoin(layout{root: s.cfg.DataDir}); err != nil {
-		return err
+	lay := layout{root: s.cfg.DataDir}
+	if s.opts.Join.URL == "" { // a host that joined before starts as one
+		u, err := join.Resume(lay.clusterFile(), s.log)
+		if err != nil {
+			return err
+		}
+		s.opts.Join.URL = u
 	}
 	if c := s.cfg.Cluster; !s.multiHost() && !(c.HasRole(config.RoleDBNode) && c.HasRole(config.RoleCoordinator)) {
 		return fmt.Errorf("cluster.roles %v: a single-node m3sup runs both dbnode and coordinator; a host with one role belongs to a multi-host cluster (cluster.joinListen on the first host, --join on the others)", c.Roles)
@@ -181,14 +193,17 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 	// A joining host talks to the cluster before it starts anything: a
 	// refused join leaves nothing running.
-	if err := s.joinCluster(ctx, layout{root: s.cfg.DataDir}); err != nil {
+	joiner := &join.Joiner{URL: s.opts.Join.URL, Token: s.opts.Join.Token, NodeName: s.cfg.NodeName,
+		Advertise: s.cfg.Cluster.Advertise, EtcdURLs: s.memberOptions().AdvertisedURLs,
+		PKIDir: lay.pki(), ClusterFile: lay.clusterFile(), Logger: s.log}
+	if err := joiner.Join(ctx); err != nil {
 		return err
 	}
 	ln, err := api.Listen(s.cfg.API.Socket)
 	if err != nil {
 		return err
 	}
-	srv := api.NewServer(s, s, s.metrics.registry, s.log)
+	srv := api.NewServer(apiProvider{s, &s.tokens}, s, s.metrics.registry, s.log)
 
 	var g run.Group
 	if n := s.opts.Notifier; n != nil {
@@ -205,6 +220,33 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	nodeCtx, cancelNode := context.WithCancel(ctx)
 	g.Add(func() error { return s.runNode(nodeCtx) }, func(error) { cancelNode() })
 	return g.Run()
+}
+
+// apiProvider is what the local API serves: the daemon, and the optional
+// services it finds on its provider by type assertion (api.Tokens here).
+type apiProvider struct {
+	*Supervisor
+	*join.TokenService
+}
+
+var _ api.Tokens = apiProvider{}
+
+// multiHost reports whether this host runs in multi-host mode.
+func (s *Supervisor) multiHost() bool { return s.cfg.Cluster.MultiHost(s.opts.Join.URL) }
+
+// memberOptions says which etcd this host runs (member.Start).
+func (s *Supervisor) memberOptions() member.Options {
+	cfg, lay := s.cfg, layout{root: s.cfg.DataDir}
+	return member.Options{
+		NodeName: cfg.NodeName, EtcdName: cfg.Etcd.Name,
+		ClientURL: cfg.Etcd.ClientURL, PeerURL: cfg.Etcd.PeerURL,
+		MultiHost: s.multiHost(), Joined: s.opts.Join.URL != "",
+		Advertise: cfg.Cluster.Advertise, JoinListen: cfg.Cluster.JoinListen, MaxVoters: cfg.Cluster.MaxVoters,
+		StartTimeout: cfg.Etcd.StartTimeout.D(),
+		Paths:        member.Paths{PKI: lay.pki(), M3PKI: lay.m3PKI(), Etcd: lay.etcd(), ClusterFile: lay.clusterFile()},
+		Logger:       s.log,
+		Progress:     func(msg string) { s.setPhase(PhaseStartingEtcd, msg) },
+	}
 }
 
 // setPhase records the daemon's phase and message: both go to systemd's
@@ -364,26 +406,19 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	})
 	defer closeRuntime()
 
-	etcdURL, _ := localURL(cfg.Etcd.ClientURL)
-	if s.multiHost() {
-		if u, _, err := s.etcdURLs(); err == nil {
-			etcdURL = u
-		}
-		if cf, err := readClusterFile(lay); err == nil && cf.Role == join.RoleClient {
-			etcdURL = "client-only host; voters " + strings.Join(cf.Endpoints, ", ")
-		}
-	}
-	s.setPhase(PhaseStartingEtcd, etcdURL)
-	etcd, err := s.startEtcd(ctx, lay)
+	mo := s.memberOptions()
+	s.setPhase(PhaseStartingEtcd, mo.Target())
+	mem, err := member.Start(ctx, mo)
 	if errors.Is(err, store.ErrMemberRemoved) { // removed with `m3sup remove-host` while it was down
 		return s.memberRemoved(ctx, lay, err)
 	}
 	if err != nil {
 		return err
 	}
+	etcd := mem.Etcd()
 	defer func() {
 		closeRuntime()
-		etcd.Close()
+		mem.Close()
 	}()
 	// A host removed with `m3sup remove-host` never registers or starts M3
 	// again on the same data.
@@ -395,7 +430,7 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	// The join endpoint (the host that holds the CA, multi-host mode) serves
 	// as soon as etcd does, before M3 is fetched, and stops before etcd.
 	var joinDone chan error
-	if execute, interrupt, err := s.joinServer(etcd); err != nil {
+	if execute, interrupt, err := mem.JoinServer(); err != nil {
 		return err
 	} else if execute != nil {
 		joinDone = make(chan error, 1)
@@ -404,8 +439,11 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	}
 	st := store.New(etcd.Client())
 	s.mu.Lock()
-	s.etcd, s.store = etcd, st
+	s.etcd, s.store, s.member, s.ca, s.m3Etcd = etcd, st, mem, mem.CA(), mem.M3Etcd()
 	s.mu.Unlock()
+	if ca := mem.CA(); ca != nil {
+		s.tokens.Enable(etcd.Client(), ca)
+	}
 
 	inForce, err := s.loadOrSeedSpec(ctx, st)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/m3sup/m3sup/supervisor/config"
 	"github.com/m3sup/m3sup/supervisor/m3"
+	"github.com/m3sup/m3sup/supervisor/member"
 )
 
 // TestRenderVotersChange: in multi-host mode the M3 configs name the etcd
@@ -25,7 +26,7 @@ func TestRenderVotersChange(t *testing.T) {
 	desired := SpecFromConfig(cfg)
 	render := func(voters ...string) rendered {
 		t.Helper()
-		s.m3Etcd = &m3.EtcdParams{Endpoints: voters, TLS: &m3.EtcdTLS{CertPath: "/p/c.crt", KeyPath: "/p/c.key", CAPath: "/p/ca.crt"}}
+		s.m3Etcd = member.M3Etcd{Voters: voters, TLS: &m3.EtcdTLS{CertPath: "/p/c.crt", KeyPath: "/p/c.key", CAPath: "/p/ca.crt"}}
 		r, err := s.render(lay, desired, nil, rel, "127.0.0.1:2379")
 		if err != nil {
 			t.Fatal(err)
@@ -60,7 +61,7 @@ func TestRenderVotersChange(t *testing.T) {
 		}
 	}
 	// Single-node mode: the local etcd, no autoSyncInterval.
-	s.m3Etcd = nil
+	s.m3Etcd = member.M3Etcd{}
 	r, err := s.render(lay, desired, nil, rel, "127.0.0.1:2379")
 	if err != nil {
 		t.Fatal(err)

@@ -12,7 +12,9 @@ import (
 	"github.com/m3sup/m3sup/supervisor/join"
 )
 
-// Tokens manages join tokens (multi-host mode); the daemon implements it.
+// Tokens manages join tokens (multi-host mode); join.TokenService
+// implements it. Its join.ErrNotIssuer is a conflict, and a
+// join.ErrInvalidTokenOptions from CreateToken an invalid request.
 type Tokens interface {
 	CreateToken(ctx context.Context, o join.TokenOptions) (string, join.TokenInfo, error)
 	ListTokens(ctx context.Context) ([]join.TokenInfo, error)
@@ -48,7 +50,7 @@ func tokenRoutes(mux *http.ServeMux, t Tokens) {
 		}
 		tok, info, err := t.CreateToken(r.Context(), o)
 		if err != nil {
-			writeError(w, err)
+			writeError(w, tokenError(err))
 			return
 		}
 		writeJSON(w, http.StatusCreated, TokenCreated{Token: tok, Info: info})
@@ -56,7 +58,7 @@ func tokenRoutes(mux *http.ServeMux, t Tokens) {
 	mux.HandleFunc("GET /v1/tokens", func(w http.ResponseWriter, r *http.Request) {
 		list, err := t.ListTokens(r.Context())
 		if err != nil {
-			writeError(w, err)
+			writeError(w, tokenError(err))
 			return
 		}
 		if list == nil {
@@ -70,11 +72,23 @@ func tokenRoutes(mux *http.ServeMux, t Tokens) {
 			err = fmt.Errorf("%w: %w", ErrNotFound, err)
 		}
 		if err != nil {
-			writeError(w, err)
+			writeError(w, tokenError(err))
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})
+}
+
+// tokenError gives join's errors their API kind: options a token cannot
+// have are invalid, a host that cannot issue tokens is a conflict.
+func tokenError(err error) error {
+	switch {
+	case errors.Is(err, join.ErrInvalidTokenOptions):
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	case errors.Is(err, join.ErrNotIssuer):
+		return fmt.Errorf("%w: %w", ErrConflict, err)
+	}
+	return err
 }
 
 // decodeTokenRequest reads a TokenRequest strictly (no unknown field, no

@@ -3,6 +3,7 @@ package api_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -78,4 +79,39 @@ func TestCreateTokenRequest(t *testing.T) {
 	if len(f.got) != 1 {
 		t.Fatalf("refused requests reached the daemon: %+v", f.got)
 	}
+}
+
+// TestTokenErrorKinds: a host that cannot issue tokens (a
+// join.TokenService not enabled) answers every token call with a conflict
+// that says who can; options the token store refuses are invalid.
+func TestTokenErrorKinds(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c := api.NewClient(serve(t, &struct {
+		fakeProvider
+		*join.TokenService
+	}{TokenService: &join.TokenService{}}, prometheus.NewRegistry()))
+	_, err := c.CreateToken(ctx, join.TokenOptions{TTL: time.Hour})
+	if !errors.Is(err, api.ErrConflict) || !strings.Contains(err.Error(), "holds the cluster CA") {
+		t.Errorf("CreateToken without the CA: %v, want a conflict", err)
+	}
+	if _, err := c.ListTokens(ctx); !errors.Is(err, api.ErrConflict) {
+		t.Errorf("ListTokens without the CA: %v, want a conflict", err)
+	}
+	if err := c.RevokeToken(ctx, "abcdef"); !errors.Is(err, api.ErrConflict) {
+		t.Errorf("RevokeToken without the CA: %v, want a conflict", err)
+	}
+
+	c = api.NewClient(serve(t, &refusingTokens{}, prometheus.NewRegistry()))
+	if _, err := c.CreateToken(ctx, join.TokenOptions{TTL: time.Hour}); !errors.Is(err, api.ErrInvalid) {
+		t.Errorf("CreateToken refused by the store: %v, want invalid", err)
+	}
+}
+
+// refusingTokens refuses every token's options, as join.Tokens.Create does
+// bad ones.
+type refusingTokens struct{ fakeTokens }
+
+func (*refusingTokens) CreateToken(context.Context, join.TokenOptions) (string, join.TokenInfo, error) {
+	return "", join.TokenInfo{}, fmt.Errorf("%w: uses 0: want 1 to 100", join.ErrInvalidTokenOptions)
 }

@@ -1,10 +1,3 @@
-// Package join lets a new host join an m3sup cluster: join tokens (format
-// and their store in etcd), the HTTPS join endpoint a member serves, and the
-// client a joining host calls. The token pins the cluster CA, so a joiner
-// checks whom it talks to before it sends anything.
-//
-// Import rule: join depends on pki and etcd's client only; it never imports
-// the embedded etcd server (store) — the caller adapts store to Membership.
 package join
 
 import (

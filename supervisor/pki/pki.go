@@ -1,6 +1,3 @@
-// Package pki is m3sup's certificate authority: it creates and persists the
-// cluster CA, issues leaf certificates (server, client, peer) from it, and
-// builds the tls.Configs that trust only that CA. Standard library only.
 package pki
 
 import (

@@ -331,28 +331,6 @@ func AddLearner(ctx context.Context, cli *clientv3.Client, peerURL string) (uint
 	return resp.Member.ID, out, nil
 }
 
-// InitialCluster returns the "name=peerURL,..." list the member id starts
-// with (as StateExisting) under the given name.
-func InitialCluster(members []Member, id uint64, name string) (string, error) {
-	if !slices.ContainsFunc(members, func(m Member) bool { return m.ID == id }) {
-		return "", fmt.Errorf("initial cluster: member %x: %w", id, ErrNotMember)
-	}
-	var parts []string
-	for _, m := range members {
-		n := m.Name
-		if m.ID == id {
-			n = name
-		}
-		if n == "" {
-			return "", fmt.Errorf("initial cluster: etcd member %x has not started yet; one join at a time", m.ID)
-		}
-		for _, u := range m.PeerURLs {
-			parts = append(parts, n+"="+u)
-		}
-	}
-	return strings.Join(parts, ","), nil
-}
-
 // PromoteWhenReady promotes learner id to a voter, retrying while etcd says
 // the learner has not caught up with the leader (or has no leader for a
 // moment). It returns nil if id already is a voter. Without a deadline on

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -104,12 +105,18 @@ func (m *clusterMember) join(t *testing.T, voters ...*clusterMember) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ic, err := store.InitialCluster(members, id, m.name)
-	if err != nil {
-		t.Fatal(err)
+	var ic []string // what the join endpoint answers
+	for _, x := range members {
+		n := x.Name
+		if x.ID == id {
+			n = m.name
+		}
+		for _, u := range x.PeerURLs {
+			ic = append(ic, n+"="+u)
+		}
 	}
 	m.opts.State = store.StateExisting
-	m.opts.InitialCluster = ic
+	m.opts.InitialCluster = strings.Join(ic, ",")
 	for _, v := range voters {
 		m.opts.Endpoints = append(m.opts.Endpoints, v.opts.ClientURL)
 	}
@@ -286,24 +293,6 @@ func TestClusterOptionsRefused(t *testing.T) {
 	}
 }
 
-func TestInitialCluster(t *testing.T) {
-	ms := []store.Member{
-		{ID: 1, Name: "a", PeerURLs: []string{"https://a:2380"}},
-		{ID: 2, PeerURLs: []string{"https://b:2380"}, IsLearner: true},
-	}
-	got, err := store.InitialCluster(ms, 2, "b")
-	if err != nil || got != "a=https://a:2380,b=https://b:2380" {
-		t.Errorf("InitialCluster = %q, %v", got, err)
-	}
-	if _, err := store.InitialCluster(ms, 3, "c"); !errors.Is(err, store.ErrNotMember) {
-		t.Errorf("unknown id: %v", err)
-	}
-	ms = append(ms, store.Member{ID: 3, PeerURLs: []string{"https://c:2380"}, IsLearner: true})
-	if _, err := store.InitialCluster(ms, 3, "c"); err == nil {
-		t.Error("another unstarted member accepted")
-	}
-}
-
 func TestQuorumAfterRemoval(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -405,7 +394,7 @@ func TestConnectCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.Close()
-	if e.Member() || e.IsLeader() || e.MemberID() != 0 || e.Err() != nil || e.StoppingNotify() != nil {
+	if e.Member() || e.IsLeader() || e.MemberID() != 0 || e.Err() != nil || e.Stopped() != nil {
 		t.Fatalf("client-only Etcd claims a member: member %t leader %t id %x", e.Member(), e.IsLeader(), e.MemberID())
 	}
 	if e.Endpoint() != m1.opts.ClientURL {

@@ -1,6 +1,3 @@
-// Package store holds m3sup's state in etcd: the embedded etcd member (start,
-// readiness, orderly close) and typed access to m3sup's keys under /m3sup/v1/.
-// M3 keeps its own placement and namespace keys in the same etcd.
 package store
 
 import (
@@ -153,15 +150,6 @@ func (e *Etcd) Err() <-chan error {
 		return nil
 	}
 	return e.srv.Err()
-}
-
-// StoppingNotify is closed when the server begins to stop; never without a
-// member.
-func (e *Etcd) StoppingNotify() <-chan struct{} {
-	if e.srv == nil {
-		return nil
-	}
-	return e.srv.Server.StoppingNotify()
 }
 
 // Stopped is closed once the member's server has stopped: by Close, or on

@@ -84,8 +84,8 @@ func TestStartEtcd(t *testing.T) {
 	select {
 	case err := <-e.Err():
 		t.Fatalf("server error right after start: %v", err)
-	case <-e.StoppingNotify():
-		t.Fatal("server stopping right after start")
+	case <-e.Stopped():
+		t.Fatal("server stopped right after start")
 	default:
 	}
 	if !e.IsLeader() {
@@ -117,9 +117,9 @@ func TestStartEtcd(t *testing.T) {
 	e.Close()
 	e.Close() // idempotent
 	select {
-	case <-e.StoppingNotify():
+	case <-e.Stopped():
 	default:
-		t.Fatal("StoppingNotify not closed after Close")
+		t.Fatal("Stopped not closed after Close")
 	}
 }
 

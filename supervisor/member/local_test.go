@@ -1,4 +1,4 @@
-package supervisor
+package member
 
 import (
 	"context"
@@ -25,19 +25,21 @@ import (
 	"github.com/m3sup/m3sup/supervisor/store"
 )
 
-// localSupervisor is a single-node Supervisor whose etcd listens on free
-// loopback ports, configured with plain http:// URLs as older configs
-// (and the defaults) have them.
-func localSupervisor(t *testing.T, dataDir string) (*Supervisor, config.Config) {
+// localOptions is a single node whose etcd listens on free loopback
+// ports, configured with plain http:// URLs as older configs (and the
+// defaults) have them.
+func localOptions(t *testing.T, dataDir string) Options {
 	t.Helper()
-	cfg := config.Default()
-	cfg.DataDir = dataDir
-	cfg.NodeName = "n1"
-	cfg.Etcd.Name = "n1"
 	p := etcdtest.FreePorts(t, "127.0.0.1", 2)
-	cfg.Etcd.ClientURL = fmt.Sprintf("http://127.0.0.1:%d", p[0])
-	cfg.Etcd.PeerURL = fmt.Sprintf("http://127.0.0.1:%d", p[1])
-	return New(Options{Config: cfg, Logger: zap.NewNop()}), cfg
+	return Options{
+		NodeName: "n1", EtcdName: "n1",
+		ClientURL:    fmt.Sprintf("http://127.0.0.1:%d", p[0]),
+		PeerURL:      fmt.Sprintf("http://127.0.0.1:%d", p[1]),
+		StartTimeout: config.Default().Etcd.StartTimeout.D(),
+		Paths: Paths{PKI: filepath.Join(dataDir, "pki"), M3PKI: filepath.Join(dataDir, "pki", "m3"),
+			Etcd: filepath.Join(dataDir, "etcd"), ClusterFile: filepath.Join(dataDir, "cluster.json")},
+		Logger: zap.NewNop(),
+	}
 }
 
 func tlsClient(t *testing.T, endpoint, dir, name string, caFile string) *clientv3.Client {
@@ -62,13 +64,12 @@ func tlsClient(t *testing.T, endpoint, dir, name string, caFile string) *clientv
 // stays and the recorded peer URL moves to https.
 func TestLocalEtcdRootOnly(t *testing.T) {
 	dataDir := t.TempDir()
-	s, cfg := localSupervisor(t, dataDir)
-	lay := layout{root: dataDir}
+	o := localOptions(t, dataDir)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
 	// An earlier m3sup: plain HTTP, no auth, a spec in it.
-	old, err := store.StartEtcd(ctx, store.EtcdOptions{Name: cfg.Etcd.Name, Dir: lay.etcd(), ClientURL: cfg.Etcd.ClientURL, PeerURL: cfg.Etcd.PeerURL})
+	old, err := store.StartEtcd(ctx, store.EtcdOptions{Name: o.EtcdName, Dir: o.Paths.Etcd, ClientURL: o.ClientURL, PeerURL: o.PeerURL})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,10 +79,11 @@ func TestLocalEtcdRootOnly(t *testing.T) {
 	old.Close()
 
 	for round := range 2 { // the upgrade, then a restart of the secure setup
-		e, err := s.startLocalEtcd(ctx, lay)
+		m, err := Start(ctx, o)
 		if err != nil {
 			t.Fatalf("round %d: %v", round, err)
 		}
+		e := m.Etcd()
 		got, err := e.Client().Get(ctx, "/m3sup/v1/old")
 		if err != nil || len(got.Kvs) != 1 || string(got.Kvs[0].Value) != "kept" {
 			t.Fatalf("round %d: data of the old data dir: %v %v", round, got, err)
@@ -92,18 +94,24 @@ func TestLocalEtcdRootOnly(t *testing.T) {
 		}
 		e.Close()
 	}
-	fi, err := os.Stat(lay.pki())
+	fi, err := os.Stat(o.Paths.PKI)
 	if err != nil || fi.Mode().Perm() != 0o700 {
 		t.Fatalf("pki dir: %v %v", fi.Mode(), err)
 	}
 
-	e, err := s.startLocalEtcd(ctx, lay)
+	m, err := Start(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer e.Close()
-	hostPort := strings.TrimPrefix(cfg.Etcd.ClientURL, "http://")
-	peerHostPort := strings.TrimPrefix(cfg.Etcd.PeerURL, "http://")
+	defer m.Close()
+	if m.CA() != nil {
+		t.Error("a single node returns its CA as the cluster CA")
+	}
+	if me := m.M3Etcd(); me.Voters != nil || me.TLS == nil || me.TLS.CAPath != ContainerPKI+"/"+pki.CACertFile {
+		t.Errorf("M3's etcd on a single node: %+v", me)
+	}
+	hostPort := strings.TrimPrefix(o.ClientURL, "http://")
+	peerHostPort := strings.TrimPrefix(o.PeerURL, "http://")
 
 	// Plain HTTP on both ports, and HTTPS without a client certificate.
 	for _, u := range []string{"http://" + hostPort + "/version", "http://" + peerHostPort + "/members", "http://" + peerHostPort + "/metrics"} {
@@ -133,8 +141,8 @@ func TestLocalEtcdRootOnly(t *testing.T) {
 	pcancel()
 
 	// M3's certificate: M3's keys only.
-	ca := filepath.Join(lay.pki(), pki.CACertFile)
-	m3c := tlsClient(t, "https://"+hostPort, lay.m3PKI(), "etcd-client", ca)
+	ca := filepath.Join(o.Paths.PKI, pki.CACertFile)
+	m3c := tlsClient(t, "https://"+hostPort, o.Paths.M3PKI, "etcd-client", ca)
 	if _, err := m3c.Put(ctx, "_sd.placement/default_env/m3db", "x"); err != nil {
 		t.Errorf("M3's certificate cannot write M3's placement: %v", err)
 	}
@@ -147,23 +155,23 @@ func TestLocalEtcdRootOnly(t *testing.T) {
 		t.Errorf("M3's certificate reading %s: %v, want permission denied", store.ClusterKey, err)
 	}
 	// The member certificate is no etcd user.
-	peer := tlsClient(t, "https://"+hostPort, lay.pki(), "etcd-peer", ca)
+	peer := tlsClient(t, "https://"+hostPort, o.Paths.PKI, "etcd-peer", ca)
 	if _, err := peer.Put(ctx, store.ClusterKey, "{}"); err == nil {
 		t.Error("the member certificate wrote the cluster spec")
 	}
-	e.Close()
+	m.Close()
 
 	// The same data under another node name (a backup restored onto
 	// another host): the setup runs as root, so the new host's identity
 	// gets its user instead of being locked out.
-	s2, _ := localSupervisor(t, dataDir)
-	s2.cfg.NodeName = "n2"
-	e2, err := s2.startLocalEtcd(ctx, lay)
+	o2 := localOptions(t, dataDir)
+	o2.NodeName = "n2"
+	m2, err := Start(ctx, o2)
 	if err != nil {
 		t.Fatalf("start under another node name: %v", err)
 	}
-	defer e2.Close()
-	if _, err := e2.Client().Put(ctx, "/m3sup/v1/renamed", "ok"); err != nil {
+	defer m2.Close()
+	if _, err := m2.Etcd().Client().Put(ctx, "/m3sup/v1/renamed", "ok"); err != nil {
 		t.Fatalf("host n2 on n1's data: %v", err)
 	}
 }

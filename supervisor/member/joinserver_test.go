@@ -1,4 +1,4 @@
-package supervisor
+package member
 
 import (
 	"context"
@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/m3sup/m3sup/internal/etcdtest"
 	"github.com/m3sup/m3sup/supervisor/cluster"
 	"github.com/m3sup/m3sup/supervisor/config"
@@ -15,7 +17,7 @@ import (
 	"github.com/m3sup/m3sup/supervisor/pki"
 )
 
-// TestJoinServerWiring runs the daemon's own join endpoint (joinServer:
+// TestJoinServerWiring runs the daemon's own join endpoint (JoinServer:
 // the http.Server with its timeouts, etcd membership, token store, name
 // checks) over a real etcd: a plain token makes a client-only host though
 // voter seats are free; the token is then used up; a name a running host
@@ -29,16 +31,16 @@ func TestJoinServerWiring(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := config.Default()
-	cfg.DataDir, cfg.NodeName, cfg.Cluster.Advertise = t.TempDir(), "host1", "127.0.0.1"
 	port := etcdtest.FreePorts(t, "127.0.0.1", 1)[0]
-	cfg.Cluster.JoinListen = fmt.Sprintf("127.0.0.1:%d", port)
-	s := New(Options{Config: cfg})
-	s.ca, s.etcd = ca, e
-	execute, interrupt, err := s.joinServer(e)
+	o := Options{NodeName: "host1", Advertise: "127.0.0.1", MultiHost: true,
+		JoinListen: fmt.Sprintf("127.0.0.1:%d", port), MaxVoters: config.Default().Cluster.MaxVoters, Logger: zap.NewNop()}
+	m := &Member{o: o, etcd: e, ca: ca}
+	execute, interrupt, err := m.JoinServer()
 	if err != nil || execute == nil {
-		t.Fatalf("joinServer: %v", err)
+		t.Fatalf("JoinServer: %v", err)
 	}
+	var s join.TokenService
+	s.Enable(e.Client(), m.CA())
 	done := make(chan error, 1)
 	go func() { done <- execute() }()
 	t.Cleanup(func() {
@@ -57,7 +59,7 @@ func TestJoinServerWiring(t *testing.T) {
 		return join.Request{NodeName: name, Advertise: []string{ip}, WantVoter: true,
 			PeerURL: "https://" + ip + ":2380", ClientURL: "https://" + ip + ":2379"}
 	}
-	// joinServer listens before it returns: no wait for execute.
+	// JoinServer listens before it returns: no wait for execute.
 	r, err := join.Join(ctx, url, plain, req("host2", "127.0.0.3"))
 	if err != nil {
 		t.Fatal(err)
@@ -92,11 +94,7 @@ func TestJoinServerWiring(t *testing.T) {
 			t.Errorf("join as %s: %v, want %q", tt.req.NodeName, err, tt.want)
 		}
 	}
-	ts, err := s.tokens()
-	if err != nil {
-		t.Fatal(err)
-	}
-	list, err := ts.List(ctx)
+	list, err := s.ListTokens(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package supervisor
+package member
 
 import (
 	"context"
@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/m3sup/m3sup/internal/etcdtest"
 	"github.com/m3sup/m3sup/supervisor/config"
@@ -46,8 +48,8 @@ func (m *oneVoter) RemoveMember(_ context.Context, id uint64) error {
 
 // TestJoinedVoterHoldsCA: a voter that joins keeps the CA key under its
 // pki dir (not in the copy M3's containers see), loads it on start, issues
-// tokens that pin the cluster CA, registers as a CA holder that serves
-// joins with cluster.joinListen; a client-only host gets no CA key.
+// tokens that pin the cluster CA, serves joins with cluster.joinListen; a
+// client-only host gets no CA key and serves none.
 func TestJoinedVoterHoldsCA(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -76,35 +78,39 @@ func TestJoinedVoterHoldsCA(t *testing.T) {
 		t.Cleanup(srv.Close)
 		return srv.URL
 	}
-	joined := func(name, ip, url string) (*Supervisor, layout) {
-		cfg := config.Default()
-		cfg.DataDir, cfg.NodeName, cfg.Cluster.Advertise = t.TempDir(), name, ip
-		s := New(Options{Config: cfg, Join: JoinOptions{URL: url, Token: tok.Encode()}})
-		lay := layout{root: cfg.DataDir}
-		if err := s.joinCluster(ctx, lay); err != nil {
+	joined := func(name, ip, url string) *Member {
+		dir := t.TempDir()
+		def := config.Default().Etcd
+		o := Options{NodeName: name, Advertise: ip, MultiHost: true, Joined: true, Logger: zap.NewNop(),
+			ClientURL: def.ClientURL, PeerURL: def.PeerURL,
+			Paths: Paths{PKI: filepath.Join(dir, "pki"), M3PKI: filepath.Join(dir, "pki", "m3"), ClusterFile: filepath.Join(dir, "cluster.json")}}
+		j := &join.Joiner{URL: url, Token: tok.Encode(), NodeName: name, Advertise: ip, EtcdURLs: o.AdvertisedURLs,
+			PKIDir: o.Paths.PKI, ClusterFile: o.Paths.ClusterFile, Logger: zap.NewNop()}
+		if err := j.Join(ctx); err != nil {
 			t.Fatal(err)
 		}
-		return s, lay
+		return &Member{o: o, etcd: e}
 	}
 
-	s, lay := joined("host2", "127.0.0.3", serve(3))
-	fi, err := os.Stat(filepath.Join(lay.pki(), pki.CAKeyFile))
+	s := joined("host2", "127.0.0.3", serve(3))
+	fi, err := os.Stat(filepath.Join(s.o.Paths.PKI, pki.CAKeyFile))
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("the voter's CA key: %v, mode %v (want 0600)", err, fi.Mode())
 	}
-	if err := s.loadJoinedCA(lay); err != nil || s.ca == nil || s.ca.Fingerprint() != ca.Fingerprint() {
-		t.Fatalf("loadJoinedCA: %v, CA %v", err, s.ca)
+	if err := s.loadJoinedCA(); err != nil || s.CA() == nil || s.CA().Fingerprint() != ca.Fingerprint() {
+		t.Fatalf("loadJoinedCA: %v, CA %v", err, s.CA())
 	}
-	if err := copyFiles(lay.pki(), lay.m3PKI(), pki.CACertFile, clientCertFile, clientKeyFile); err != nil {
+	if err := pki.CopyFiles(s.o.Paths.PKI, s.o.Paths.M3PKI, pki.CACertFile, pki.ClientCertFile, pki.ClientKeyFile); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(lay.m3PKI(), pki.CAKeyFile)); err == nil {
+	if _, err := os.Stat(filepath.Join(s.o.Paths.M3PKI, pki.CAKeyFile)); err == nil {
 		t.Fatal("M3's pki copy holds the CA key")
 	}
 
 	// Tokens made on this voter pin the cluster CA and pass the first host's check.
-	s.etcd = e
-	text, _, err := s.CreateToken(ctx, join.TokenOptions{TTL: time.Hour, Description: "made on host2"})
+	var ts join.TokenService
+	ts.Enable(e.Client(), s.CA())
+	text, _, err := ts.CreateToken(ctx, join.TokenOptions{TTL: time.Hour, Description: "made on host2"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,15 +122,8 @@ func TestJoinedVoterHoldsCA(t *testing.T) {
 		t.Fatalf("the first host refuses host2's token: %v", err)
 	}
 
-	h, err := s.registeredHost()
-	if err != nil || !h.HoldsCA || h.JoinURL != "" {
-		t.Fatalf("registered without joinListen: %+v, %v", h, err)
-	}
-	s.cfg.Cluster.JoinListen = "127.0.0.1:0"
-	if h, err = s.registeredHost(); err != nil || !h.HoldsCA || h.JoinURL != "https://127.0.0.3:0" {
-		t.Fatalf("registered with joinListen: %+v, %v", h, err)
-	}
-	execute, interrupt, err := s.joinServer(e)
+	s.o.JoinListen = "127.0.0.1:0"
+	execute, interrupt, err := s.JoinServer()
 	if err != nil || execute == nil {
 		t.Fatalf("joinServer on a voter that holds the CA: %v", err)
 	}
@@ -136,15 +135,15 @@ func TestJoinedVoterHoldsCA(t *testing.T) {
 	}
 
 	// Beyond maxVoters (1 here): a client-only host, no CA key.
-	c, clay := joined("host3", "127.0.0.4", serve(1))
-	if _, err := os.Stat(filepath.Join(clay.pki(), pki.CAKeyFile)); err == nil {
+	c := joined("host3", "127.0.0.4", serve(1))
+	if _, err := os.Stat(filepath.Join(c.o.Paths.PKI, pki.CAKeyFile)); err == nil {
 		t.Fatal("a client-only host got the CA key")
 	}
-	c.cfg.Cluster.JoinListen = "127.0.0.1:0"
-	if execute, _, err := c.joinServer(e); err != nil || execute != nil {
-		t.Fatalf("joinServer on a host without the CA: %v, serving %t", err, execute != nil)
+	if cf, err := join.ReadClusterFile(c.o.Paths.ClusterFile); err != nil || cf.Role != join.RoleClient {
+		t.Fatalf("client-only host's cluster.json: %+v, %v", cf, err)
 	}
-	if h, err := c.registeredHost(); err != nil || h.HoldsCA || h.JoinURL != "" {
-		t.Fatalf("client-only host registered: %+v, %v", h, err)
+	c.o.JoinListen = "127.0.0.1:0"
+	if execute, _, err := c.JoinServer(); err != nil || execute != nil {
+		t.Fatalf("JoinServer on a host without the CA: %v, serving %t", err, execute != nil)
 	}
 }

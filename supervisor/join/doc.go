@@ -1,0 +1,12 @@
+// Package join lets a new host join an m3sup cluster: join tokens (format,
+// their store in etcd, and the `m3sup token` API, TokenService), the HTTPS
+// join endpoint a member serves, the client a joining host calls (Join,
+// Joiner) and what a joined host remembers (ClusterFile, cluster.json).
+// The token pins the cluster CA, so a joiner checks whom it talks to before
+// it sends anything.
+//
+// Import rule: join depends on pki, etcd's client and zap only; it never
+// imports the embedded etcd server (store), cluster or api — the caller
+// (supervisor/member) adapts store to Membership, and the API maps join's
+// errors (ErrNotIssuer, ErrInvalidTokenOptions) to its own kinds.
+package join

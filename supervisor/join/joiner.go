@@ -1,0 +1,153 @@
+package join
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/m3sup/m3sup/supervisor/pki"
+)
+
+// ClusterFile is what a joined host remembers of its join
+// (<dataDir>/cluster.json), so a restart starts its etcd member instead of
+// joining again. Endpoints follow the etcd voters of the last start.
+type ClusterFile struct {
+	JoinURL        string    `json:"joinURL"`
+	Role           Role      `json:"role"`
+	MemberID       uint64    `json:"memberID,string"`
+	InitialCluster string    `json:"initialCluster,omitempty"`
+	Endpoints      []string  `json:"endpoints"`
+	Joined         time.Time `json:"joined"`
+}
+
+// ReadClusterFile reads the cluster file at path; a missing file is an
+// os.ErrNotExist error.
+func ReadClusterFile(path string) (*ClusterFile, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	cf := &ClusterFile{}
+	if err := json.Unmarshal(b, cf); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return cf, nil
+}
+
+// WriteClusterFile writes cf to path (0600), atomically.
+func WriteClusterFile(path string, cf ClusterFile) error {
+	b, err := json.MarshalIndent(cf, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", path, err)
+	}
+	return pki.WriteFileAtomic(path, b, 0o600)
+}
+
+// Resume returns the join URL of a host that joined before (from the
+// cluster file at path), or "" when it never joined (no such file). A host
+// started without --join (a unit file that only names the config) is thus
+// a joined host again, and never starts as a lone single node on a data
+// dir that belongs to a cluster.
+func Resume(path string, log *zap.Logger) (string, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", path, err)
+	}
+	var cf ClusterFile
+	if err := json.Unmarshal(b, &cf); err != nil || cf.JoinURL == "" {
+		return "", fmt.Errorf("%s: no join URL in it (%v); start with --join to repair it", path, err)
+	}
+	log.Info("joined host: starting from "+path, zap.String("join", cf.JoinURL))
+	return cf.JoinURL, nil
+}
+
+// Joiner is a host that joins another host's cluster (`m3sup run --join URL
+// --token T`): it asks for certificates and an etcd seat before the host
+// starts anything, and keeps the answer in its PKI dir and cluster file.
+type Joiner struct {
+	URL      string // https://host:port of a CA holder's join endpoint
+	Token    string // K10<ca-hash>::<id>.<secret>
+	NodeName string
+	// Advertise is the address other hosts reach this host by.
+	Advertise string
+	// EtcdURLs returns the client and peer URLs this host's etcd member
+	// will advertise; asked only when the host joins now.
+	EtcdURLs func() (client, peer string, err error)
+	// PKIDir receives the certificates (<dataDir>/pki); ClusterFile is
+	// <dataDir>/cluster.json.
+	PKIDir      string
+	ClusterFile string
+	Logger      *zap.Logger
+}
+
+// Join performs the join handshake once and persists its answer; a host
+// that joined before (its cluster file exists) reuses it, and one without
+// a URL is no joiner: both return nil at once.
+//
+// A voter gets a member (peer) certificate and, from a CA holder that
+// shares it, the CA key (kept 0600 under PKIDir, never in M3's copy); a
+// client-only host (the cluster has cluster.maxVoters voters already) gets
+// only the client certificate.
+func (j *Joiner) Join(ctx context.Context) error {
+	if j.URL == "" {
+		return nil
+	}
+	if _, err := os.Stat(j.ClusterFile); err == nil {
+		j.Logger.Info("already joined; starting from " + j.ClusterFile)
+		return nil
+	}
+	clientURL, peerURL, err := j.EtcdURLs()
+	if err != nil {
+		return err
+	}
+	if j.Token == "" {
+		return errors.New("--join needs --token or --token-file")
+	}
+	req := Request{NodeName: j.NodeName, Advertise: []string{j.Advertise},
+		WantVoter: true, PeerURL: peerURL, ClientURL: clientURL}
+	jctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	resp, err := Join(jctx, j.URL, j.Token, req)
+	if err != nil {
+		return err
+	}
+	files := map[string][]byte{
+		pki.CACertFile:     []byte(resp.CACert),
+		pki.ClientCertFile: []byte(resp.ClientCert), pki.ClientKeyFile: []byte(resp.ClientKey),
+	}
+	switch resp.Role {
+	case RoleVoter:
+		files[pki.PeerCertFile], files[pki.PeerKeyFile] = []byte(resp.PeerCert), []byte(resp.PeerKey)
+		if resp.CAKey != "" { // Join checked that it matches CACert
+			files[pki.CAKeyFile] = []byte(resp.CAKey)
+		}
+	case RoleClient:
+	default:
+		return fmt.Errorf("join %s: unknown etcd role %q in the answer", j.URL, resp.Role)
+	}
+	if err := os.MkdirAll(j.PKIDir, 0o700); err != nil {
+		return err
+	}
+	for name, b := range files {
+		if err := pki.WriteFileAtomic(filepath.Join(j.PKIDir, name), b, 0o600); err != nil {
+			return err
+		}
+	}
+	cf := ClusterFile{JoinURL: j.URL, Role: resp.Role, MemberID: resp.MemberID,
+		InitialCluster: resp.InitialCluster, Endpoints: resp.Endpoints, Joined: time.Now().UTC()}
+	if err := WriteClusterFile(j.ClusterFile, cf); err != nil {
+		return err
+	}
+	j.Logger.Info("joined the cluster", zap.String("join", j.URL), zap.String("role", string(resp.Role)),
+		zap.String("member", fmt.Sprintf("%x", resp.MemberID)), zap.Strings("endpoints", resp.Endpoints))
+	return nil
+}
