@@ -13,7 +13,7 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/m3sup/m3sup/internal/etcdtest"
+	"github.com/m3sup/m3sup/internal/e2etest"
 	"github.com/m3sup/m3sup/supervisor/api"
 	"github.com/m3sup/m3sup/supervisor/join"
 	"github.com/m3sup/m3sup/supervisor/m3"
@@ -29,7 +29,7 @@ type hostNode struct {
 // freePortsOn returns n ports free on ip.
 func freePortsOn(t testing.TB, ip string, n int) []int {
 	t.Helper()
-	return etcdtest.FreePorts(t, ip, n)
+	return e2etest.FreePorts(t, ip, n)
 }
 
 // newHostNode writes a multi-host config for a node on ip; first makes it

@@ -23,6 +23,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/m3sup/m3sup/bundle"
+	"github.com/m3sup/m3sup/internal/e2etest"
 	"github.com/m3sup/m3sup/supervisor/api"
 	"github.com/m3sup/m3sup/supervisor/m3"
 	"github.com/m3sup/m3sup/supervisor/pki"
@@ -303,10 +304,7 @@ func (n *node) cleanup() {
 // etcdHTTPS is the node's etcd client URL as it serves it: https.
 func (n *node) etcdHTTPS() string { return "https://" + strings.TrimPrefix(n.etcdURL, "http://") }
 
-func processAlive(pid uint32, name string) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	return err == nil && bytes.Contains(b, []byte(name))
-}
+func processAlive(pid uint32, name string) bool { return e2etest.ProcessAlive(int(pid), name) }
 
 // etcdClient is an etcd client with the node's own (root) client
 // certificate: the single node's etcd serves only mutual TLS, on the

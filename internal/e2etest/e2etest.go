@@ -1,17 +1,21 @@
 // Package e2etest is what the end-to-end tests (e2e/) and the benchmarks
 // (bench/) share to run m3sup for real: the check for root, containerd,
-// runc and the M3 release tarball, and building the m3sup binary once. It is
-// imported only by tests.
+// runc and the M3 release tarball, building the m3sup binary once, free
+// loopback ports and the check that a process still runs. It is imported
+// only by tests.
 package e2etest
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"testing"
 )
 
 // ReleaseEnv names the environment variable holding the path of the M3
@@ -101,4 +105,31 @@ func Build(dir, out, pkg string, o BuildOptions) error {
 		return fmt.Errorf("go build %s (in %s): %w\n%s", pkg, dir, err, b)
 	}
 	return nil
+}
+
+// FreePorts returns n distinct TCP ports free on ip (every listener is held
+// until all are picked, so they differ).
+func FreePorts(t testing.TB, ip string, n int) []int {
+	t.Helper()
+	var ports []int
+	var lns []net.Listener
+	for range n {
+		ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	for _, ln := range lns {
+		_ = ln.Close()
+	}
+	return ports
+}
+
+// ProcessAlive reports whether pid runs a command line containing name (a
+// pid reused by another program does not count).
+func ProcessAlive(pid int, name string) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return err == nil && bytes.Contains(b, []byte(name))
 }
