@@ -18,7 +18,7 @@ TEST_FLAGS  ?=
 
 export GOFLAGS := -buildvcs=false
 
-.PHONY: all build run test unit e2e bench prereqs m3-release vet fuzz clean
+.PHONY: all build run test unit e2e bench prereqs prereqs-test m3-release vet fuzz clean
 
 all: build
 
@@ -27,6 +27,10 @@ build:
 
 prereqs:
 	@scripts/prereqs.sh
+
+# containerd and runc, plus what the tests use: docker-registry and curl.
+prereqs-test:
+	@scripts/prereqs.sh test
 
 # The official release is on GitHub; with no internet, build the same tarball
 # from the Go module proxy (cached after the first time).
@@ -62,10 +66,11 @@ fuzz:
 	  $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZ_TIME) $$pkg; \
 	done
 
-# Everything CI checks, in order: vet, fuzz, unit (with the tests -short
-# skips), e2e.
+# Everything CI checks, in order: the test prerequisites (so that no unit
+# test skips for want of docker-registry), vet, fuzz, unit (with the tests
+# -short skips), e2e.
 test: SHORT :=
-test: vet fuzz unit e2e
+test: prereqs-test vet fuzz unit e2e
 
 # Unit tests: every package but the end-to-end suite (e2e/) and the
 # benchmarks (bench/, which holds no tests). No M3. -short skips the three
@@ -80,8 +85,7 @@ unit:
 # The end-to-end tests run real etcd, containerd, runc and M3 binaries; they
 # need root, and prereqs.sh installs containerd, runc, docker-registry and
 # curl. The suite builds m3sup once, with -race like its own test binary.
-e2e: m3-release
-	@scripts/prereqs.sh test
+e2e: prereqs-test m3-release
 	M3SUP_E2E_RELEASE=$(M3_TARBALL) $(GO) test -race -count=1 -timeout 40m $(TEST_FLAGS) ./e2e/
 
 # bench/ starts m3sup and M3 for real (one start per iteration, hence 1x):
