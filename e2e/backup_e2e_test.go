@@ -104,7 +104,7 @@ func TestE2EBackupRestore(t *testing.T) {
 	readBack(t, n.coordURL, "m3sup_e2e_after_backup", ts, 7)
 
 	// The commands' own "took" is the work; the wall time adds the start of
-	// a (race-built) test binary.
+	// a (race-built, under -race) m3sup binary.
 	t.Logf("figure: backup of the e2e data set: %s (command wall time %s; %d bytes, etcd revision %d, %d keys)",
 		tookOf(t, out1), backupTook.Round(time.Millisecond), info.Size, info.Revision, info.Keys)
 	t.Logf("figure: restore of the e2e data set: %s (command wall time %s); ready after the restore in %s",
