@@ -47,6 +47,8 @@ var rules = []rule{
 		why: "STYLE.md: runtime never imports supervisor"},
 	{pkg: "bundle/...", never: []string{"supervisor/..."},
 		why: "STYLE.md: bundle never imports supervisor"},
+	{pkg: "supervisor/agent", never: []string{"runtime/containerd", "github.com/containerd/..."},
+		why: "STYLE.md: the agent drives containers through the runtime contract; containerd stays behind it"},
 	{pkg: "supervisor/restart", only: []string{"std"},
 		why: "supervisor/restart: pure, standard library only"},
 	{pkg: "supervisor/readiness", only: []string{"std", "supervisor/agent"},
