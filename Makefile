@@ -1,6 +1,6 @@
 # m3sup — see README.md.
 #   make run    build m3sup and run a single-node M3 cluster in the foreground
-#   make unit   unit tests of every package but e2e/ and bench/, -race (under 2 minutes)
+#   make unit   unit tests of every package but e2e/ and bench/, -race -short; no M3
 #   make e2e    the end-to-end tests in e2e/ (root; real etcd, containerd, runc, M3; ~22 minutes)
 #   make test   vet, fuzz, unit, e2e: what CI runs (.ci/run)
 #   make fuzz   each fuzz target for FUZZ_TIME (default 10s)
