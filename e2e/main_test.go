@@ -25,6 +25,11 @@ func TestMain(m *testing.M) {
 
 func run(m *testing.M) int {
 	m3supBin = os.Getenv("M3SUP_BIN")
+	if m3supBin != "" && !filepath.IsAbs(m3supBin) {
+		// go test runs this binary in e2e/, not where M3SUP_BIN was set.
+		fmt.Fprintf(os.Stderr, "e2e: M3SUP_BIN=%s: want an absolute path\n", m3supBin)
+		return 2
+	}
 	if m3supBin == "" && len(e2etest.Missing("")) == 0 {
 		dir, err := os.MkdirTemp("", "m3sup-e2e-bin-")
 		if err != nil {
