@@ -2,7 +2,6 @@ package bundle
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -11,6 +10,8 @@ import (
 	"strings"
 
 	"go.uber.org/zap"
+
+	"github.com/m3sup/m3sup/internal/atomicfile"
 )
 
 // Cache subdirectories for imported bundle members (created on first use).
@@ -204,22 +205,5 @@ func present(path string, d Digest) bool {
 // commitAt makes the verified temporary file tmp the file dst: synced,
 // with mode, and atomically renamed (replacing a damaged dst).
 func commitAt(tmp, dst string, mode fs.FileMode) error {
-	f, err := os.OpenFile(tmp, os.O_RDONLY|noFollow, 0)
-	if err != nil {
-		return err
-	}
-	syncErr := f.Sync()
-	chmodErr := f.Chmod(mode)
-	closeErr := f.Close()
-	if err := errors.Join(syncErr, chmodErr, closeErr); err != nil {
-		return err
-	}
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, dst); err != nil {
-		return err
-	}
-	syncDir(filepath.Dir(dst))
-	return nil
+	return atomicfile.Commit(tmp, dst, mode)
 }

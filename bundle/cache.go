@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/m3sup/m3sup/internal/atomicfile"
 )
 
 // Defaults used for zero fields of Options.
@@ -257,21 +259,10 @@ func (c *Cache) quarantine(path string) (string, error) {
 // commitBlob makes the verified temporary file tmp the stored artifact for
 // d: read-only, synced, and atomically renamed into sha256/.
 func (c *Cache) commitBlob(tmp string, d Digest) (string, error) {
-	f, err := os.OpenFile(tmp, os.O_RDONLY|noFollow, 0)
-	if err != nil {
-		return "", err
-	}
-	syncErr := f.Sync()
-	chmodErr := f.Chmod(0o444)
-	closeErr := f.Close()
-	if err := errors.Join(syncErr, chmodErr, closeErr); err != nil {
-		return "", err
-	}
 	dst := c.Path(d)
-	if err := os.Rename(tmp, dst); err != nil {
+	if err := atomicfile.Commit(tmp, dst, 0o444); err != nil {
 		return "", err
 	}
-	syncDir(filepath.Dir(dst))
 	return dst, nil
 }
 
@@ -283,31 +274,20 @@ func (c *Cache) writeFileAtomic(path string, data []byte) error {
 	}
 	tmp := f.Name()
 	_, werr := f.Write(data)
-	serr := f.Sync()
 	cerr := f.Close()
-	if err := errors.Join(werr, serr, cerr); err != nil {
+	if err := errors.Join(werr, cerr); err != nil {
 		os.Remove(tmp)
 		return err
 	}
-	if err := os.Chmod(tmp, 0o644); err != nil {
+	if err := atomicfile.Commit(tmp, path, 0o644); err != nil {
 		os.Remove(tmp)
 		return err
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	syncDir(filepath.Dir(path))
 	return nil
 }
 
 // syncDir makes a rename in dir durable; failures only cost durability.
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
-	}
-}
+func syncDir(dir string) { _ = atomicfile.SyncDir(dir) }
 
 func randomSuffix() string {
 	var b [6]byte

@@ -314,21 +314,10 @@ func (s *Supervisor) Ready(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if !p.PlacementExists {
-		return errors.New("no placement")
-	}
-	for state, n := range p.ShardStates {
-		if state != "AVAILABLE" && n > 0 {
-			return fmt.Errorf("%d shards %s", n, state)
-		}
-	}
-	if !p.NodesBootstrapped() {
-		return errors.New("not every node is bootstrapped")
-	}
-	for name, r := range p.Namespaces {
-		if !r {
-			return fmt.Errorf("namespace %s not ready", name)
-		}
+	// The one M3 judgement (m3.Observe's phase): placement, every shard
+	// AVAILABLE, every node bootstrapped, every namespace ready.
+	if p.Phase != m3.PhaseReady {
+		return fmt.Errorf("%s: %s", p.Phase, p.Message)
 	}
 	return nil
 }

@@ -345,10 +345,14 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	rtStart := make(chan error, 1)
 	go func() { rtStart <- rt.Start(ctx) }() // joined by runtimeStarted on every path
 	runtimeStarted := sync.OnceValue(func() error { return <-rtStart })
-	defer func() {
+	// Shutdown order: the components (the agent, below), then the
+	// runtime, then etcd. etcd is the cluster's record: whatever stops
+	// before it (the permit, the registry lease, a leave) can still write.
+	closeRuntime := sync.OnceFunc(func() {
 		_ = runtimeStarted()
 		_ = rt.Close()
-	}()
+	})
+	defer closeRuntime()
 
 	etcdURL, _ := localURL(cfg.Etcd.ClientURL)
 	if s.multiHost() {
@@ -367,7 +371,10 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer etcd.Close()
+	defer func() {
+		closeRuntime()
+		etcd.Close()
+	}()
 	// A host removed with `m3sup remove-host` never registers or starts M3
 	// again on the same data.
 	if s.multiHost() {
@@ -671,17 +678,13 @@ func SpecFromConfig(cfg config.Config) spec.Cluster {
 		Coordinator: spec.Component{LogLevel: cfg.Coordinator.LogLevel, Image: cfg.Coordinator.Image},
 	}
 	for _, ns := range cfg.Cluster.Namespaces {
-		idx := true
-		if ns.IndexEnabled != nil {
-			idx = *ns.IndexEnabled
-		}
 		c.M3.Namespaces = append(c.M3.Namespaces, spec.Namespace{
 			Name:         ns.Name,
 			Retention:    spec.Duration(ns.Retention.D()),
 			BlockSize:    spec.Duration(ns.BlockSize.D()),
 			BufferPast:   spec.Duration(ns.BufferPast.D()),
 			BufferFuture: spec.Duration(ns.BufferFuture.D()),
-			IndexEnabled: idx,
+			IndexEnabled: ns.Indexed(),
 		})
 	}
 	return c

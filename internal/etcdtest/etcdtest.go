@@ -1,4 +1,3 @@
-// Package etcdtest starts a real single-member embedded etcd for tests.
 package etcdtest
 
 import (

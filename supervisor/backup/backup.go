@@ -1,20 +1,3 @@
-// Package backup saves and restores the cluster's brain: one tar.gz file
-// holding an etcd snapshot (the source of truth for a restore), m3sup's
-// desired state, M3's placement and namespaces, and the M3 release spec,
-// with a manifest (backup.json) carrying each member's sha256. It also runs
-// scheduled backups into a directory, keeping the newest N.
-//
-// A backup file, in order:
-//
-//	backup.json         Info: format, created, node, versions, revision, members' sha256
-//	etcd.snapshot       the etcd v3 snapshot stream (ends with its own sha256)
-//	desired.json        every key under /m3sup/v1/
-//	m3/placement.json   M3's _sd.placement/ keys: raw value (base64) + best-effort decode
-//	m3/namespaces.json  M3's _kv/<env>/m3db.node.namespaces keys, likewise
-//	release.json        the release spec of the desired cluster
-//
-// Import rule: etcd's client, server and etcdutl packages, supervisor/store
-// and supervisor/spec; nothing that runs processes.
 package backup
 
 import (
@@ -28,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -37,6 +19,7 @@ import (
 	"go.etcd.io/etcd/etcdutl/v3/snapshot"
 	"go.uber.org/zap"
 
+	"github.com/m3sup/m3sup/internal/atomicfile"
 	"github.com/m3sup/m3sup/supervisor/spec"
 	"github.com/m3sup/m3sup/supervisor/store"
 )
@@ -321,40 +304,8 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// WriteAtomic creates path with what fill writes, or leaves no file: fill
-// writes a temp file beside path, which is synced and renamed into place.
+// WriteAtomic creates path (mode 0600) with what fill writes, or leaves no
+// file: see internal/atomicfile.
 func WriteAtomic(path string, fill func(w io.Writer) error) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return fmt.Errorf("create %s: %w", path, err)
-	}
-	done := false
-	defer func() {
-		if !done {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err := f.Chmod(0o600); err != nil {
-		return fmt.Errorf("create %s: %w", path, err)
-	}
-	if err := fill(f); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", path, err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("rename into %s: %w", path, err)
-	}
-	done = true
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
+	return atomicfile.Write(path, 0o600, func(f *os.File) error { return fill(f) })
 }

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/m3sup/m3sup/internal/atomicfile"
 )
 
 // SysctlConf is where Fix persists the kernel settings (under Options.Root).
@@ -58,18 +60,10 @@ func Fix(opts Options) ([]string, error) {
 	return done, errors.Join(errs...)
 }
 
-// writeFile replaces path atomically.
+// writeFile replaces path atomically and durably.
 func writeFile(path string, data []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return nil
+	return atomicfile.WriteFile(path, data, 0o644)
 }

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/m3sup/m3sup/internal/atomicfile"
 )
 
 // DefaultConfig is the config written by Install when none exists and the
@@ -252,50 +254,17 @@ func Uninstall(ctx context.Context, opts UninstallOptions) (Result, error) {
 	return res, errors.Join(errs...)
 }
 
-// writeAtomic writes data to a temporary file beside path, syncs it and
-// moves it into place. With replace false it fails with fs.ErrExist when
-// path exists (link(2) never overwrites), so a concurrent writer cannot be
-// clobbered either.
+// writeAtomic writes data through a synced temporary file beside path. With
+// replace false it fails with fs.ErrExist when path exists (link(2) never
+// overwrites), so a concurrent writer cannot be clobbered either.
 func writeAtomic(path string, data []byte, perm fs.FileMode, replace bool) error {
-	if !replace {
-		if _, err := os.Lstat(path); err == nil {
-			return fs.ErrExist
-		}
-	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // after a rename or link: a no-op or the spare name
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
 	if replace {
-		err = os.Rename(tmp, path)
-	} else {
-		err = os.Link(tmp, path)
+		return atomicfile.WriteFile(path, data, perm)
 	}
-	if err != nil {
-		return err
+	if _, err := os.Lstat(path); err == nil {
+		return fs.ErrExist
 	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		_ = d.Sync() // make the new name durable; best effort
-		d.Close()
-	}
-	return nil
+	return atomicfile.Create(path, data, perm)
 }
 
 func systemctlOr(s Systemctl) Systemctl {

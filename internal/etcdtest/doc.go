@@ -1,0 +1,2 @@
+// Package etcdtest starts a real single-member embedded etcd for tests.
+package etcdtest
