@@ -42,7 +42,7 @@ type rule struct {
 var rules = []rule{
 	// The contract and the leaves.
 	{pkg: "runtime", only: []string{"std"},
-		why: "runtime/runtime.go: it imports only the standard library"},
+		why: "runtime's doc: it imports only the standard library"},
 	{pkg: "runtime/...", never: []string{"supervisor/..."},
 		why: "STYLE.md: runtime never imports supervisor"},
 	{pkg: "bundle/...", never: []string{"supervisor/..."},
@@ -52,34 +52,36 @@ var rules = []rule{
 	{pkg: "supervisor/restart", only: []string{"std"},
 		why: "supervisor/restart: pure, standard library only"},
 	{pkg: "supervisor/readiness", only: []string{"std", "supervisor/agent"},
-		why: "supervisor/readiness/doc.go: a pure verdict over the agent's component status"},
+		why: "supervisor/readiness's doc: a pure verdict over the agent's component status"},
 	{pkg: "supervisor/spec", only: []string{"std", "sigs.k8s.io/yaml"},
 		why: "supervisor/spec: the desired state's types and validation, nothing from m3sup"},
 	{pkg: "supervisor/config", only: []string{"std", "go.uber.org/config", "gopkg.in/yaml.v2"},
-		why: "supervisor/config/config.go: standard library, go.uber.org/config and gopkg.in/yaml.v2 only; nothing from m3sup"},
+		why: "supervisor/config's doc: standard library, go.uber.org/config and gopkg.in/yaml.v2 only; nothing from m3sup"},
 	{pkg: "supervisor/pki", only: []string{"std"},
-		why: "supervisor/pki/pki.go: standard library only"},
+		why: "supervisor/pki's doc: standard library only"},
 	{pkg: "supervisor/m3/cpucore", only: []string{"std", "golang.org/x/sys/unix"},
-		why: "supervisor/m3/cpucore/doc.go: standard library and golang.org/x/sys/unix only"},
+		why: "supervisor/m3/cpucore's doc: standard library and golang.org/x/sys/unix only"},
 	{pkg: "supervisor/m3", only: []string{"std", "go.yaml.in/yaml/v2"}, never: []string{"github.com/m3db/..."},
-		why: "supervisor/m3/doc.go: standard library plus one YAML encoder; never github.com/m3db/m3"},
+		why: "supervisor/m3's doc: standard library plus one YAML encoder; never github.com/m3db/m3"},
 
 	// Multi-host.
 	{pkg: "supervisor/cluster",
 		only:  []string{"std", "go.uber.org/zap", "go.etcd.io/etcd/client/v3", "go.etcd.io/etcd/client/v3/concurrency", "supervisor/m3"},
 		never: []string{"supervisor/store"},
-		why:   "supervisor/cluster/doc.go: standard library, zap, the etcd client and supervisor/m3; never supervisor/store"},
+		why:   "supervisor/cluster's doc: standard library, zap, the etcd client and supervisor/m3; never supervisor/store"},
 	{pkg: "supervisor/join", never: []string{"supervisor/store", "go.etcd.io/etcd/server/..."},
-		why: "supervisor/join/token.go: never the embedded etcd server (store)"},
+		why: "supervisor/join's doc: never the embedded etcd server (store)"},
 	{pkg: "supervisor/backup", never: []string{"os/exec", "runtime/...", "supervisor/agent"},
-		why: "supervisor/backup/backup.go: etcd, store and spec; nothing that runs processes"},
+		why: "supervisor/backup's doc: etcd, store and spec; nothing that runs processes"},
 
 	// The daemon is wiring: only the command imports it.
 	{pkg: "...", except: []string{"supervisor", "cmd/m3sup"}, never: []string{"supervisor"}, tests: true,
 		why: "issue 11: no package imports the root supervisor but cmd/m3sup"},
-	// Test helpers stay out of the binary.
-	{pkg: "...", except: []string{"internal/..."}, never: []string{"internal/..."},
-		why: "internal/: test harnesses, imported only by tests"},
+	// Test harnesses stay out of the binary.
+	{pkg: "...", except: []string{"internal/..."}, never: []string{"internal/e2etest", "internal/etcdtest", "internal/registrytest"},
+		why: "internal/e2etest, etcdtest, registrytest: imported only by tests"},
+	{pkg: "internal/atomicfile", only: []string{"std"},
+		why: "internal/atomicfile's doc: standard library only"},
 
 	// Each heavy dependency lives in one package.
 	{pkg: "...", except: []string{"runtime/containerd"}, neverDirect: []string{"github.com/containerd/..."},
