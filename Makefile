@@ -1,6 +1,8 @@
 # m3sup — see README.md.
 #   make run    build m3sup and run a single-node M3 cluster in the foreground
-#   make test   fuzz briefly, then unit and end-to-end tests (real etcd, containerd, runc, M3)
+#   make unit   unit tests of every package but e2e/ and bench/, -race -short; no M3
+#   make e2e    the end-to-end tests in e2e/ (root; real etcd, containerd, runc, M3; ~22 minutes)
+#   make test   vet, fuzz, unit, e2e: what CI runs (.ci/run)
 #   make fuzz   each fuzz target for FUZZ_TIME (default 10s)
 #   make bench  benchmarks; figures go to BENCHMARKS.md
 
@@ -16,7 +18,7 @@ TEST_FLAGS  ?=
 
 export GOFLAGS := -buildvcs=false
 
-.PHONY: all build run test unit e2e bench prereqs m3-release vet fuzz clean
+.PHONY: all build run test unit e2e bench prereqs prereqs-test m3-release vet fuzz clean
 
 all: build
 
@@ -25,6 +27,10 @@ build:
 
 prereqs:
 	@scripts/prereqs.sh
+
+# containerd and runc, plus what the tests use: docker-registry and curl.
+prereqs-test:
+	@scripts/prereqs.sh test
 
 # The official release is on GitHub; with no internet, build the same tarball
 # from the Go module proxy (cached after the first time).
@@ -60,11 +66,27 @@ fuzz:
 	  $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZ_TIME) $$pkg; \
 	done
 
-# Unit tests everywhere, plus the end-to-end tests that run real etcd,
-# containerd, runc and M3 binaries.
-test: m3-release vet fuzz
-	@scripts/prereqs.sh test
-	M3SUP_E2E_RELEASE=$(M3_TARBALL) $(GO) test -race -count=1 -timeout 40m $(TEST_FLAGS) ./...
+# Everything CI checks, in order: the test prerequisites (so that no unit
+# test skips for want of docker-registry), vet, fuzz, unit (with the tests
+# -short skips), e2e.
+test: SHORT :=
+test: prereqs-test vet fuzz unit e2e
+
+# Unit tests: every package but the end-to-end suite (e2e/) and the
+# benchmarks (bench/, which holds no tests). No M3. -short skips the three
+# supervisor/store tests that grow and shrink a three-member etcd (about a
+# minute: etcd accepts a membership change only once every member has been
+# connected for 5 s); `make test` runs them.
+SHORT ?= -short
+unit:
+	$(GO) test -race -count=1 -timeout 10m $(SHORT) $(TEST_FLAGS) \
+	  $$($(GO) list ./... | grep -v -e '/e2e$$' -e '/bench$$')
+
+# The end-to-end tests run real etcd, containerd, runc and M3 binaries; they
+# need root, and prereqs.sh installs containerd, runc, docker-registry and
+# curl. The suite builds m3sup once, with -race like its own test binary.
+e2e: prereqs-test m3-release
+	M3SUP_E2E_RELEASE=$(M3_TARBALL) $(GO) test -race -count=1 -timeout 40m $(TEST_FLAGS) ./e2e/
 
 # bench/ starts m3sup and M3 for real (one start per iteration, hence 1x):
 # time to ready against a baseline in M3SUP_BENCH_ROUNDS alternating pairs
@@ -76,7 +98,7 @@ bench: prereqs m3-release
 	M3SUP_E2E_RELEASE=$(M3_TARBALL) M3SUP_BENCH_ROUNDS=$(BENCH_ROUNDS) \
 	  $(GO) test ./bench/ -run '^$$' -bench . -benchtime 1x -timeout 60m
 	M3SUP_E2E_RELEASE=$(M3_TARBALL) \
-	  $(GO) test ./cmd/m3sup/ -run '^$$' -bench ThreeHosts -benchtime 1x -timeout 30m
+	  $(GO) test ./e2e/ -run '^$$' -bench ThreeHosts -benchtime 1x -timeout 30m
 	$(GO) test ./bundle/ ./runtime/... -run '^$$' -bench . -benchtime 3x -timeout 30m
 	$(GO) test ./supervisor/m3/cpucore/ -run '^$$' -bench . -benchtime 1000x
 

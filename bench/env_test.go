@@ -2,10 +2,7 @@ package bench
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +20,7 @@ import (
 	"time"
 
 	"github.com/m3sup/m3sup/bundle"
+	"github.com/m3sup/m3sup/internal/e2etest"
 	"github.com/m3sup/m3sup/supervisor/api"
 )
 
@@ -65,19 +63,7 @@ func TestMain(m *testing.M) {
 // needE2E skips b unless it can run m3sup and M3 for real.
 func needE2E(b *testing.B) {
 	b.Helper()
-	var missing []string
-	if os.Geteuid() != 0 {
-		missing = append(missing, "root")
-	}
-	for _, bin := range []string{"containerd", "runc"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			missing = append(missing, bin)
-		}
-	}
-	if os.Getenv("M3SUP_E2E_RELEASE") == "" {
-		missing = append(missing, "M3SUP_E2E_RELEASE (the M3 release tarball; `make bench` sets it)")
-	}
-	if len(missing) > 0 {
+	if missing := e2etest.Missing("the M3 release tarball; `make bench` sets it"); len(missing) > 0 {
 		b.Skipf("needs %s", strings.Join(missing, ", "))
 	}
 }
@@ -98,31 +84,23 @@ func (f *fixture) build() error {
 	if f.root, err = os.MkdirTemp("", "m3sup-bench-"); err != nil {
 		return err
 	}
-	if f.moduleDir, err = filepath.Abs(".."); err != nil {
+	if f.moduleDir, err = e2etest.ModuleDir(); err != nil {
 		return err
 	}
-	f.tarball = os.Getenv("M3SUP_E2E_RELEASE")
-	if f.tarball, err = filepath.Abs(f.tarball); err != nil {
+	if f.tarball, f.digest, err = e2etest.Release(); err != nil {
 		return err
 	}
 	bin := filepath.Join(f.root, "bin")
 	f.m3sup = filepath.Join(bin, "m3sup")
-	if err := goBuild(f.moduleDir, f.m3sup, "./cmd/m3sup"); err != nil {
+	if err := e2etest.Build(f.moduleDir, f.m3sup, "./cmd/m3sup", e2etest.BuildOptions{Stripped: true}); err != nil {
 		return err
 	}
 	// etcd's own main lives in its own module (testdata/etcd) so that its
 	// command-line dependencies stay out of m3sup's go.mod.
 	f.etcd = filepath.Join(bin, "etcd")
-	if err := goBuild(filepath.Join(f.moduleDir, "bench", "testdata", "etcd"), f.etcd, "."); err != nil {
+	if err := e2etest.Build(filepath.Join(f.moduleDir, "bench", "testdata", "etcd"), f.etcd, ".", e2etest.BuildOptions{Stripped: true}); err != nil {
 		return err
 	}
-
-	data, err := os.ReadFile(f.tarball)
-	if err != nil {
-		return fmt.Errorf("read release tarball: %w", err)
-	}
-	sum := sha256.Sum256(data)
-	f.digest = hex.EncodeToString(sum[:])
 
 	// The warm cache, made with the same bundle calls m3sup makes.
 	f.cacheTmpl = filepath.Join(f.root, "cache-template")
@@ -174,39 +152,10 @@ func (f *fixture) releaseBinary(name string) (string, error) {
 	return "", fmt.Errorf("no %s in %s", name, f.releaseDir)
 }
 
-// goBuild builds pkg in dir the way `make build` does: static, trimmed,
-// stripped.
-func goBuild(dir, out, pkg string) error {
-	gobin, err := exec.LookPath("go")
-	if err != nil {
-		return fmt.Errorf("go toolchain: %w", err)
-	}
-	cmd := exec.Command(gobin, "build", "-trimpath", "-ldflags", "-s -w", "-o", out, pkg)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-buildvcs=false")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build %s (in %s): %v\n%s", pkg, dir, err, b)
-	}
-	return nil
-}
-
 // freePorts returns n distinct free loopback TCP ports.
 func freePorts(b *testing.B, n int) []int {
 	b.Helper()
-	var ls []net.Listener
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			b.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return ports
+	return e2etest.FreePorts(b, "127.0.0.1", n)
 }
 
 func hostPort(p int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(p)) }
@@ -278,10 +227,7 @@ func (p *proc) tail(n int) string {
 }
 
 // pidAlive reports whether pid runs a command line containing name.
-func pidAlive(pid int, name string) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	return err == nil && bytes.Contains(b, []byte(name))
-}
+func pidAlive(pid int, name string) bool { return e2etest.ProcessAlive(pid, name) }
 
 // rssKB reads a VmRSS-like field (kB) of /proc/<pid>/status.
 func procStatusKB(pid int, field string) (int64, error) {

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/m3sup/m3sup/internal/e2etest"
 )
 
 // idleFor is how long m3sup idles with a ready cluster before its RSS is read.
@@ -64,14 +66,14 @@ func kbToMB(kb int64) float64 { return float64(kb) * 1024 / 1e6 }
 // ./cmd/m3sup`, in MB (10^6 bytes). Needs only the Go toolchain.
 func BenchmarkBinarySize(b *testing.B) {
 	dir := b.TempDir()
-	root, err := filepath.Abs("..")
+	root, err := e2etest.ModuleDir()
 	if err != nil {
 		b.Fatal(err)
 	}
 	var size int64
 	for b.Loop() {
 		out := filepath.Join(dir, "m3sup")
-		if err := goBuild(root, out, "./cmd/m3sup"); err != nil {
+		if err := e2etest.Build(root, out, "./cmd/m3sup", e2etest.BuildOptions{Stripped: true}); err != nil {
 			b.Fatal(err)
 		}
 		fi, err := os.Stat(out)

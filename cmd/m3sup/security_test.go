@@ -260,6 +260,7 @@ func TestForgedBundleRefused(t *testing.T) {
 				label = name + "/trust"
 			}
 			t.Run(label, func(t *testing.T) {
+				t.Parallel()
 				accept := name == "good (reference)" && withTrust
 				dataDir := filepath.Join(t.TempDir(), "data")
 

@@ -24,7 +24,7 @@ func TestTokenCreateRefusesBadOptions(t *testing.T) {
 		{[]string{"--uses", "5000"}, "uses 5000"},
 		{[]string{"--uses", "3", "--reusable"}, "uses 3 with reusable"},
 	} {
-		out, code := runCLI(t, socket, append([]string{"token", "create"}, tt.args...)...)
+		out, code := m3supRun(t, nil, append(append([]string{"token", "create"}, tt.args...), "--socket", socket)...)
 		if code != 2 || !strings.Contains(out, tt.want) {
 			t.Errorf("token create %v: exit %d, output %q; want 2 and %q", tt.args, code, out, tt.want)
 		}

@@ -3,11 +3,11 @@ package etcdtest
 import (
 	"context"
 	"fmt"
-	"net"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/m3sup/m3sup/internal/e2etest"
 	"github.com/m3sup/m3sup/supervisor/store"
 )
 
@@ -36,18 +36,5 @@ func Start(t testing.TB, name string) *store.Etcd {
 // until every port is picked, so they differ).
 func FreePorts(t testing.TB, ip string, n int) []int {
 	t.Helper()
-	var ports []int
-	var lns []net.Listener
-	for range n {
-		ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, ln)
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	for _, ln := range lns {
-		_ = ln.Close()
-	}
-	return ports
+	return e2etest.FreePorts(t, ip, n)
 }

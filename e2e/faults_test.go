@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"bytes"
@@ -236,7 +236,7 @@ func (f *faults) waitComp(t *testing.T, name string, timeout time.Duration, what
 	return got, took
 }
 
-// cli runs this test binary as `m3sup ARGS --socket SOCKET` and returns its
+// cli runs `m3sup ARGS --socket SOCKET` and returns its
 // combined output and exit status.
 func (f *faults) cli(t *testing.T, args ...string) (string, int) {
 	t.Helper()

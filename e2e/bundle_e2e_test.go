@@ -1,9 +1,7 @@
-package main
+package e2e
 
 import (
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,8 +18,7 @@ func TestE2EBundleAirGap(t *testing.T) {
 
 	m3sup := func(args ...string) string {
 		t.Helper()
-		cmd := exec.Command(os.Args[0], args...)
-		cmd.Env = append(os.Environ(), "M3SUP_TEST_MAIN=1")
+		cmd := m3sup(args...)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("m3sup %s: %v\n%s", strings.Join(args, " "), err, out)

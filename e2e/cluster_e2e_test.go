@@ -1,10 +1,9 @@
-package main
+package e2e
 
 import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -14,7 +13,7 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/m3sup/m3sup/internal/etcdtest"
+	"github.com/m3sup/m3sup/internal/e2etest"
 	"github.com/m3sup/m3sup/supervisor/api"
 	"github.com/m3sup/m3sup/supervisor/join"
 	"github.com/m3sup/m3sup/supervisor/m3"
@@ -30,7 +29,7 @@ type hostNode struct {
 // freePortsOn returns n ports free on ip.
 func freePortsOn(t testing.TB, ip string, n int) []int {
 	t.Helper()
-	return etcdtest.FreePorts(t, ip, n)
+	return e2etest.FreePorts(t, ip, n)
 }
 
 // newHostNode writes a multi-host config for a node on ip; first makes it
@@ -161,8 +160,7 @@ func (h *hostNode) createToken(t testing.TB, timeout time.Duration, flags ...str
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		cmd := exec.Command(os.Args[0], append([]string{"token", "create", "--ttl", "1h", "--socket", h.socket}, flags...)...)
-		cmd.Env = append(os.Environ(), "M3SUP_TEST_MAIN=1")
+		cmd := m3sup(append([]string{"token", "create", "--ttl", "1h", "--socket", h.socket}, flags...)...)
 		out, err := cmd.CombinedOutput()
 		if err == nil {
 			return strings.TrimSpace(string(out))
@@ -373,8 +371,7 @@ func TestE2EThreeHosts(t *testing.T) {
 
 	// A joined host restarts from cluster.json without joining again (the
 	// token is revoked first, so a second join would be refused).
-	rev := exec.Command(os.Args[0], "token", "revoke", parsed.ID, "--socket", h1.socket)
-	rev.Env = append(os.Environ(), "M3SUP_TEST_MAIN=1")
+	rev := m3sup("token", "revoke", parsed.ID, "--socket", h1.socket)
 	if out, err := rev.CombinedOutput(); err != nil {
 		t.Fatalf("token revoke: %v: %s", err, out)
 	}

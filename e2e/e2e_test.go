@@ -1,10 +1,8 @@
-package main
+package e2e
 
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,47 +23,11 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/m3sup/m3sup/bundle"
+	"github.com/m3sup/m3sup/internal/e2etest"
 	"github.com/m3sup/m3sup/supervisor/api"
 	"github.com/m3sup/m3sup/supervisor/m3"
 	"github.com/m3sup/m3sup/supervisor/pki"
 )
-
-// e2eEnv holds what every end-to-end test needs: root, containerd, runc and
-// a real M3 release tarball (make test builds it and sets M3SUP_E2E_RELEASE).
-// Without them the tests skip, except under CI where they fail.
-type e2eEnv struct {
-	tarball string
-	digest  string
-}
-
-func needE2E(t testing.TB) e2eEnv {
-	t.Helper()
-	var missing []string
-	if os.Geteuid() != 0 {
-		missing = append(missing, "root")
-	}
-	for _, bin := range []string{"containerd", "runc"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			missing = append(missing, bin)
-		}
-	}
-	tarball := os.Getenv("M3SUP_E2E_RELEASE")
-	if tarball == "" {
-		missing = append(missing, "M3SUP_E2E_RELEASE (run `make test`)")
-	}
-	if len(missing) > 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("end-to-end test needs %s", strings.Join(missing, ", "))
-		}
-		t.Skipf("end-to-end test needs %s", strings.Join(missing, ", "))
-	}
-	b, err := os.ReadFile(tarball)
-	if err != nil {
-		t.Fatalf("read release tarball: %v", err)
-	}
-	sum := sha256.Sum256(b)
-	return e2eEnv{tarball: tarball, digest: hex.EncodeToString(sum[:])}
-}
 
 // releaseServer serves the tarball over real HTTP and counts requests.
 type releaseServer struct {
@@ -224,7 +186,7 @@ cluster:
 	return n
 }
 
-// start runs `m3sup run` (this test binary acting as m3sup) in the background.
+// start runs `m3sup run` in the background.
 func (n *node) start(extra ...string) {
 	n.t.Helper()
 	logf, err := os.OpenFile(n.logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -232,8 +194,8 @@ func (n *node) start(extra ...string) {
 		n.t.Fatal(err)
 	}
 	args := append([]string{"run", "--config", n.configFile}, extra...)
-	n.cmd = exec.Command(os.Args[0], args...)
-	n.cmd.Env = append(os.Environ(), "M3SUP_TEST_MAIN=1")
+	n.cmd = m3sup(args...)
+	n.cmd.Env = os.Environ()
 	if n.notify != nil {
 		n.cmd.Env = append(n.cmd.Env, "NOTIFY_SOCKET="+n.notify.path)
 	}
@@ -342,10 +304,7 @@ func (n *node) cleanup() {
 // etcdHTTPS is the node's etcd client URL as it serves it: https.
 func (n *node) etcdHTTPS() string { return "https://" + strings.TrimPrefix(n.etcdURL, "http://") }
 
-func processAlive(pid uint32, name string) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	return err == nil && bytes.Contains(b, []byte(name))
-}
+func processAlive(pid uint32, name string) bool { return e2etest.ProcessAlive(int(pid), name) }
 
 // etcdClient is an etcd client with the node's own (root) client
 // certificate: the single node's etcd serves only mutual TLS, on the
@@ -431,12 +390,11 @@ func tryReadBack(coordURL, metric string, ts time.Time, v float64, wait time.Dur
 	return fmt.Errorf("point %s=%v not readable: %w", metric, v, lastErr)
 }
 
-// runCLI runs this test binary as `m3sup ARGS --socket SOCKET` and returns
+// runCLI runs `m3sup ARGS --socket SOCKET` and returns
 // its combined output and exit status.
 func runCLI(t testing.TB, socket string, args ...string) (string, int) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], append(args, "--socket", socket)...)
-	cmd.Env = append(os.Environ(), "M3SUP_TEST_MAIN=1")
+	cmd := m3sup(append(args, "--socket", socket)...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
@@ -453,8 +411,7 @@ func runCLI(t testing.TB, socket string, args ...string) (string, int) {
 
 func statusCLI(t testing.TB, socket string) api.Status {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "status", "-o", "json", "--socket", socket)
-	cmd.Env = append(os.Environ(), "M3SUP_TEST_MAIN=1")
+	cmd := m3sup("status", "-o", "json", "--socket", socket)
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("m3sup status -o json: %v\n%s", err, out)
@@ -628,55 +585,6 @@ func assertNothingRan(t testing.TB, n *node) {
 		entries, _ := os.ReadDir(filepath.Join(n.dir, "cache", "unpacked"))
 		if len(entries) > 0 {
 			t.Fatalf("something was unpacked from a refused artifact: %v", entries)
-		}
-	}
-}
-
-// TestBrokenConfigs: every broken config exits 2 with the file and the field
-// named, and no panic. These need no root and no M3.
-func TestBrokenConfigs(t *testing.T) {
-	dir := t.TempDir()
-	cases := []struct {
-		name, body string
-		want       []string
-	}{
-		{"syntax.yaml", "dataDir: /x\netcd:\n  clientURL: [unclosed\n", []string{"syntax.yaml", "line"}},
-		{"unknown.yaml", "etcd:\n  clientUrl: http://127.0.0.1:2379\n", []string{"unknown.yaml", "etcd.clientUrl"}},
-		{"type.yaml", "cluster:\n  numShards: many\n", []string{"type.yaml", "cluster.numShards"}},
-		{"duration.yaml", "cluster:\n  namespaces:\n    - name: default\n      retention: 2d\n      blockSize: 2h\n", []string{"duration.yaml", "retention", "2d"}},
-		{"missing.yaml", "", []string{"missing.yaml"}},
-	}
-	for _, tc := range cases {
-		path := filepath.Join(dir, tc.name)
-		if tc.name != "missing.yaml" {
-			if err := os.WriteFile(path, []byte(tc.body), 0o600); err != nil {
-				t.Fatal(err)
-			}
-		}
-		for _, args := range [][]string{{"run", "--config", path}, {"config", "check", path}} {
-			t.Run(tc.name+"/"+args[0], func(t *testing.T) {
-				cmd := exec.Command(os.Args[0], args...)
-				cmd.Env = append(os.Environ(), "M3SUP_TEST_MAIN=1")
-				var out bytes.Buffer
-				cmd.Stdout, cmd.Stderr = &out, &out
-				err := cmd.Run()
-				ee, ok := err.(*exec.ExitError)
-				if !ok || ee.ExitCode() != 2 {
-					t.Fatalf("exit %v, want status 2; output:\n%s", err, out.String())
-				}
-				s := out.String()
-				for _, w := range tc.want {
-					if !strings.Contains(s, w) {
-						t.Errorf("output does not mention %q:\n%s", w, s)
-					}
-				}
-				if strings.Contains(s, "panic") || strings.Contains(s, "goroutine ") {
-					t.Errorf("output looks like a crash:\n%s", s)
-				}
-				if n := strings.Count(strings.TrimSpace(s), "\n"); n > 3 {
-					t.Errorf("a config error should be a few lines, got %d:\n%s", n+1, s)
-				}
-			})
 		}
 	}
 }

@@ -1,8 +1,7 @@
-package main
+package e2e
 
 import (
 	"context"
-	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -97,8 +96,7 @@ func TestE2EHostRoles(t *testing.T) {
 		h    *hostNode
 		comp string
 	}{{h3, "m3dbnode"}, {h2, "m3coordinator"}} {
-		cmd := exec.Command(os.Args[0], "restart", c.comp, "--socket", c.h.socket)
-		cmd.Env = append(os.Environ(), "M3SUP_TEST_MAIN=1")
+		cmd := m3sup("restart", c.comp, "--socket", c.h.socket)
 		out, err := cmd.CombinedOutput()
 		if err == nil || !strings.Contains(string(out), "runs no "+c.comp) {
 			t.Errorf("restart %s on %s: err %v, output %q (want a refusal naming the role)", c.comp, c.h.ip, err, out)

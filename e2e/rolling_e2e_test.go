@@ -1,11 +1,9 @@
-package main
+package e2e
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -18,11 +16,10 @@ import (
 	"github.com/m3sup/m3sup/supervisor/cluster"
 )
 
-// hostCLI runs this test binary as `m3sup ARGS --socket` h's socket.
+// hostCLI runs `m3sup ARGS --socket` h's socket.
 func hostCLI(t testing.TB, h *hostNode, args ...string) string {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], append(args, "--socket", h.socket)...)
-	cmd.Env = append(os.Environ(), "M3SUP_TEST_MAIN=1")
+	cmd := m3sup(append(args, "--socket", h.socket)...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
@@ -34,8 +31,7 @@ func hostCLI(t testing.TB, h *hostNode, args ...string) string {
 // hostCLIErr runs an m3sup command against h's socket and returns its
 // output and error.
 func hostCLIErr(h *hostNode, args ...string) (string, error) {
-	cmd := exec.Command(os.Args[0], append(args, "--socket", h.socket)...)
-	cmd.Env = append(os.Environ(), "M3SUP_TEST_MAIN=1")
+	cmd := m3sup(append(args, "--socket", h.socket)...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
