@@ -66,11 +66,16 @@ var rules = []rule{
 
 	// Multi-host.
 	{pkg: "supervisor/cluster",
-		only:  []string{"std", "go.uber.org/zap", "go.etcd.io/etcd/client/v3", "go.etcd.io/etcd/client/v3/concurrency", "supervisor/m3"},
-		never: []string{"supervisor/store"},
-		why:   "supervisor/cluster's doc: standard library, zap, the etcd client and supervisor/m3; never supervisor/store"},
-	{pkg: "supervisor/join", never: []string{"supervisor/store", "go.etcd.io/etcd/server/..."},
-		why: "supervisor/join's doc: never the embedded etcd server (store)"},
+		only: []string{"std", "go.uber.org/zap", "go.etcd.io/etcd/client/v3", "go.etcd.io/etcd/client/v3/concurrency",
+			"supervisor/m3", "supervisor/api", "supervisor/spec", "supervisor/agent", "supervisor/pki", "internal/atomicfile"},
+		never: []string{"supervisor/store", "supervisor/member", "runtime/containerd"},
+		why:   "supervisor/cluster's doc: standard library, zap, the etcd client, m3, api, atomicfile and the leaves spec, agent, pki; never store"},
+	{pkg: "supervisor/join", never: []string{"supervisor/store", "supervisor/cluster", "supervisor/api", "go.etcd.io/etcd/server/..."},
+		why: "supervisor/join's doc: pki, etcd's client and zap; never the embedded etcd server (store), cluster or api"},
+	{pkg: "supervisor/member", neverDirect: []string{"supervisor/api", "supervisor/agent", "runtime/..."}, never: []string{"runtime/containerd"},
+		why: "supervisor/member's doc: store, pki, join, cluster and m3; never api, agent or the runtime"},
+	{pkg: "supervisor/store", never: []string{"supervisor/cluster", "supervisor/join", "supervisor/member", "supervisor/m3", "supervisor/pki", "supervisor/api"},
+		why: "supervisor/store's doc: the etcd server and client, zap and spec; no other m3sup package"},
 	{pkg: "supervisor/backup", never: []string{"os/exec", "runtime/...", "supervisor/agent"},
 		why: "supervisor/backup's doc: etcd, store and spec; nothing that runs processes"},
 

@@ -39,6 +39,7 @@
 // handshake.
 //
 // Import rule (non-test code): standard library, zap, the etcd client, and
-// supervisor/store, pki, join, cluster and m3; never the root supervisor,
-// api, agent or the runtime. It reaches the host only through Options.
+// supervisor/store, pki, join, cluster and m3; never the root supervisor or
+// the runtime, and never api or agent itself (cluster does). It reaches the
+// host only through Options.
 package member
