@@ -50,8 +50,8 @@ func (s *Supervisor) registeredHost() (cluster.Host, error) {
 // runMultiHost is the cluster automation of a multi-host host
 // (cluster.Automation): registered as registeredHost, campaigning for the
 // placement controller, and, once the placement exists, namespaces and
-// readiness as runCluster drives them.
-func (s *Supervisor) runMultiHost(ctx context.Context, local cluster.Local, desired spec.Cluster, updates <-chan spec.Cluster) error {
+// readiness as the M3 set-up drives them.
+func (s *Supervisor) runMultiHost(ctx context.Context, local cluster.Local, desired spec.Cluster, updates <-chan spec.Cluster, setup *m3Setup) error {
 	h, err := s.registeredHost()
 	if err != nil {
 		return err
@@ -59,6 +59,6 @@ func (s *Supervisor) runMultiHost(ctx context.Context, local cluster.Local, desi
 	_, remover := s.leaveParts()
 	a := &cluster.Automation{Local: local, Host: h, RF: desired.M3.ReplicationFactor, Shards: desired.M3.NumShards,
 		Forget:         remover.Forget,
-		AfterPlacement: func(ctx context.Context) error { return s.runCluster(ctx, local.M3, desired, updates) }}
+		AfterPlacement: func(ctx context.Context) error { return setup.Run(ctx, desired, updates) }}
 	return a.Run(ctx)
 }

@@ -5,10 +5,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	"go.uber.org/zap"
@@ -329,18 +327,4 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 		return err
 	}
 	return os.Rename(tmp.Name(), path)
-}
-
-// placementInstance is this host's entry in the M3 placement.
-func placementInstance(nodeName, isolationGroup, zone, listenAddress string) (m3.Instance, error) {
-	hp := dialAddr(listenAddress)
-	host, port, err := net.SplitHostPort(hp)
-	if err != nil {
-		return m3.Instance{}, fmt.Errorf("dbnode.listenAddress %q: %w", listenAddress, err)
-	}
-	p, err := strconv.ParseUint(port, 10, 32)
-	if err != nil {
-		return m3.Instance{}, fmt.Errorf("dbnode.listenAddress %q: bad port: %w", listenAddress, err)
-	}
-	return m3.Instance{ID: nodeName, IsolationGroup: isolationGroup, Zone: zone, Weight: 100, Endpoint: hp, Hostname: host, Port: uint32(p)}, nil
 }

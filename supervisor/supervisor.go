@@ -619,12 +619,20 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 		g.Add(func() error { return s.watchBundles(ctx, lay) }, func(error) { cancel() })
 	}
 	{ // cluster automation
+		setup := &m3Setup{M3: client, Nodes: nodes, Node: cfg.NodeName, DBNodeListen: cfg.DBNode.ListenAddress,
+			MultiHost: s.multiHost(), ReadyTimeout: cfg.Cluster.ReadyTimeout.D(), Phase: s.setPhase,
+			OnReady: func() {
+				s.mu.Lock()
+				s.ready = true
+				s.mu.Unlock()
+			},
+			Logger: s.log}
 		ctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error {
 			if s.multiHost() {
-				return s.runMultiHost(ctx, local, desired, clusterUpdates)
+				return s.runMultiHost(ctx, local, desired, clusterUpdates, setup)
 			}
-			return s.runCluster(ctx, client, desired, clusterUpdates)
+			return setup.Run(ctx, desired, clusterUpdates)
 		}, func(error) { cancel() })
 	}
 	if leaver != nil { // `m3sup leave`: returns cluster.ErrLeft once M3 let this host go
