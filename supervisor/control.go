@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
+	"github.com/m3sup/m3sup/supervisor/agent"
 	"github.com/m3sup/m3sup/supervisor/api"
 	"github.com/m3sup/m3sup/supervisor/config"
 	"github.com/m3sup/m3sup/supervisor/spec"
@@ -18,18 +20,42 @@ import (
 // errStarting is returned by control calls before etcd is up.
 var errStarting = errors.New("m3sup is still starting: try again in a moment")
 
-func (s *Supervisor) storeReady() (*store.Store, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.store == nil {
-		return nil, errStarting
+// controlAPI is this host's api.Controller: the desired state (get and
+// apply, with a prediction of what an apply restarts), the components'
+// controls and their log paths. It reaches the daemon only through its
+// fields.
+type controlAPI struct {
+	Node    string
+	DataDir string
+	Roles   []string // this host's cluster.roles
+	// Store is the desired state in etcd; nil while etcd starts.
+	Store func() *store.Store
+	// Agent runs this host's components; nil until they first start.
+	Agent func() *agent.Agent
+	// Running is the cluster spec this host acts on (the last good one).
+	Running func() spec.Cluster
+	// Renderer returns how this host renders its components with release
+	// r, false when it has not fetched r (then predict cannot tell without
+	// I/O).
+	Renderer func(r spec.Release) (renderFunc, bool)
+}
+
+// renderFunc renders the components this host runs for a desired spec and
+// its controls, writing nothing.
+type renderFunc func(desired spec.Cluster, controls spec.HostControls) ([]agent.Component, error)
+
+var _ api.Controller = (*controlAPI)(nil)
+
+func (a *controlAPI) storeReady() (*store.Store, error) {
+	if st := a.Store(); st != nil {
+		return st, nil
 	}
-	return s.store, nil
+	return nil, errStarting
 }
 
 // Cluster implements api.Controller.
-func (s *Supervisor) Cluster(ctx context.Context) (api.ClusterDoc, error) {
-	st, err := s.storeReady()
+func (a *controlAPI) Cluster(ctx context.Context) (api.ClusterDoc, error) {
+	st, err := a.storeReady()
 	if err != nil {
 		return api.ClusterDoc{}, err
 	}
@@ -46,8 +72,8 @@ func (s *Supervisor) Cluster(ctx context.Context) (api.ClusterDoc, error) {
 // ApplyCluster implements api.Controller: validate, compare, and write with
 // a revision check. Nothing is written when the spec is invalid, the
 // revision is stale or dryRun is set.
-func (s *Supervisor) ApplyCluster(ctx context.Context, doc api.ClusterDoc, dryRun bool) (api.ApplyResult, error) {
-	st, err := s.storeReady()
+func (a *controlAPI) ApplyCluster(ctx context.Context, doc api.ClusterDoc, dryRun bool) (api.ApplyResult, error) {
+	st, err := a.storeReady()
 	if err != nil {
 		return api.ApplyResult{}, err
 	}
@@ -56,7 +82,7 @@ func (s *Supervisor) ApplyCluster(ctx context.Context, doc api.ClusterDoc, dryRu
 	if errors.As(err, &ve) {
 		// The stored spec is unusable: a valid one replaces it, checked
 		// against the spec this host runs (the last good one).
-		cur, err = s.runningSpec(), nil
+		cur, err = a.Running(), nil
 	}
 	if err != nil {
 		return api.ApplyResult{}, err
@@ -74,7 +100,7 @@ func (s *Supervisor) ApplyCluster(ctx context.Context, doc api.ClusterDoc, dryRu
 			"conflict: the cluster spec changed since revision %d (now %d); run `m3sup get cluster`, redo the change and apply again", expect, rev)
 	}
 	res := api.ApplyResult{Changes: diffSpecs(cur, next), Restarts: []string{}}
-	res.Restarts, res.InPlace, err = s.predict(ctx, st, cur, next)
+	res.Restarts, res.InPlace, err = a.predict(ctx, st, cur, next)
 	if err != nil {
 		return res, api.Errorf(api.ErrInvalid, "invalid cluster spec: %v", err)
 	}
@@ -140,7 +166,7 @@ func validateTransition(cur, next spec.Cluster) error {
 // predict says which components an apply restarts (by comparing the
 // rendered specs' hashes with what the agent runs now) and what M3 changes
 // in place.
-func (s *Supervisor) predict(ctx context.Context, st *store.Store, cur, next spec.Cluster) (restarts, inPlace []string, err error) {
+func (a *controlAPI) predict(ctx context.Context, st *store.Store, cur, next spec.Cluster) (restarts, inPlace []string, err error) {
 	restarts = []string{}
 	for _, ns := range next.M3.Namespaces {
 		var old *spec.Namespace
@@ -156,13 +182,11 @@ func (s *Supervisor) predict(ctx context.Context, st *store.Store, cur, next spe
 			inPlace = append(inPlace, fmt.Sprintf("namespace %s: retention %s → %s", ns.Name, old.Retention, ns.Retention))
 		}
 	}
-	s.mu.Lock()
-	ag, rel, haveRel, etcd := s.agent, s.releases[cur.Release], false, s.etcd
-	_, haveRel = s.releases[cur.Release]
-	s.mu.Unlock()
-	if ag == nil || etcd == nil {
+	ag := a.Agent() // etcd runs: the store is ready
+	if ag == nil {
 		return restarts, inPlace, nil
 	}
+	render, haveRel := a.Renderer(cur.Release)
 	if next.Release != cur.Release {
 		for _, c := range ag.Statuses() {
 			restarts = append(restarts, c.Name+" (release "+cur.Release.Version+" → "+next.Release.Version+")")
@@ -172,16 +196,16 @@ func (s *Supervisor) predict(ctx context.Context, st *store.Store, cur, next spe
 	if !haveRel {
 		return restarts, inPlace, nil
 	}
-	controls, _, err := st.Controls(ctx, s.cfg.NodeName)
+	controls, _, err := st.Controls(ctx, a.Node)
 	var ve *store.ValueError
 	if err != nil && !errors.As(err, &ve) { // corrupt controls count as none, as the reconcile does
 		return nil, nil, err
 	}
-	r, err := s.render(layout{root: s.cfg.DataDir}, next, controls, rel, etcd.HostPort())
+	comps, err := render(next, controls)
 	if err != nil {
 		return nil, nil, err
 	}
-	for _, c := range r.comps {
+	for _, c := range comps {
 		if st, ok := ag.Status(c.Name); ok && st.DesiredHash != c.Hash {
 			restarts = append(restarts, c.Name+" (config changed)")
 		}
@@ -249,15 +273,15 @@ func flatten(v any) map[string]string {
 }
 
 // Control implements api.Controller.
-func (s *Supervisor) Control(ctx context.Context, component, action string) (api.ControlResult, error) {
-	if err := s.hasComponent(component); err != nil {
+func (a *controlAPI) Control(ctx context.Context, component, action string) (api.ControlResult, error) {
+	if err := a.hasComponent(component); err != nil {
 		return api.ControlResult{}, err
 	}
-	st, err := s.storeReady()
+	st, err := a.storeReady()
 	if err != nil {
 		return api.ControlResult{}, err
 	}
-	c, err := st.UpdateControl(ctx, s.cfg.NodeName, component, func(c *spec.Control) {
+	c, err := st.UpdateControl(ctx, a.Node, component, func(c *spec.Control) {
 		switch action {
 		case "restart":
 			c.RestartGeneration++
@@ -275,21 +299,21 @@ func (s *Supervisor) Control(ctx context.Context, component, action string) (api
 }
 
 // hasComponent reports whether this host runs component (by its roles).
-func (s *Supervisor) hasComponent(component string) error {
+func (a *controlAPI) hasComponent(component string) error {
 	role := map[string]string{DBNode: config.RoleDBNode, Coordinator: config.RoleCoordinator}[component]
 	if role == "" {
 		return api.Errorf(api.ErrNotFound, "no component %q (have %s, %s)", component, DBNode, Coordinator)
 	}
-	if !s.cfg.Cluster.HasRole(role) {
-		return api.Errorf(api.ErrNotFound, "this host runs no %s (cluster.roles: %v)", component, s.cfg.Cluster.Roles)
+	if !slices.Contains(a.Roles, role) {
+		return api.Errorf(api.ErrNotFound, "this host runs no %s (cluster.roles: %v)", component, a.Roles)
 	}
 	return nil
 }
 
 // LogPath implements api.Controller.
-func (s *Supervisor) LogPath(component string) (string, error) {
+func (a *controlAPI) LogPath(component string) (string, error) {
 	if component != DBNode && component != Coordinator {
 		return "", api.Errorf(api.ErrNotFound, "no component %q (have %s, %s)", component, DBNode, Coordinator)
 	}
-	return filepath.Join(layout{root: s.cfg.DataDir}.component(component, "logs"), component+".log"), nil
+	return filepath.Join(layout{root: a.DataDir}.component(component, "logs"), component+".log"), nil
 }

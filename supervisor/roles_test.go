@@ -41,7 +41,7 @@ func TestRegisteredHostRoles(t *testing.T) {
 			t.Errorf("%v: registered host does not validate: %v", tc.roles, err)
 		}
 		for _, c := range []string{DBNode, Coordinator} {
-			err := s.hasComponent(c)
+			err := (&controlAPI{Roles: cfg.Cluster.Roles}).hasComponent(c)
 			if c == tc.component {
 				if !errors.Is(err, api.ErrNotFound) {
 					t.Errorf("%v: control of %s: %v, want not found", tc.roles, c, err)

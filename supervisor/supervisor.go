@@ -203,7 +203,29 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	srv := api.NewServer(apiProvider{s, &s.tokens}, s, s.metrics.registry, s.log)
+	ctl := &controlAPI{Node: s.cfg.NodeName, DataDir: s.cfg.DataDir, Roles: s.cfg.Cluster.Roles,
+		Store: func() *store.Store {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return s.store
+		},
+		Agent: func() *agent.Agent {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return s.agent
+		},
+		Running: s.runningSpec,
+		Renderer: func(r spec.Release) (renderFunc, bool) {
+			s.mu.Lock()
+			rel, ok := s.releases[r]
+			etcd := s.etcd
+			s.mu.Unlock()
+			return func(desired spec.Cluster, controls spec.HostControls) ([]agent.Component, error) {
+				out, err := s.render(layout{root: s.cfg.DataDir}, desired, controls, rel, etcd.HostPort())
+				return out.comps, err
+			}, ok
+		}}
+	srv := api.NewServer(apiProvider{s, &s.tokens}, ctl, s.metrics.registry, s.log)
 
 	var g run.Group
 	if n := s.opts.Notifier; n != nil {
