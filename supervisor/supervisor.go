@@ -225,7 +225,15 @@ func (s *Supervisor) Run(ctx context.Context) error {
 				return out.comps, err
 			}, ok
 		}}
-	srv := api.NewServer(apiProvider{s, &s.tokens}, ctl, s.metrics.registry, s.log)
+	etcd := func() *store.Etcd {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.etcd
+	}
+	bak := backupAPI{Etcd: etcd, MultiHost: s.multiHost(),
+		Meta: backup.Meta{Node: s.cfg.NodeName, Version: s.opts.Version, TempDir: s.cfg.DataDir}}
+	srv := api.NewServer(api.Handlers{Provider: s, Controller: ctl, Tokens: &s.tokens, Leaver: s, HostRemover: s,
+		Backupper: bak, Metrics: s.metrics.registry}, s.log)
 
 	var g run.Group
 	if n := s.opts.Notifier; n != nil {
@@ -243,15 +251,6 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	g.Add(func() error { return s.runNode(nodeCtx) }, func(error) { cancelNode() })
 	return g.Run()
 }
-
-// apiProvider is what the local API serves: the daemon, and the optional
-// services it finds on its provider by type assertion (api.Tokens here).
-type apiProvider struct {
-	*Supervisor
-	*join.TokenService
-}
-
-var _ api.Tokens = apiProvider{}
 
 // multiHost reports whether this host runs in multi-host mode.
 func (s *Supervisor) multiHost() bool { return s.cfg.Cluster.MultiHost(s.opts.Join.URL) }

@@ -201,9 +201,22 @@ type Server struct {
 	http *http.Server
 }
 
-// NewServer builds the handlers: /v1/status, /healthz, /readyz, /metrics,
-// and, when c is not nil, the desired-state and component routes.
-func NewServer(p Provider, c Controller, gatherer prometheus.Gatherer, log *zap.Logger) *Server {
+// Handlers are the parts of the daemon the server serves. Provider is
+// required; any other part left nil is a route not served.
+type Handlers struct {
+	Provider    Provider            // GET /v1/status, /healthz, /readyz
+	Controller  Controller          // the desired-state and component routes
+	Tokens      Tokens              // /v1/tokens
+	Leaver      Leaver              // POST /v1/leave
+	HostRemover HostRemover         // POST /v1/hosts/{name}/remove
+	Backupper   Backupper           // GET /v1/backup
+	Metrics     prometheus.Gatherer // GET /metrics
+}
+
+// NewServer builds the handlers: /v1/status, /healthz and /readyz, and the
+// routes of every other part h has.
+func NewServer(h Handlers, log *zap.Logger) *Server {
+	p := h.Provider
 	mux := http.NewServeMux()
 	s := &Server{}
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
@@ -221,21 +234,23 @@ func NewServer(p Provider, c Controller, gatherer prometheus.Gatherer, log *zap.
 		}
 		_, _ = io.WriteString(w, "ready\n")
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
-	if c != nil {
-		s.controlRoutes(mux, c)
+	if h.Metrics != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(h.Metrics, promhttp.HandlerOpts{}))
 	}
-	if t, ok := p.(Tokens); ok {
-		tokenRoutes(mux, t)
+	if h.Controller != nil {
+		s.controlRoutes(mux, h.Controller)
 	}
-	if l, ok := p.(Leaver); ok {
-		leaveRoutes(mux, l)
+	if h.Tokens != nil {
+		tokenRoutes(mux, h.Tokens)
 	}
-	if rm, ok := p.(HostRemover); ok {
-		removeHostRoutes(mux, rm)
+	if h.Leaver != nil {
+		leaveRoutes(mux, h.Leaver)
 	}
-	if b, ok := p.(Backupper); ok {
-		mux.Handle("GET /v1/backup", BackupHandler(b))
+	if h.HostRemover != nil {
+		removeHostRoutes(mux, h.HostRemover)
+	}
+	if h.Backupper != nil {
+		mux.Handle("GET /v1/backup", BackupHandler(h.Backupper))
 	}
 	s.http = &http.Server{
 		Handler:           mux,

@@ -189,16 +189,20 @@ func (f *fakeProvider) setReady(err error) {
 	f.readyErr = err
 }
 
-// serve runs a Server on a fresh socket until the test ends, then shuts it
-// down and waits for Serve to return.
-func serve(t *testing.T, p api.Provider, g prometheus.Gatherer) string {
+// serve runs a Server for h (a fakeProvider when h has no Provider) on a
+// fresh socket until the test ends, then shuts it down and waits for Serve
+// to return.
+func serve(t *testing.T, h api.Handlers) string {
 	t.Helper()
 	path := filepath.Join(shortDir(t), "m3sup.sock")
 	ln, err := api.Listen(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := api.NewServer(p, nil, g, zap.NewNop())
+	if h.Provider == nil {
+		h.Provider = &fakeProvider{}
+	}
+	srv := api.NewServer(h, zap.NewNop())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
 	t.Cleanup(func() {
@@ -253,7 +257,7 @@ func sampleStatus() api.Status {
 
 func TestServerStatus(t *testing.T) {
 	p := &fakeProvider{status: sampleStatus()}
-	socket := serve(t, p, prometheus.NewRegistry())
+	socket := serve(t, api.Handlers{Provider: p, Metrics: prometheus.NewRegistry()})
 
 	code, hdr, body := rawGet(t, socket, http.MethodGet, "/v1/status")
 	if code != http.StatusOK || hdr.Get("Content-Type") != "application/json" {
@@ -295,7 +299,7 @@ func TestServerStatus(t *testing.T) {
 
 func TestServerHealthAndReady(t *testing.T) {
 	p := &fakeProvider{readyErr: errors.New("placement not yet created")}
-	socket := serve(t, p, prometheus.NewRegistry())
+	socket := serve(t, api.Handlers{Provider: p, Metrics: prometheus.NewRegistry()})
 	client := api.NewClient(socket)
 
 	if code, _, body := rawGet(t, socket, http.MethodGet, "/healthz"); code != http.StatusOK || body != "ok\n" {
@@ -330,7 +334,7 @@ func TestServerMetrics(t *testing.T) {
 	restarts := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "m3sup_test_restarts_total", Help: "test counter"}, []string{"component"})
 	reg.MustRegister(restarts)
 	restarts.WithLabelValues("dbnode").Add(3)
-	socket := serve(t, &fakeProvider{}, reg)
+	socket := serve(t, api.Handlers{Metrics: reg})
 
 	code, hdr, body := rawGet(t, socket, http.MethodGet, "/metrics")
 	if code != http.StatusOK {
@@ -391,5 +395,26 @@ func TestClientBadJSON(t *testing.T) {
 
 	if _, err := api.NewClient(path).Status(context.Background()); err == nil || !strings.Contains(err.Error(), "decode /v1/status") {
 		t.Fatalf("bad JSON: %v", err)
+	}
+}
+
+// TestServerServesOnlyItsParts: a part left out of Handlers is a route not
+// served.
+func TestServerServesOnlyItsParts(t *testing.T) {
+	socket := serve(t, api.Handlers{})
+	for _, r := range []struct{ method, path string }{
+		{http.MethodGet, "/metrics"},
+		{http.MethodGet, "/v1/cluster"},
+		{http.MethodGet, "/v1/tokens"},
+		{http.MethodPost, "/v1/leave"},
+		{http.MethodPost, "/v1/hosts/h2/remove"},
+		{http.MethodGet, "/v1/backup"},
+	} {
+		if code, _, body := rawGet(t, socket, r.method, r.path); code != http.StatusNotFound {
+			t.Errorf("%s %s without its part: %d %q, want 404", r.method, r.path, code, body)
+		}
+	}
+	if code, _, _ := rawGet(t, socket, http.MethodGet, "/healthz"); code != http.StatusOK {
+		t.Errorf("GET /healthz: %d", code)
 	}
 }

@@ -62,7 +62,7 @@ func serveControl(t *testing.T, c api.Controller) *api.Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := api.NewServer(&fakeProvider{}, c, nil, zap.NewNop())
+	srv := api.NewServer(api.Handlers{Provider: &fakeProvider{}, Controller: c}, zap.NewNop())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
 	t.Cleanup(func() {

@@ -7,14 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/m3sup/m3sup/supervisor/api"
 )
 
-// fakeLeaver is a Provider that also leaves, with answers the test sets.
+// fakeLeaver is a Leaver with answers the test sets.
 type fakeLeaver struct {
-	fakeProvider
 	leaveErr error
 	done     chan error
 }
@@ -41,7 +38,7 @@ func TestLeave(t *testing.T) {
 
 	// Refused: the daemon's reason, as a conflict, nothing else.
 	f := &fakeLeaver{leaveErr: api.Errorf(api.ErrConflict, "cannot leave: removing h4 would leave 2 instance(s) (nothing changed)"), done: make(chan error, 1)}
-	c := api.NewClient(serve(t, f, prometheus.NewRegistry()))
+	c := api.NewClient(serve(t, api.Handlers{Leaver: f}))
 	if _, err := c.Leave(ctx, true); !errors.Is(err, api.ErrConflict) || err.Error() != "cannot leave: removing h4 would leave 2 instance(s) (nothing changed)" {
 		t.Fatalf("refused leave: %v, want the conflict with the daemon's reason", err)
 	}

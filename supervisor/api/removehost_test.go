@@ -6,15 +6,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/m3sup/m3sup/supervisor/api"
 )
 
-// fakeRemover is a Provider that also removes hosts, with answers the test
-// sets.
+// fakeRemover is a HostRemover with answers the test sets.
 type fakeRemover struct {
-	fakeProvider
 	removeErr error
 	asked     chan string
 	done      chan error
@@ -42,7 +38,7 @@ func TestRemoveHost(t *testing.T) {
 	defer cancel()
 	f := &fakeRemover{asked: make(chan string, 10), done: make(chan error, 1),
 		removeErr: api.Errorf(api.ErrConflict, "cannot remove host2: host2 is running (registered in etcd); run `m3sup leave` on it (nothing changed)")}
-	c := api.NewClient(serve(t, f, prometheus.NewRegistry()))
+	c := api.NewClient(serve(t, api.Handlers{HostRemover: f}))
 
 	if _, err := c.RemoveHost(ctx, "host2", true); !errors.Is(err, api.ErrConflict) || err.Error() != "cannot remove host2: host2 is running (registered in etcd); run `m3sup leave` on it (nothing changed)" {
 		t.Fatalf("refused remove-host: %v, want the conflict with the daemon's reason", err)

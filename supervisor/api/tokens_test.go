@@ -11,16 +11,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/m3sup/m3sup/supervisor/api"
 	"github.com/m3sup/m3sup/supervisor/join"
 )
 
-// fakeTokens is a Provider that also makes tokens; it records what it was
-// asked for.
+// fakeTokens makes tokens; it records what it was asked for.
 type fakeTokens struct {
-	fakeProvider
 	got []join.TokenOptions
 }
 
@@ -39,7 +35,7 @@ func TestCreateTokenRequest(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	f := &fakeTokens{}
-	socket := serve(t, f, prometheus.NewRegistry())
+	socket := serve(t, api.Handlers{Tokens: f})
 	c := api.NewClient(socket)
 
 	res, err := c.CreateToken(ctx, join.TokenOptions{TTL: time.Hour, Uses: 3, Voter: true, Description: "fleet"})
@@ -87,10 +83,7 @@ func TestCreateTokenRequest(t *testing.T) {
 func TestTokenErrorKinds(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c := api.NewClient(serve(t, &struct {
-		fakeProvider
-		*join.TokenService
-	}{TokenService: &join.TokenService{}}, prometheus.NewRegistry()))
+	c := api.NewClient(serve(t, api.Handlers{Tokens: &join.TokenService{}}))
 	_, err := c.CreateToken(ctx, join.TokenOptions{TTL: time.Hour})
 	if !errors.Is(err, api.ErrConflict) || !strings.Contains(err.Error(), "holds the cluster CA") {
 		t.Errorf("CreateToken without the CA: %v, want a conflict", err)
@@ -102,7 +95,7 @@ func TestTokenErrorKinds(t *testing.T) {
 		t.Errorf("RevokeToken without the CA: %v, want a conflict", err)
 	}
 
-	c = api.NewClient(serve(t, &refusingTokens{}, prometheus.NewRegistry()))
+	c = api.NewClient(serve(t, api.Handlers{Tokens: &refusingTokens{}}))
 	if _, err := c.CreateToken(ctx, join.TokenOptions{TTL: time.Hour}); !errors.Is(err, api.ErrInvalid) {
 		t.Errorf("CreateToken refused by the store: %v, want invalid", err)
 	}
