@@ -56,7 +56,7 @@ func (s *Supervisor) runMultiHost(ctx context.Context, local cluster.Local, desi
 	if err != nil {
 		return err
 	}
-	_, remover := s.leaveParts()
+	_, remover := s.leave.parts()
 	a := &cluster.Automation{Local: local, Host: h, RF: desired.M3.ReplicationFactor, Shards: desired.M3.NumShards,
 		Forget:         remover.Forget,
 		AfterPlacement: func(ctx context.Context) error { return setup.Run(ctx, desired, updates) }}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -39,26 +40,49 @@ func (s *Supervisor) connectLeave(local cluster.Local, rt *containerd.Runtime, e
 		RemoveContainers: func(ctx context.Context) error { return removeContainers(ctx, rt, s.cfg.DBNode.StopTimeout.D()) },
 		StopMember:       e.StopMember,
 	})
-	s.mu.Lock()
-	s.leaver, s.remover = l, cluster.NewHostRemover(local)
-	s.mu.Unlock()
+	s.leave.connect(l, cluster.NewHostRemover(local))
 	return l
 }
 
-// leaveParts returns this host's Leaver and HostRemover, nil before
-// connectLeave.
-func (s *Supervisor) leaveParts() (*cluster.Leaver, *cluster.HostRemover) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.leaver, s.remover
+// leaveAPI is this host's api.Leaver and api.HostRemover: it refuses on a
+// single-node m3sup and while the cluster's Leaver and HostRemover are not
+// connected (etcd and M3 still starting), and forwards to them after.
+type leaveAPI struct {
+	Node string
+	// MultiHost reports whether this host runs in multi-host mode (Run
+	// settles it before the API serves).
+	MultiHost func() bool
+
+	mu      sync.Mutex
+	leaver  *cluster.Leaver
+	remover *cluster.HostRemover
+}
+
+var (
+	_ api.Leaver      = (*leaveAPI)(nil)
+	_ api.HostRemover = (*leaveAPI)(nil)
+)
+
+// connect hands the API this host's Leaver and HostRemover (connectLeave).
+func (a *leaveAPI) connect(l *cluster.Leaver, r *cluster.HostRemover) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.leaver, a.remover = l, r
+}
+
+// parts returns this host's Leaver and HostRemover, nil before connect.
+func (a *leaveAPI) parts() (*cluster.Leaver, *cluster.HostRemover) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.leaver, a.remover
 }
 
 // Leave implements api.Leaver with the cluster.Leaver.
-func (s *Supervisor) Leave(ctx context.Context) (api.LeaveResult, error) {
-	if !s.multiHost() {
+func (a *leaveAPI) Leave(ctx context.Context) (api.LeaveResult, error) {
+	if !a.MultiHost() {
 		return api.LeaveResult{}, api.Errorf(api.ErrConflict, "cannot leave: this m3sup runs a single-node cluster (no cluster.joinListen, not joined with --join): there is no cluster to leave; stop m3sup instead")
 	}
-	l, _ := s.leaveParts()
+	l, _ := a.parts()
 	if l == nil {
 		return api.LeaveResult{}, api.Errorf(api.ErrConflict, "cannot leave yet: m3sup is still starting (etcd or M3 not connected yet); retry in a moment")
 	}
@@ -66,8 +90,8 @@ func (s *Supervisor) Leave(ctx context.Context) (api.LeaveResult, error) {
 }
 
 // LeaveDone implements api.Leaver with the cluster.Leaver.
-func (s *Supervisor) LeaveDone(ctx context.Context) error {
-	l, _ := s.leaveParts()
+func (a *leaveAPI) LeaveDone(ctx context.Context) error {
+	l, _ := a.parts()
 	if l == nil { // no leave was accepted
 		<-ctx.Done()
 		return ctx.Err()
@@ -76,14 +100,14 @@ func (s *Supervisor) LeaveDone(ctx context.Context) error {
 }
 
 // RemoveHost implements api.HostRemover with the cluster.HostRemover.
-func (s *Supervisor) RemoveHost(ctx context.Context, name string) (api.RemoveHostResult, error) {
-	if err := cluster.CheckRemoveHostName(name, s.cfg.NodeName); err != nil {
+func (a *leaveAPI) RemoveHost(ctx context.Context, name string) (api.RemoveHostResult, error) {
+	if err := cluster.CheckRemoveHostName(name, a.Node); err != nil {
 		return api.RemoveHostResult{}, err
 	}
-	if !s.multiHost() {
+	if !a.MultiHost() {
 		return api.RemoveHostResult{}, api.Errorf(api.ErrConflict, "cannot remove %s: this m3sup runs a single-node cluster (no cluster.joinListen, not joined with --join): there is no other host", name)
 	}
-	_, r := s.leaveParts()
+	_, r := a.parts()
 	if r == nil {
 		return api.RemoveHostResult{}, api.Errorf(api.ErrConflict, "cannot remove %s yet: m3sup is still starting (etcd or M3 not connected yet); retry in a moment", name)
 	}
@@ -91,8 +115,8 @@ func (s *Supervisor) RemoveHost(ctx context.Context, name string) (api.RemoveHos
 }
 
 // RemoveHostDone implements api.HostRemover with the cluster.HostRemover.
-func (s *Supervisor) RemoveHostDone(ctx context.Context, name string) error {
-	_, r := s.leaveParts()
+func (a *leaveAPI) RemoveHostDone(ctx context.Context, name string) error {
+	_, r := a.parts()
 	if r == nil {
 		return api.Errorf(api.ErrConflict, "remove-host %s: m3sup is not connected to etcd and M3", name)
 	}

@@ -49,11 +49,11 @@ func TestLeaveRefusedWithoutACluster(t *testing.T) {
 			cfg.DataDir = t.TempDir()
 			tc.cfg(&cfg)
 			s := New(Options{Config: cfg, Join: JoinOptions{URL: tc.join}})
-			_, err := s.Leave(context.Background())
+			_, err := s.leave.Leave(context.Background())
 			if !errors.Is(err, api.ErrConflict) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Leave = %v, want a conflict saying %q", err, tc.want)
 			}
-			if l, _ := s.leaveParts(); l != nil {
+			if l, _ := s.leave.parts(); l != nil {
 				t.Fatal("a refused leave was started")
 			}
 		})
@@ -78,7 +78,7 @@ func TestRemoveHostRefusedWithoutACluster(t *testing.T) {
 		{"not started", "h4", multi, "conflict", "still starting"},
 	} {
 		s := New(Options{Config: tc.cfg})
-		_, err := s.RemoveHost(context.Background(), tc.name)
+		_, err := s.leave.RemoveHost(context.Background(), tc.name)
 		if err == nil || !strings.Contains(err.Error(), tc.want) || kindOf(err) != tc.kind {
 			t.Errorf("%s: RemoveHost(%s) = %v (kind %q), want %s saying %q", tc.what, tc.name, err, kindOf(err), tc.kind, tc.want)
 		}
@@ -102,7 +102,7 @@ func TestLeaveWiring(t *testing.T) {
 	s.connectLeave(cluster.Local{Node: cfg.NodeName, DataDir: cfg.DataDir, Etcd: cli, M3: &m3.Client{BaseURL: srv.URL},
 		Admin: etcdAdmin{cli: cli}, Logger: s.log}, nil, e)
 
-	if _, err := s.RemoveHost(ctx, "h9"); !errors.Is(err, api.ErrNotFound) {
+	if _, err := s.leave.RemoveHost(ctx, "h9"); !errors.Is(err, api.ErrNotFound) {
 		t.Fatalf("RemoveHost(h9) = %v, want not found", err)
 	}
 	if err := cluster.MarkRemoved(ctx, cli, "h4", "h2", time.Now(), 1<<40); err != nil {
@@ -111,7 +111,7 @@ func TestLeaveWiring(t *testing.T) {
 	if st := clusterStatus(ctx, cli); !strings.Contains(fmt.Sprint(st.Hosts), "h4") {
 		t.Errorf("status hosts while h4 is removed: %+v", st.Hosts)
 	}
-	if err := s.RemoveHostDone(ctx, "h4"); err != nil {
+	if err := s.leave.RemoveHostDone(ctx, "h4"); err != nil {
 		t.Fatalf("RemoveHostDone(h4): %v", err)
 	}
 	if st := clusterStatus(ctx, cli); strings.Contains(fmt.Sprint(st.Hosts), "h4") {
@@ -122,7 +122,7 @@ func TestLeaveWiring(t *testing.T) {
 	}
 	// The only etcd voter may not leave: store's quorum guard, through the
 	// wiring, refuses it.
-	if _, err := s.Leave(ctx); !errors.Is(err, api.ErrConflict) || !strings.Contains(err.Error(), "it is the last voter: quorum at risk") {
+	if _, err := s.leave.Leave(ctx); !errors.Is(err, api.ErrConflict) || !strings.Contains(err.Error(), "it is the last voter: quorum at risk") {
 		t.Fatalf("Leave of the last voter = %v, want a conflict: the last voter", err)
 	}
 	if lv, err := cluster.LeavingHosts(ctx, cli); err != nil || len(lv) != 0 {

@@ -130,10 +130,8 @@ type Supervisor struct {
 	// roll is this host's rolling changes, automatic revert and restart
 	// permit; nil until etcd and the M3 client are connected (runNode).
 	roll *cluster.Rollout
-	// leaver and remover are this host's `m3sup leave` and `m3sup
-	// remove-host` (multi-host mode, once etcd and M3 are connected).
-	leaver  *cluster.Leaver
-	remover *cluster.HostRemover
+	// leave serves `m3sup leave` and `m3sup remove-host`.
+	leave *leaveAPI
 	// bundledImages are image archives from --bundle files, for containerd.
 	bundledImages []string
 	// lastObserved is the last M3 observation status could make.
@@ -155,6 +153,7 @@ func New(opts Options) *Supervisor {
 	}
 	s := &Supervisor{opts: opts, cfg: opts.Config, log: opts.Logger}
 	s.metrics = newMetrics(s)
+	s.leave = &leaveAPI{Node: s.cfg.NodeName, MultiHost: s.multiHost}
 	return s
 }
 
@@ -232,7 +231,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 	bak := backupAPI{Etcd: etcd, MultiHost: s.multiHost(),
 		Meta: backup.Meta{Node: s.cfg.NodeName, Version: s.opts.Version, TempDir: s.cfg.DataDir}}
-	srv := api.NewServer(api.Handlers{Provider: s, Controller: ctl, Tokens: &s.tokens, Leaver: s, HostRemover: s,
+	srv := api.NewServer(api.Handlers{Provider: s, Controller: ctl, Tokens: &s.tokens, Leaver: s.leave, HostRemover: s.leave,
 		Backupper: bak, Metrics: s.metrics.registry}, s.log)
 
 	var g run.Group
