@@ -56,7 +56,7 @@ func (s *Supervisor) ApplyCluster(ctx context.Context, doc api.ClusterDoc, dryRu
 	if errors.As(err, &ve) {
 		// The stored spec is unusable: a valid one replaces it, checked
 		// against the spec this host runs (the last good one).
-		cur, err = s.runningSpec(), nil
+		cur, err = s.status.runningSpec(), nil
 	}
 	if err != nil {
 		return api.ApplyResult{}, err

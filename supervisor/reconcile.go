@@ -97,12 +97,12 @@ func (s *Supervisor) release(ctx context.Context, lay layout, r spec.Release, ne
 // (namespaces change through M3's API, restarting nothing).
 func (s *Supervisor) applyChange(ctx context.Context, lay layout, ch store.Change, etcdHostPort string, ag *agent.Agent, cluster chan spec.Cluster) {
 	start := time.Now()
-	defer func() { s.metrics.reconcile.Observe(time.Since(start).Seconds()) }()
+	defer func() { s.status.metrics.reconcile.Observe(time.Since(start).Seconds()) }()
 	comps, err := s.plan(ctx, lay, ch, etcdHostPort, true)
 	if err != nil {
 		if ctx.Err() == nil {
 			s.log.Error("cannot apply the desired state; keeping the current one", zap.Int64("revision", ch.Revision), zap.Error(err))
-			s.setMessage(fmt.Sprintf("desired state at revision %d not applied: %v", ch.Revision, err))
+			s.status.setMessage(fmt.Sprintf("desired state at revision %d not applied: %v", ch.Revision, err))
 		}
 		return
 	}
@@ -114,12 +114,6 @@ func (s *Supervisor) applyChange(ctx context.Context, lay layout, ch store.Chang
 	default:
 	}
 	cluster <- ch.Cluster
-}
-
-func (s *Supervisor) setMessage(msg string) {
-	s.mu.Lock()
-	s.message = msg
-	s.mu.Unlock()
 }
 
 // everyShardAvailable is m3dbnode's planned-restart gate: only while every
