@@ -22,7 +22,6 @@ import (
 	"github.com/oklog/run"
 	"go.uber.org/zap"
 
-	"github.com/m3sup/m3sup/bundle"
 	"github.com/m3sup/m3sup/runtime/containerd"
 	"github.com/m3sup/m3sup/supervisor/agent"
 	"github.com/m3sup/m3sup/supervisor/api"
@@ -134,18 +133,12 @@ type Supervisor struct {
 	// remove-host` (multi-host mode, once etcd and M3 are connected).
 	leaver  *cluster.Leaver
 	remover *cluster.HostRemover
-	// bundledImages are image archives from --bundle files, for containerd.
-	bundledImages []string
 	// lastObserved is the last M3 observation status could make.
 	lastObserved    m3.Progress
 	lastObserveErr  string
 	lastObserveFail time.Time
-	// releases remembers fetched releases by their spec, so a reconcile
-	// that does not change the release does no I/O for it.
-	releases map[spec.Release]release
-	// images remembers pulled images by reference (image mode), so a
-	// reconcile resolves each reference once per process.
-	images map[string]containerd.Image
+	// art fetches and caches the releases and images, and imports bundles.
+	art *artifacts
 }
 
 // New returns a supervisor; it does no I/O.
@@ -155,6 +148,7 @@ func New(opts Options) *Supervisor {
 	}
 	s := &Supervisor{opts: opts, cfg: opts.Config, log: opts.Logger}
 	s.metrics = newMetrics(s)
+	s.art = newArtifacts(opts, s.metrics)
 	return s
 }
 
@@ -376,10 +370,14 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	defer stopShutdownFlag()
 
 	// Bundles first: they may carry the release and containerd itself.
-	ctdBinary, ctdPath, err := s.importBundles(ctx, lay)
+	bun, err := s.art.importBundles(ctx)
 	if err != nil {
 		return err
 	}
+	if bun.releaseChecksum != "" { // the fetch finds the bundled release in the cache
+		s.cfg.Release.Checksum = bun.releaseChecksum
+	}
+	ctdBinary, ctdPath := bun.ctdBinary, bun.pathDirs
 	if ctdBinary == "" {
 		ctdBinary = cfg.Runtime.Containerd.Binary
 	}
@@ -484,7 +482,7 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	s.mu.Lock()
 	s.rt = rt
 	s.mu.Unlock()
-	s.importImages(ctx)
+	s.art.setRuntime(ctx, rt)
 	info := rt.Info()
 	s.log.Info("container runtime ready", zap.String("mode", string(info.Mode)), zap.String("address", info.Address), zap.String("version", info.Version))
 
@@ -515,7 +513,7 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	}
 
 	s.setPhase(PhaseFetching, desired.Release.URL)
-	comps, err := s.plan(ctx, lay, first, etcd.HostPort(), true)
+	comps, err := s.desiredComponents(ctx, first, etcd.HostPort())
 	if err != nil {
 		return err
 	}
@@ -589,14 +587,14 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 					return nil
 				case <-tick.C:
 				case <-roll.Replans(): // a rollout halted or failed here: plan again
-					s.applyChange(ctx, lay, last, etcd.HostPort(), ag, clusterUpdates)
+					s.applyChange(ctx, last, etcd.HostPort(), ag, clusterUpdates)
 				case ch, ok := <-changes:
 					if !ok {
 						return nil
 					}
 					last = ch
 					s.noteChange(ch)
-					s.applyChange(ctx, lay, ch, etcd.HostPort(), ag, clusterUpdates)
+					s.applyChange(ctx, ch, etcd.HostPort(), ag, clusterUpdates)
 				}
 			}
 		}, func(error) { cancel() })
@@ -616,7 +614,7 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	}
 	{ // air-gap bundles dropped into <dataDir>/bundles
 		ctx, cancel := context.WithCancel(ctx)
-		g.Add(func() error { return s.watchBundles(ctx, lay) }, func(error) { cancel() })
+		g.Add(func() error { return s.art.watchBundles(ctx) }, func(error) { cancel() })
 	}
 	{ // cluster automation
 		ctx, cancel := context.WithCancel(ctx)
@@ -739,42 +737,6 @@ func SpecFromConfig(cfg config.Config) spec.Cluster {
 		})
 	}
 	return c
-}
-
-// release is a fetched, verified and unpacked M3 release.
-type release struct {
-	Version string
-	Digest  bundle.Digest
-	Dir     string
-}
-
-func (s *Supervisor) fetchRelease(ctx context.Context, lay layout, r spec.Release) (release, error) {
-	cache, err := bundle.OpenCache(lay.cache(), bundle.Options{Logger: s.log.Named("fetch"), Progress: s.opts.Progress,
-		MaxDownload: s.cfg.Release.MaxDownloadBytes})
-	if err != nil {
-		return release{}, err
-	}
-	if r.InsecureSkipChecksum {
-		s.log.Warn("INSECURE: fetching the M3 release WITHOUT checksum verification (release.insecureSkipChecksum)")
-	}
-	start := time.Now()
-	res, err := cache.Fetch(ctx, bundle.Source{URL: r.URL, Checksum: r.Checksum, InsecureSkipChecksum: r.InsecureSkipChecksum})
-	if err != nil {
-		return release{}, fmt.Errorf("fetch M3 release %s: %w", r.Version, err)
-	}
-	s.metrics.fetchTime.Observe(time.Since(start).Seconds())
-	if res.Downloaded {
-		s.metrics.fetchBytes.Add(float64(res.Bytes))
-		s.log.Info("downloaded M3 release", zap.String("version", r.Version), zap.String("digest", string(res.Digest)),
-			zap.Int64("bytes", res.Bytes), zap.Duration("took", time.Since(start).Round(time.Millisecond)))
-	} else {
-		s.log.Info("M3 release found in cache", zap.String("version", r.Version), zap.String("digest", string(res.Digest)))
-	}
-	dir, err := cache.Unpack(ctx, res.Digest)
-	if err != nil {
-		return release{}, fmt.Errorf("unpack M3 release %s: %w", r.Version, err)
-	}
-	return release{Version: r.Version, Digest: res.Digest, Dir: dir}, nil
 }
 
 // dialAddr turns a listen address into one a local client can dial.

@@ -64,6 +64,11 @@ var rules = []rule{
 	{pkg: "supervisor/m3", only: []string{"std", "go.yaml.in/yaml/v2"}, never: []string{"github.com/m3db/..."},
 		why: "supervisor/m3's doc: standard library plus one YAML encoder; never github.com/m3db/m3"},
 
+	{pkg: "supervisor/render",
+		only:  []string{"std", "runtime", "supervisor/agent", "supervisor/config", "supervisor/spec", "supervisor/m3"},
+		never: []string{"supervisor/store", "supervisor/cluster", "supervisor/member", "runtime/containerd", "go.etcd.io/..."},
+		why:   "supervisor/render's doc: a pure function over the standard library, runtime, agent, config, spec and m3; never store, cluster, member or containerd"},
+
 	// Multi-host.
 	{pkg: "supervisor/cluster",
 		only: []string{"std", "go.uber.org/zap", "go.etcd.io/etcd/client/v3", "go.etcd.io/etcd/client/v3/concurrency",
