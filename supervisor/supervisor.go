@@ -586,7 +586,7 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 				case <-ctx.Done():
 					return nil
 				case <-tick.C:
-				case <-roll.Replans(): // a rollout halted or failed here: plan again
+				case <-roll.Replans(): // a rollout halted or failed here: render again
 					s.applyChange(ctx, last, etcd.HostPort(), ag, clusterUpdates)
 				case ch, ok := <-changes:
 					if !ok {
