@@ -157,9 +157,9 @@ func (s *Supervisor) predict(ctx context.Context, st *store.Store, cur, next spe
 		}
 	}
 	s.mu.Lock()
-	ag, rel, haveRel, etcd := s.agent, s.releases[cur.Release], false, s.etcd
-	_, haveRel = s.releases[cur.Release]
+	ag, etcd := s.agent, s.etcd
 	s.mu.Unlock()
+	rel, haveRel := s.art.cachedRelease(cur.Release)
 	if ag == nil || etcd == nil {
 		return restarts, inPlace, nil
 	}
@@ -177,11 +177,11 @@ func (s *Supervisor) predict(ctx context.Context, st *store.Store, cur, next spe
 	if err != nil && !errors.As(err, &ve) { // corrupt controls count as none, as the reconcile does
 		return nil, nil, err
 	}
-	r, err := s.render(layout{root: s.cfg.DataDir}, next, controls, rel, etcd.HostPort())
+	r, err := s.render(s.renderInput(next, controls, rel, etcd.HostPort()))
 	if err != nil {
 		return nil, nil, err
 	}
-	for _, c := range r.comps {
+	for _, c := range r.Components {
 		if st, ok := ag.Status(c.Name); ok && st.DesiredHash != c.Hash {
 			restarts = append(restarts, c.Name+" (config changed)")
 		}

@@ -22,7 +22,6 @@ import (
 	"github.com/oklog/run"
 	"go.uber.org/zap"
 
-	"github.com/m3sup/m3sup/bundle"
 	"github.com/m3sup/m3sup/runtime/containerd"
 	"github.com/m3sup/m3sup/supervisor/agent"
 	"github.com/m3sup/m3sup/supervisor/api"
@@ -110,14 +109,8 @@ type Supervisor struct {
 	// remove-host` (multi-host mode, once etcd and M3 are connected).
 	leaver  *cluster.Leaver
 	remover *cluster.HostRemover
-	// bundledImages are image archives from --bundle files, for containerd.
-	bundledImages []string
-	// releases remembers fetched releases by their spec, so a reconcile
-	// that does not change the release does no I/O for it.
-	releases map[spec.Release]release
-	// images remembers pulled images by reference (image mode), so a
-	// reconcile resolves each reference once per process.
-	images map[string]containerd.Image
+	// art fetches and caches the releases and images, and imports bundles.
+	art *artifacts
 }
 
 // New returns a supervisor; it does no I/O.
@@ -125,8 +118,10 @@ func New(opts Options) *Supervisor {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
-	return &Supervisor{opts: opts, cfg: opts.Config, log: opts.Logger,
+	s := &Supervisor{opts: opts, cfg: opts.Config, log: opts.Logger,
 		status: newHostStatus(opts.Config.NodeName, opts.Version, opts.Config.Runtime.Containerd.Namespace, opts.Notifier, opts.Logger)}
+	s.art = newArtifacts(opts, s.status.metrics)
+	return s
 }
 
 // ErrNotRoot is returned when m3sup runs without root privileges.
@@ -249,10 +244,14 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	defer stopShutdownFlag()
 
 	// Bundles first: they may carry the release and containerd itself.
-	ctdBinary, ctdPath, err := s.importBundles(ctx, lay)
+	bun, err := s.art.importBundles(ctx)
 	if err != nil {
 		return err
 	}
+	if bun.releaseChecksum != "" { // the fetch finds the bundled release in the cache
+		s.cfg.Release.Checksum = bun.releaseChecksum
+	}
+	ctdBinary, ctdPath := bun.ctdBinary, bun.pathDirs
 	if ctdBinary == "" {
 		ctdBinary = cfg.Runtime.Containerd.Binary
 	}
@@ -359,7 +358,7 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	s.rt = rt
 	s.mu.Unlock()
 	s.status.connectRuntime(rt)
-	s.importImages(ctx)
+	s.art.setRuntime(ctx, rt)
 	info := rt.Info()
 	s.log.Info("container runtime ready", zap.String("mode", string(info.Mode)), zap.String("address", info.Address), zap.String("version", info.Version))
 
@@ -391,7 +390,7 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	}
 
 	s.status.setPhase(PhaseFetching, desired.Release.URL)
-	comps, err := s.plan(ctx, lay, first, etcd.HostPort(), true)
+	comps, err := s.desiredComponents(ctx, first, etcd.HostPort())
 	if err != nil {
 		return err
 	}
@@ -468,15 +467,15 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 				case <-ctx.Done():
 					return nil
 				case <-tick.C:
-				case <-roll.Replans(): // a rollout halted or failed here: plan again
-					s.applyChange(ctx, lay, last, etcd.HostPort(), ag, clusterUpdates)
+				case <-roll.Replans(): // a rollout halted or failed here: render again
+					s.applyChange(ctx, last, etcd.HostPort(), ag, clusterUpdates)
 				case ch, ok := <-changes:
 					if !ok {
 						return nil
 					}
 					last = ch
 					s.status.noteChange(ch)
-					s.applyChange(ctx, lay, ch, etcd.HostPort(), ag, clusterUpdates)
+					s.applyChange(ctx, ch, etcd.HostPort(), ag, clusterUpdates)
 				}
 			}
 		}, func(error) { cancel() })
@@ -496,7 +495,7 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	}
 	{ // air-gap bundles dropped into <dataDir>/bundles
 		ctx, cancel := context.WithCancel(ctx)
-		g.Add(func() error { return s.watchBundles(ctx, lay) }, func(error) { cancel() })
+		g.Add(func() error { return s.art.watchBundles(ctx) }, func(error) { cancel() })
 	}
 	{ // cluster automation
 		ctx, cancel := context.WithCancel(ctx)
@@ -619,42 +618,6 @@ func SpecFromConfig(cfg config.Config) spec.Cluster {
 		})
 	}
 	return c
-}
-
-// release is a fetched, verified and unpacked M3 release.
-type release struct {
-	Version string
-	Digest  bundle.Digest
-	Dir     string
-}
-
-func (s *Supervisor) fetchRelease(ctx context.Context, lay layout, r spec.Release) (release, error) {
-	cache, err := bundle.OpenCache(lay.cache(), bundle.Options{Logger: s.log.Named("fetch"), Progress: s.opts.Progress,
-		MaxDownload: s.cfg.Release.MaxDownloadBytes})
-	if err != nil {
-		return release{}, err
-	}
-	if r.InsecureSkipChecksum {
-		s.log.Warn("INSECURE: fetching the M3 release WITHOUT checksum verification (release.insecureSkipChecksum)")
-	}
-	start := time.Now()
-	res, err := cache.Fetch(ctx, bundle.Source{URL: r.URL, Checksum: r.Checksum, InsecureSkipChecksum: r.InsecureSkipChecksum})
-	if err != nil {
-		return release{}, fmt.Errorf("fetch M3 release %s: %w", r.Version, err)
-	}
-	s.status.metrics.fetchTime.Observe(time.Since(start).Seconds())
-	if res.Downloaded {
-		s.status.metrics.fetchBytes.Add(float64(res.Bytes))
-		s.log.Info("downloaded M3 release", zap.String("version", r.Version), zap.String("digest", string(res.Digest)),
-			zap.Int64("bytes", res.Bytes), zap.Duration("took", time.Since(start).Round(time.Millisecond)))
-	} else {
-		s.log.Info("M3 release found in cache", zap.String("version", r.Version), zap.String("digest", string(res.Digest)))
-	}
-	dir, err := cache.Unpack(ctx, res.Digest)
-	if err != nil {
-		return release{}, fmt.Errorf("unpack M3 release %s: %w", r.Version, err)
-	}
-	return release{Version: r.Version, Digest: res.Digest, Dir: dir}, nil
 }
 
 // dialAddr turns a listen address into one a local client can dial.
