@@ -2,16 +2,15 @@ package supervisor
 
 import (
 	"os"
-	"path/filepath"
 
 	"go.uber.org/zap"
 
-	"github.com/m3sup/m3sup/runtime"
 	"github.com/m3sup/m3sup/supervisor/m3/cpucore"
 )
 
 // cpuGuard is this host's CPU-core guard decision (see package cpucore),
-// made once at start: each host of a cluster decides for itself.
+// made once at start: each host of a cluster decides for itself. Rendering
+// takes it as a host fact (render.Host.CPUGuard).
 type cpuGuard struct {
 	decision cpucore.Decision
 	// cpuinfo is what m3dbnode sees as /proc/cpuinfo when guarded.
@@ -44,17 +43,4 @@ func (s *Supervisor) decideCPUGuard() *cpuGuard {
 	}
 	s.cpuGuard.Store(g)
 	return g
-}
-
-// guardCPU adds the one-processor cpuinfo to m3dbnode's spec when the
-// guard is on: a file under the component's dir, bind-mounted read-only
-// over /proc/cpuinfo. The mount is part of the spec, so turning the guard
-// on or off changes the hash and restarts m3dbnode.
-func (g *cpuGuard) guardCPU(lay layout, sp *runtime.Spec, out *rendered) {
-	if g == nil || !g.decision.Guard {
-		return
-	}
-	path := filepath.Join(lay.component(DBNode, ""), "cpuinfo")
-	out.files[path] = g.cpuinfo
-	sp.Mounts = append(sp.Mounts, runtime.Mount{Source: path, Destination: "/proc/cpuinfo", ReadOnly: true})
 }

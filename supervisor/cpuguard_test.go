@@ -5,66 +5,45 @@ import (
 
 	"github.com/m3sup/m3sup/supervisor/config"
 	"github.com/m3sup/m3sup/supervisor/m3/cpucore"
+	"github.com/m3sup/m3sup/supervisor/render"
 )
 
-// TestCPUGuardShapesDBNodeSpec: with an injected probe for either kind of
-// host, the guard adds the one-processor cpuinfo to m3dbnode's spec (and so
-// changes its hash) only when the probe distrusts the CPU, and never
-// touches m3coordinator.
-func TestCPUGuardShapesDBNodeSpec(t *testing.T) {
+// TestCPUGuardDecision: with an injected probe for either kind of host,
+// the daemon hands rendering the guard (and a one-processor cpuinfo) only
+// when the probe distrusts the CPU or the config forces it on (see
+// render.TestCPUGuardShapesDBNodeSpec for what the guard does to m3dbnode).
+func TestCPUGuardDecision(t *testing.T) {
 	lying := cpucore.Result{Applicable: true, HasRDTSCP: true, CPUs: []int{0, 1}, Read: []int{249, 217}}
 	honest := cpucore.Result{Applicable: true, HasRDTSCP: true, CPUs: []int{0, 1}, Read: []int{0, 1}}
-	// One release dir: its path is in the specs, and so in their hashes.
-	rel := release{Version: "1.5.0", Dir: t.TempDir()}
-	writeExecutable(t, rel.Dir+"/m3dbnode")
-	writeExecutable(t, rel.Dir+"/m3coordinator")
-	render := func(probe cpucore.Result, mode string) rendered {
+	host := func(probe cpucore.Result, mode string) render.Host {
 		t.Helper()
 		cfg := config.Default()
 		cfg.DataDir = "/data"
 		cfg.DBNode.CPUCoreGuard = mode
 		s := New(Options{Config: cfg, CPUProbe: func() cpucore.Result { return probe }})
 		s.decideCPUGuard()
-		r, err := s.render(layout{root: "/data"}, SpecFromConfig(cfg), nil, rel, "127.0.0.1:2379")
-		if err != nil {
-			t.Fatal(err)
+		return s.renderInput(SpecFromConfig(cfg), nil, render.Release{}, "127.0.0.1:2379").Host
+	}
+	for _, tc := range []struct {
+		name  string
+		probe cpucore.Result
+		mode  string
+		want  bool
+	}{
+		{"lying/auto", lying, "auto", true},
+		{"honest/auto", honest, "auto", false},
+		{"lying/off", lying, "off", false},
+		{"honest/on", honest, "on", true},
+	} {
+		h := host(tc.probe, tc.mode)
+		if h.CPUGuard != tc.want {
+			t.Errorf("%s: guard %v, want %v", tc.name, h.CPUGuard, tc.want)
 		}
-		return r
-	}
-	guarded := func(r rendered, name string) (bool, string) {
-		for _, c := range r.comps {
-			if c.Name != name {
-				continue
-			}
-			for _, m := range c.Spec.Mounts {
-				if m.Destination == "/proc/cpuinfo" {
-					if !m.ReadOnly {
-						t.Errorf("%s: /proc/cpuinfo mounted read-write", name)
-					}
-					if n := cpucore.CountProcessors(r.files[m.Source]); n != 1 {
-						t.Errorf("%s: the mounted cpuinfo %s lists %d processors", name, m.Source, n)
-					}
-					return true, c.Hash
-				}
-			}
-			return false, c.Hash
+		if h.CPUGuard && cpucore.CountProcessors(h.CPUInfo) != 1 {
+			t.Errorf("%s: the cpuinfo lists %d processors", tc.name, cpucore.CountProcessors(h.CPUInfo))
 		}
-		t.Fatalf("no %s rendered", name)
-		return false, ""
-	}
-	on, onHash := guarded(render(lying, "auto"), DBNode)
-	off, offHash := guarded(render(honest, "auto"), DBNode)
-	forcedOff, forcedOffHash := guarded(render(lying, "off"), DBNode)
-	forcedOn, _ := guarded(render(honest, "on"), DBNode)
-	if !on || off || forcedOff || !forcedOn {
-		t.Fatalf("guarded: lying/auto %v, honest/auto %v, lying/off %v, honest/on %v; want true false false true", on, off, forcedOff, forcedOn)
-	}
-	if onHash == offHash || offHash != forcedOffHash {
-		t.Errorf("the guard must be exactly what changes m3dbnode's hash")
-	}
-	coOn, coOnHash := guarded(render(lying, "auto"), Coordinator)
-	coOff, coOffHash := guarded(render(honest, "auto"), Coordinator)
-	if coOn || coOff || coOnHash != coOffHash {
-		t.Errorf("m3coordinator touched by the guard: %v %v, hashes equal %v", coOn, coOff, coOnHash == coOffHash)
+		if h.ComponentsDir != "/data/components" {
+			t.Errorf("%s: components dir %q", tc.name, h.ComponentsDir)
+		}
 	}
 }

@@ -32,7 +32,7 @@ var ErrHostLeft = cluster.ErrHostLeft
 // (multi-host mode), once etcd and M3 are connected, and returns the
 // Leaver for runNode to run.
 func (s *Supervisor) connectLeave(local cluster.Local, rt *containerd.Runtime, e *store.Etcd) *cluster.Leaver {
-	local.Progress = func(msg string) { s.setPhase(PhaseLeaving, msg) }
+	local.Progress = func(msg string) { s.status.setPhase(PhaseLeaving, msg) }
 	s.mu.Lock()
 	holdsCA := s.ca != nil
 	s.mu.Unlock()

@@ -15,6 +15,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/m3sup/m3sup/internal/atomicfile"
 	"github.com/m3sup/m3sup/internal/etcdtest"
 	"github.com/m3sup/m3sup/supervisor/api"
 	"github.com/m3sup/m3sup/supervisor/cluster"
@@ -174,7 +175,7 @@ func TestMemberRemovedLooksUp(t *testing.T) {
 			t.Fatal(err)
 		}
 		for name, b := range map[string][]byte{certFile: c, keyFile: k} {
-			if err := pki.WriteFileAtomic(filepath.Join(dir, name), b, 0o600); err != nil {
+			if err := atomicfile.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
 				t.Fatal(err)
 			}
 		}

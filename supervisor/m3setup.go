@@ -20,7 +20,8 @@ import (
 // desired M3 topology. Nothing here restarts a process.
 //
 // It reaches the daemon only through its fields: the M3 client, this
-// host's m3dbnode /health URLs, and the phase and ready callbacks.
+// host's m3dbnode /health URLs and the phase reporter (PhaseReady marks the
+// host's set-up done in status).
 type m3Setup struct {
 	M3    *m3.Client
 	Nodes []string // this host's m3dbnode /health URLs, if it runs one
@@ -30,10 +31,8 @@ type m3Setup struct {
 	MultiHost    bool
 	ReadyTimeout time.Duration // one bounded m3.Bootstrap
 	// Phase reports the daemon's phase (bootstrapping, ready) and message.
-	Phase func(phase, msg string)
-	// OnReady is called when the set-up first finishes: M3 accepts writes.
-	OnReady func()
-	Logger  *zap.Logger
+	Phase  func(phase, msg string)
+	Logger *zap.Logger
 
 	// ready: the set-up finished once (bootstrap phases are no longer
 	// reported then).
@@ -59,7 +58,6 @@ func (u *m3Setup) Run(ctx context.Context, desired spec.Cluster, updates <-chan 
 		if err := u.bootstrap(ctx, d); err == nil {
 			if first {
 				u.ready.Store(true)
-				u.OnReady()
 				base, _ := u.M3.Base(ctx)
 				u.Phase(PhaseReady, fmt.Sprintf("M3 accepts writes on %s (took %s)", base, time.Since(start).Round(100*time.Millisecond)))
 				first = false

@@ -21,7 +21,7 @@ type metrics struct {
 	fetchTime  prometheus.Histogram
 }
 
-func newMetrics(s *Supervisor) *metrics {
+func newMetrics(h *hostStatus) *metrics {
 	m := &metrics{
 		registry: prometheus.NewRegistry(),
 		state: prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -51,22 +51,20 @@ func newMetrics(s *Supervisor) *metrics {
 	// components' own status.
 	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "m3sup_cluster_ready", Help: "1 while M3 accepts writes through this host: cluster set-up done and every local component running and healthy.",
-	}, func() float64 { return boolGauge(s.verdict().Ready) }))
+	}, func() float64 { return boolGauge(h.verdict().Ready) }))
 	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "m3sup_degraded", Help: "1 while M3 was ready on this host and a local component is not running and healthy now.",
-	}, func() float64 { return boolGauge(s.verdict().Degraded) }))
+	}, func() float64 { return boolGauge(h.verdict().Degraded) }))
 	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "m3sup_cpu_core_guard", Help: "1 while m3dbnode runs with a one-processor /proc/cpuinfo (M3 v1.5 CPU-id defect guard).",
 	}, func() float64 {
-		g := s.cpuGuard.Load()
-		return boolGauge(g != nil && g.decision.Guard)
+		g := h.sources().cpuGuard
+		return boolGauge(g != nil && g.Guard)
 	}))
 	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "m3sup_etcd_is_leader", Help: "1 when the embedded etcd member is the raft leader.",
 	}, func() float64 {
-		s.mu.Lock()
-		e := s.etcd
-		s.mu.Unlock()
+		e := h.sources().etcd
 		if e != nil && e.IsLeader() {
 			return 1
 		}
@@ -75,22 +73,18 @@ func newMetrics(s *Supervisor) *metrics {
 	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "m3sup_containerd_connected", Help: "1 while m3sup is connected to containerd.",
 	}, func() float64 {
-		s.mu.Lock()
-		rt := s.rt
-		s.mu.Unlock()
+		rt := h.sources().runtime
 		if rt != nil && rt.Info().Connected {
 			return 1
 		}
 		return 0
 	}))
-	m.registry.MustRegister(m3Shards{s: s, desc: prometheus.NewDesc("m3sup_m3_shards",
+	m.registry.MustRegister(m3Shards{h: h, desc: prometheus.NewDesc("m3sup_m3_shards",
 		"Shard replicas in M3's placement by state, as last observed.", []string{"state"}, nil)})
 	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "m3sup_etcd_healthy", Help: "1 when the embedded etcd answers a status request.",
 	}, func() float64 {
-		s.mu.Lock()
-		e := s.etcd
-		s.mu.Unlock()
+		e := h.sources().etcd
 		if e == nil {
 			return 0
 		}
@@ -101,7 +95,7 @@ func newMetrics(s *Supervisor) *metrics {
 		}
 		return 1
 	}))
-	m.registry.MustRegister(stateAge{s: s, desc: prometheus.NewDesc("m3sup_component_state_seconds",
+	m.registry.MustRegister(stateAge{h: h, desc: prometheus.NewDesc("m3sup_component_state_seconds",
 		"Seconds the component has been in its current state.", []string{"component", "state"}, nil)})
 	return m
 }
@@ -128,16 +122,14 @@ func (m *metrics) restarted(component, reason string) {
 // stateAge exports how long each component has been in its current state,
 // read from the agent at scrape time.
 type stateAge struct {
-	s    *Supervisor
+	h    *hostStatus
 	desc *prometheus.Desc
 }
 
 func (c stateAge) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 func (c stateAge) Collect(ch chan<- prometheus.Metric) {
-	c.s.mu.Lock()
-	ag := c.s.agent
-	c.s.mu.Unlock()
+	ag := c.h.sources().agent
 	if ag == nil {
 		return
 	}
@@ -150,14 +142,14 @@ func (c stateAge) Collect(ch chan<- prometheus.Metric) {
 // m3Shards exports the shard states of M3's placement, observed at scrape
 // time (briefly) or, when M3 is slow, as last observed.
 type m3Shards struct {
-	s    *Supervisor
+	h    *hostStatus
 	desc *prometheus.Desc
 }
 
 func (c m3Shards) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 func (c m3Shards) Collect(ch chan<- prometheus.Metric) {
-	p, ok := c.s.observeM3(context.Background())
+	p, ok := c.h.observeM3(context.Background())
 	if !ok {
 		return
 	}

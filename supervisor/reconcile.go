@@ -14,95 +14,75 @@ import (
 	"github.com/m3sup/m3sup/supervisor/store"
 )
 
-// plan fetches the desired release (once per release spec, and only when a
-// component runs its binaries), pulls the components' images (once per
-// reference) and renders the components of a desired state; with write it
-// also materializes them.
+// desiredComponents turns one desired-state change into this host's
+// components, in three steps: fetch what it needs (the release, once per
+// release spec and only when a component runs its binaries, and the images,
+// once per reference: artifacts), render the components (render.Components:
+// pure), then write their directories and files (materialize).
 //
 // A desired m3dbnode spec marked failed is replaced by the last good one
 // (cluster.Rollout.Effective), and the rollout records which revision the
 // rendered m3dbnode runs.
-func (s *Supervisor) plan(ctx context.Context, lay layout, ch store.Change, etcdHostPort string, write bool) ([]agent.Component, error) {
+func (s *Supervisor) desiredComponents(ctx context.Context, ch store.Change, etcdHostPort string) ([]agent.Component, error) {
 	roll := s.rollout()
 	if roll != nil {
 		ch.Cluster = roll.Effective(ctx, ch.Cluster)
 	}
-	rel, err := s.release(ctx, lay, ch.Cluster.Release, needsRelease(ch.Cluster))
+	rel, err := s.art.fetch(ctx, ch.Cluster)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.pullImages(ctx, ch.Cluster); err != nil {
-		return nil, err
-	}
-	if write && s.multiHost() {
-		s.mu.Lock()
-		m := s.member
-		s.mu.Unlock()
-		if m != nil {
-			if me, err := m.FollowVoters(ctx); err == nil {
-				s.mu.Lock()
-				s.m3Etcd = me
-				s.mu.Unlock()
-			} else if ctx.Err() == nil {
-				s.log.Warn("M3's configs keep the etcd voters they had (their etcd clients follow the member list anyway)", zap.Error(err))
-			}
-		}
-	}
-	r, err := s.render(lay, ch.Cluster, ch.Controls, rel, etcdHostPort)
+	s.followVoters(ctx)
+	in := s.renderInput(ch.Cluster, ch.Controls, rel, etcdHostPort)
+	r, err := s.render(in)
 	if err != nil {
 		return nil, err
 	}
 	if roll != nil {
-		roll.Record(r.dbHash, r.dbRevision)
+		roll.Record(r.DBNodeHash, dbRevision(in, r))
 	}
-	if write {
-		if err := materialize(r); err != nil {
-			return nil, err
-		}
+	if err := materialize(r); err != nil {
+		return nil, err
 	}
-	return r.comps, nil
+	s.attachChecks(r.Components, in)
+	return r.Components, nil
 }
 
-// release returns the fetched and unpacked release for r, fetching it only
-// when this process has not done so yet. When no component needs the
-// binaries (every one runs an image) nothing is fetched: the release then
-// only names the version.
-func (s *Supervisor) release(ctx context.Context, lay layout, r spec.Release, need bool) (release, error) {
+// followVoters updates how M3 reaches etcd to the voters of now
+// (multi-host mode), for the configs rendered next.
+func (s *Supervisor) followVoters(ctx context.Context) {
+	if !s.multiHost() {
+		return
+	}
 	s.mu.Lock()
-	rel, ok := s.releases[r]
+	m := s.member
 	s.mu.Unlock()
-	if ok && (rel.Dir != "" || !need) {
-		return rel, nil
+	if m == nil {
+		return
 	}
-	var err error
-	if need {
-		rel, err = s.fetchRelease(ctx, lay, r)
-	} else {
-		rel = release{Version: r.Version}
-	}
+	me, err := m.FollowVoters(ctx)
 	if err != nil {
-		return rel, err
+		if ctx.Err() == nil {
+			s.log.Warn("M3's configs keep the etcd voters they had (their etcd clients follow the member list anyway)", zap.Error(err))
+		}
+		return
 	}
 	s.mu.Lock()
-	if s.releases == nil {
-		s.releases = map[spec.Release]release{}
-	}
-	s.releases[r] = rel
+	s.m3Etcd = me
 	s.mu.Unlock()
-	return rel, nil
 }
 
 // applyChange turns one desired-state change into agent updates (which
 // restart exactly the components whose hash changed) and a cluster update
 // (namespaces change through M3's API, restarting nothing).
-func (s *Supervisor) applyChange(ctx context.Context, lay layout, ch store.Change, etcdHostPort string, ag *agent.Agent, cluster chan spec.Cluster) {
+func (s *Supervisor) applyChange(ctx context.Context, ch store.Change, etcdHostPort string, ag *agent.Agent, cluster chan spec.Cluster) {
 	start := time.Now()
-	defer func() { s.metrics.reconcile.Observe(time.Since(start).Seconds()) }()
-	comps, err := s.plan(ctx, lay, ch, etcdHostPort, true)
+	defer func() { s.status.metrics.reconcile.Observe(time.Since(start).Seconds()) }()
+	comps, err := s.desiredComponents(ctx, ch, etcdHostPort)
 	if err != nil {
 		if ctx.Err() == nil {
 			s.log.Error("cannot apply the desired state; keeping the current one", zap.Int64("revision", ch.Revision), zap.Error(err))
-			s.setMessage(fmt.Sprintf("desired state at revision %d not applied: %v", ch.Revision, err))
+			s.status.setMessage(fmt.Sprintf("desired state at revision %d not applied: %v", ch.Revision, err))
 		}
 		return
 	}
@@ -114,12 +94,6 @@ func (s *Supervisor) applyChange(ctx context.Context, lay layout, ch store.Chang
 	default:
 	}
 	cluster <- ch.Cluster
-}
-
-func (s *Supervisor) setMessage(msg string) {
-	s.mu.Lock()
-	s.message = msg
-	s.mu.Unlock()
 }
 
 // everyShardAvailable is m3dbnode's planned-restart gate: only while every

@@ -53,37 +53,6 @@ func TestRegisteredHostRoles(t *testing.T) {
 	}
 }
 
-// TestRenderRoles: a host renders only the components of its roles.
-func TestRenderRoles(t *testing.T) {
-	for _, tc := range []struct {
-		roles []string
-		want  []string
-	}{
-		{[]string{"dbnode", "coordinator"}, []string{DBNode, Coordinator}},
-		{[]string{"coordinator"}, []string{Coordinator}},
-		{[]string{"dbnode"}, []string{DBNode}},
-	} {
-		cfg := config.Default()
-		cfg.DataDir = t.TempDir()
-		cfg.Cluster.Roles = tc.roles
-		s := New(Options{Config: cfg})
-		rel := release{Version: "1.5.0", Dir: t.TempDir()}
-		writeExecutable(t, rel.Dir+"/m3dbnode")
-		writeExecutable(t, rel.Dir+"/m3coordinator")
-		r, err := s.render(layout{root: cfg.DataDir}, SpecFromConfig(cfg), nil, rel, "127.0.0.1:2379")
-		if err != nil {
-			t.Fatal(err)
-		}
-		var got []string
-		for _, c := range r.comps {
-			got = append(got, c.Name)
-		}
-		if !reflect.DeepEqual(got, tc.want) {
-			t.Errorf("roles %v render %v, want %v", tc.roles, got, tc.want)
-		}
-	}
-}
-
 // TestComponentNames: the rollout (package cluster) finds the components by
 // the names the daemon gives them.
 func TestComponentNames(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"github.com/m3sup/m3sup/supervisor/agent"
 	"github.com/m3sup/m3sup/supervisor/cluster"
 	"github.com/m3sup/m3sup/supervisor/config"
+	"github.com/m3sup/m3sup/supervisor/render"
 )
 
 // oneDBNode is an agent that runs one m3dbnode container, healthy.
@@ -35,24 +36,24 @@ func TestRenderRecordsNoRevision(t *testing.T) {
 	roll := cluster.NewRollout(cluster.Local{Node: cfg.NodeName, DataDir: cfg.DataDir}, nil, time.Minute)
 	s.roll = roll
 	desired := roll.Effective(context.Background(), SpecFromConfig(cfg))
-	rel := release{Version: "1.5.0", Dir: t.TempDir()}
-	writeExecutable(t, rel.Dir+"/m3dbnode")
-	writeExecutable(t, rel.Dir+"/m3coordinator")
-	r, err := s.render(layout{root: cfg.DataDir}, desired, nil, rel, "127.0.0.1:2379")
+	rel := render.Release{Version: "1.5.0", Dir: "/rel", Binaries: map[string]string{DBNode: "/rel/m3dbnode", Coordinator: "/rel/m3coordinator"}}
+	in := s.renderInput(desired, nil, rel, "127.0.0.1:2379")
+	r, err := s.render(in)
 	if err != nil {
 		t.Fatal(err)
 	}
+	rev := dbRevision(in, r)
 	onDesired := func() int {
-		p, _ := roll.Progress(context.Background(), false, nil, oneDBNode{hash: r.dbHash})
+		p, _ := roll.Progress(context.Background(), false, nil, oneDBNode{hash: r.DBNodeHash})
 		return p.OnDesired
 	}
 	if n := onDesired(); n != 0 {
-		t.Fatalf("render recorded the revision of %s (%d on desired)", r.dbHash, n)
+		t.Fatalf("render recorded the revision of %s (%d on desired)", r.DBNodeHash, n)
 	}
-	if r.dbRevision.Revision != cluster.DBNodeSpecOf(desired).Revision() || r.dbRevision.Version != "1.5.0" {
-		t.Fatalf("rendered revision %+v", r.dbRevision)
+	if rev.Revision != cluster.DBNodeSpecOf(desired).Revision() || rev.Version != "1.5.0" {
+		t.Fatalf("rendered revision %+v", rev)
 	}
-	roll.Record(r.dbHash, r.dbRevision)
+	roll.Record(r.DBNodeHash, rev)
 	if n := onDesired(); n != 1 {
 		t.Fatalf("after Record: %d on desired, want 1", n)
 	}

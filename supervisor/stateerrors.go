@@ -23,39 +23,39 @@ type stateErrors struct {
 
 // noteChange records a desired state this host acts on: its spec, and the
 // values it refused (each logged once).
-func (s *Supervisor) noteChange(ch store.Change) {
-	s.mu.Lock()
-	s.stateErrs.inForce = ch.Cluster
-	s.mu.Unlock()
-	s.noteStateErrors(ch.Errors)
+func (h *hostStatus) noteChange(ch store.Change) {
+	h.mu.Lock()
+	h.stateErrs.inForce = ch.Cluster
+	h.mu.Unlock()
+	h.noteStateErrors(ch.Errors)
 }
 
 // runningSpec is the cluster spec this host acts on.
-func (s *Supervisor) runningSpec() spec.Cluster {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.stateErrs.inForce
+func (h *hostStatus) runningSpec() spec.Cluster {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.stateErrs.inForce
 }
 
 // noteStateErrors records the bad values of the latest desired state.
-func (s *Supervisor) noteStateErrors(errs []*store.ValueError) {
+func (h *hostStatus) noteStateErrors(errs []*store.ValueError) {
 	next := make([]api.StateError, 0, len(errs))
 	for _, e := range errs {
 		next = append(next, api.StateError{Key: e.Key, Revision: e.Revision, Error: e.Err.Error()})
 	}
-	s.mu.Lock()
-	prev := s.stateErrs.cur
-	s.stateErrs.cur = next
-	s.mu.Unlock()
+	h.mu.Lock()
+	prev := h.stateErrs.cur
+	h.stateErrs.cur = next
+	h.mu.Unlock()
 	for _, e := range next {
 		if !slices.Contains(prev, e) {
-			s.log.Error("refusing a value in etcd; keeping the last good one (defaults if none)",
+			h.log.Error("refusing a value in etcd; keeping the last good one (defaults if none)",
 				zap.String("key", e.Key), zap.Int64("revision", e.Revision), zap.String("error", e.Error))
 		}
 	}
 	for _, e := range prev {
 		if !slices.ContainsFunc(next, func(n api.StateError) bool { return n.Key == e.Key }) {
-			s.log.Info("the value in etcd is usable again", zap.String("key", e.Key))
+			h.log.Info("the value in etcd is usable again", zap.String("key", e.Key))
 		}
 	}
 }

@@ -20,28 +20,27 @@ import (
 func TestStateErrorsLoggedOnceAndShown(t *testing.T) {
 	core, logs := observer.New(zap.InfoLevel)
 	cfg := config.Default()
-	cfg.DataDir = t.TempDir()
-	s := New(Options{Config: cfg, Logger: zap.New(core)})
+	h := newHostStatus(cfg.NodeName, "test", cfg.Runtime.Containerd.Namespace, nil, zap.New(core))
 	good := SpecFromConfig(cfg)
 	bad := &store.ValueError{Key: store.ControlsKey("n1"), Revision: 7, Err: errors.New("decode: unexpected end of JSON input")}
 	for range 3 {
-		s.noteChange(store.Change{Cluster: good, Errors: []*store.ValueError{bad}})
+		h.noteChange(store.Change{Cluster: good, Errors: []*store.ValueError{bad}})
 	}
 	if n := logs.FilterMessageSnippet("refusing a value in etcd").FilterField(zap.String("key", bad.Key)).Len(); n != 1 {
 		t.Fatalf("logged %d times, want once: %v", n, logs.All())
 	}
-	st := s.Status(context.Background())
+	st := h.Status(context.Background())
 	if len(st.StateErrors) != 1 || st.StateErrors[0].Key != bad.Key || st.StateErrors[0].Revision != 7 {
 		t.Fatalf("status stateErrors: %+v", st.StateErrors)
 	}
-	if got := s.runningSpec(); got.Release != good.Release {
+	if got := h.runningSpec(); got.Release != good.Release {
 		t.Fatalf("spec in force: %+v", got)
 	}
-	s.noteChange(store.Change{Cluster: spec.Cluster{}})
+	h.noteChange(store.Change{Cluster: spec.Cluster{}})
 	if n := logs.FilterMessageSnippet("usable again").Len(); n != 1 {
 		t.Fatalf("repair logged %d times", n)
 	}
-	if st := s.Status(context.Background()); len(st.StateErrors) != 0 {
+	if st := h.Status(context.Background()); len(st.StateErrors) != 0 {
 		t.Fatalf("status after repair: %+v", st.StateErrors)
 	}
 }

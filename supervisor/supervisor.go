@@ -22,7 +22,6 @@ import (
 	"github.com/oklog/run"
 	"go.uber.org/zap"
 
-	"github.com/m3sup/m3sup/bundle"
 	"github.com/m3sup/m3sup/runtime/containerd"
 	"github.com/m3sup/m3sup/supervisor/agent"
 	"github.com/m3sup/m3sup/supervisor/api"
@@ -71,51 +70,26 @@ type JoinOptions struct {
 	Token string // K10<ca-hash>::<id>.<secret>
 }
 
-// Phases of the daemon, reported in status.
-const (
-	PhaseStartingEtcd    = "starting-etcd"
-	PhaseStartingRuntime = "starting-runtime"
-	PhaseFetching        = "fetching"
-	PhaseStarting        = "starting"
-	PhaseBootstrapping   = "bootstrapping"
-	PhaseReady           = "ready"
-	PhaseStopping        = "stopping"
-)
-
 // Supervisor is the daemon. Create with New, then Run once.
 type Supervisor struct {
-	opts    Options
-	cfg     config.Config
-	log     *zap.Logger
-	metrics *metrics
+	opts Options
+	cfg  config.Config
+	log  *zap.Logger
+	// status is what this host says about itself: phase, readiness,
+	// systemd's notifications, the status API and the metrics.
+	status *hostStatus
 
 	noFileWarn sync.Once
-	readyOnce  sync.Once
-	// beat is when the node loop last proved it is alive (watchdog).
-	beat atomic.Int64
 	// cpuGuard is the CPU-core guard decision, made once in runNode.
 	cpuGuard atomic.Pointer[cpuGuard]
-	// shuttingDown is set once the daemon's run ends: the components stop.
-	shuttingDown atomic.Bool
 
-	// publishMu orders publishStatus calls, so systemd never keeps an
-	// older verdict than the last one judged.
-	publishMu sync.Mutex
-
-	mu      sync.Mutex
-	phase   string
-	message string
-	// statusLine is the last STATUS= sent; degraded whether it was
-	// sent while M3 was degraded.
-	statusLine string
-	degraded   bool
-	etcd       *store.Etcd
-	rt         *containerd.Runtime
-	agent      *agent.Agent
-	m3         *m3.Client
-	nodes      []string // m3dbnode /health URLs
-	ready      bool
-	store      *store.Store
+	mu    sync.Mutex
+	etcd  *store.Etcd
+	rt    *containerd.Runtime
+	agent *agent.Agent
+	m3    *m3.Client
+	nodes []string // m3dbnode /health URLs
+	store *store.Store
 	// member is this host's etcd, started; nil before.
 	member *member.Member
 	// ca is the cluster CA this host holds (multi-host mode: member.CA).
@@ -125,25 +99,13 @@ type Supervisor struct {
 	m3Etcd member.M3Etcd
 	// tokens serves `m3sup token` once this host holds the CA and etcd.
 	tokens join.TokenService
-	// stateErrs are the values in etcd this host refuses now (status).
-	stateErrs stateErrors
 	// roll is this host's rolling changes, automatic revert and restart
 	// permit; nil until etcd and the M3 client are connected (runNode).
 	roll *cluster.Rollout
 	// leave serves `m3sup leave` and `m3sup remove-host`.
 	leave *leaveAPI
-	// bundledImages are image archives from --bundle files, for containerd.
-	bundledImages []string
-	// lastObserved is the last M3 observation status could make.
-	lastObserved    m3.Progress
-	lastObserveErr  string
-	lastObserveFail time.Time
-	// releases remembers fetched releases by their spec, so a reconcile
-	// that does not change the release does no I/O for it.
-	releases map[spec.Release]release
-	// images remembers pulled images by reference (image mode), so a
-	// reconcile resolves each reference once per process.
-	images map[string]containerd.Image
+	// art fetches and caches the releases and images, and imports bundles.
+	art *artifacts
 }
 
 // New returns a supervisor; it does no I/O.
@@ -151,8 +113,9 @@ func New(opts Options) *Supervisor {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
-	s := &Supervisor{opts: opts, cfg: opts.Config, log: opts.Logger}
-	s.metrics = newMetrics(s)
+	s := &Supervisor{opts: opts, cfg: opts.Config, log: opts.Logger,
+		status: newHostStatus(opts.Config.NodeName, opts.Version, opts.Config.Runtime.Containerd.Namespace, opts.Notifier, opts.Logger)}
+	s.art = newArtifacts(opts, s.status.metrics)
 	s.leave = &leaveAPI{Node: s.cfg.NodeName, MultiHost: s.multiHost}
 	return s
 }
@@ -202,28 +165,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ctl := &controlAPI{Node: s.cfg.NodeName, DataDir: s.cfg.DataDir, Roles: s.cfg.Cluster.Roles,
-		Store: func() *store.Store {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			return s.store
-		},
-		Agent: func() *agent.Agent {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			return s.agent
-		},
-		Running: s.runningSpec,
-		Renderer: func(r spec.Release) (renderFunc, bool) {
-			s.mu.Lock()
-			rel, ok := s.releases[r]
-			etcd := s.etcd
-			s.mu.Unlock()
-			return func(desired spec.Cluster, controls spec.HostControls) ([]agent.Component, error) {
-				out, err := s.render(layout{root: s.cfg.DataDir}, desired, controls, rel, etcd.HostPort())
-				return out.comps, err
-			}, ok
-		}}
+	ctl := newControlAPI(s)
 	etcd := func() *store.Etcd {
 		s.mu.Lock()
 		defer s.mu.Unlock()
@@ -231,13 +173,13 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 	bak := backupAPI{Etcd: etcd, MultiHost: s.multiHost(),
 		Meta: backup.Meta{Node: s.cfg.NodeName, Version: s.opts.Version, TempDir: s.cfg.DataDir}}
-	srv := api.NewServer(api.Handlers{Provider: s, Controller: ctl, Tokens: &s.tokens, Leaver: s.leave, HostRemover: s.leave,
-		Backupper: bak, Metrics: s.metrics.registry}, s.log)
+	srv := api.NewServer(api.Handlers{Provider: s.status, Controller: ctl, Tokens: &s.tokens, Leaver: s.leave, HostRemover: s.leave,
+		Backupper: bak, Metrics: s.status.metrics.registry}, s.log)
 
 	var g run.Group
 	if n := s.opts.Notifier; n != nil {
 		wctx, cancel := context.WithCancel(ctx)
-		g.Add(func() error { return n.Watchdog(wctx, s.alive) }, func(error) { cancel() })
+		g.Add(func() error { return n.Watchdog(wctx, s.status.alive) }, func(error) { cancel() })
 	}
 	g.Add(func() error { return srv.Serve(ln) }, func(error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -249,6 +191,33 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	nodeCtx, cancelNode := context.WithCancel(ctx)
 	g.Add(func() error { return s.runNode(nodeCtx) }, func(error) { cancelNode() })
 	return g.Run()
+}
+
+// newControlAPI wires this daemon's api.Controller: the store and the agent
+// as they come up, the running spec, and rendering for predict.
+func newControlAPI(s *Supervisor) *controlAPI {
+	return &controlAPI{Node: s.cfg.NodeName, DataDir: s.cfg.DataDir, Roles: s.cfg.Cluster.Roles,
+		Store: func() *store.Store {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return s.store
+		},
+		Agent: func() *agent.Agent {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return s.agent
+		},
+		Running: s.status.runningSpec,
+		Renderer: func(r spec.Release) (renderFunc, bool) {
+			rel, ok := s.art.cachedRelease(r)
+			s.mu.Lock()
+			etcd := s.etcd
+			s.mu.Unlock()
+			return func(desired spec.Cluster, controls spec.HostControls) ([]agent.Component, error) {
+				out, err := s.render(s.renderInput(desired, controls, rel, etcd.HostPort()))
+				return out.Components, err
+			}, ok
+		}}
 }
 
 // multiHost reports whether this host runs in multi-host mode.
@@ -265,94 +234,8 @@ func (s *Supervisor) memberOptions() member.Options {
 		StartTimeout: cfg.Etcd.StartTimeout.D(),
 		Paths:        member.Paths{PKI: lay.pki(), M3PKI: lay.m3PKI(), Etcd: lay.etcd(), ClusterFile: lay.clusterFile()},
 		Logger:       s.log,
-		Progress:     func(msg string) { s.setPhase(PhaseStartingEtcd, msg) },
+		Progress:     func(msg string) { s.status.setPhase(PhaseStartingEtcd, msg) },
 	}
-}
-
-// setPhase records the daemon's phase and message: both go to systemd's
-// STATUS=, and a new phase also to the log.
-func (s *Supervisor) setPhase(phase, msg string) {
-	s.mu.Lock()
-	changed := s.phase != phase
-	same := !changed && s.message == msg
-	s.phase, s.message = phase, msg
-	s.mu.Unlock()
-	s.heartbeat()
-	if same {
-		return
-	}
-	s.publishStatus()
-	if !changed {
-		return
-	}
-	s.log.Info(phaseLine(phase, msg))
-	switch phase {
-	case PhaseReady:
-		s.notifyReady()
-	case PhaseStopping:
-		_ = s.opts.Notifier.Stopping()
-	}
-}
-
-// publishStatus sends systemd's STATUS= when its line changed: the phase
-// line, or, while M3 is degraded on this host, the readiness verdict. A
-// change between ready and degraded is logged once each way.
-func (s *Supervisor) publishStatus() {
-	s.publishMu.Lock()
-	defer s.publishMu.Unlock()
-	v := s.verdict()
-	if s.shuttingDown.Load() {
-		// Components stopping with the daemon are no degradation.
-		v.Degraded = false
-	}
-	s.mu.Lock()
-	line := phaseLine(s.phase, s.message)
-	if v.Degraded {
-		line = v.Reason
-	}
-	send := line != s.statusLine
-	s.statusLine = line
-	wasDegraded := s.degraded
-	s.degraded = v.Degraded
-	s.mu.Unlock()
-	if send {
-		_ = s.opts.Notifier.Status(line)
-	}
-	switch {
-	case v.Degraded && !wasDegraded:
-		s.log.Warn("M3 is not ready on this host: "+v.Reason, zap.String("component", v.Component))
-	case !v.Degraded && wasDegraded:
-		s.log.Info("M3 is ready again on this host: every component runs and is healthy")
-	}
-}
-
-// notifyReady sends READY=1 once: when every component first runs (etcd is
-// up, the runtime connected and the first reconcile done) or the cluster is
-// ready, whichever comes first.
-func (s *Supervisor) notifyReady() {
-	s.readyOnce.Do(func() { _ = s.opts.Notifier.Ready() })
-}
-
-// componentChanged feeds metrics and systemd's STATUS=, and sends READY=1
-// once every component first runs.
-func (s *Supervisor) componentChanged(st agent.Status) {
-	s.metrics.componentChanged(st)
-	s.publishStatus()
-	if roll := s.rollout(); roll != nil {
-		roll.LookNow()
-	}
-	s.mu.Lock()
-	ag := s.agent
-	s.mu.Unlock()
-	if ag == nil || st.State != agent.StateRunning {
-		return
-	}
-	for _, c := range ag.Statuses() {
-		if c.State != agent.StateRunning && c.DesiredActive {
-			return
-		}
-	}
-	s.notifyReady()
 }
 
 // rollout is this host's rollout, nil before runNode connected etcd and M3.
@@ -362,44 +245,25 @@ func (s *Supervisor) rollout() *cluster.Rollout {
 	return s.roll
 }
 
-// heartbeat records that the node loop is alive.
-func (s *Supervisor) heartbeat() { s.beat.Store(time.Now().UnixNano()) }
-
-// alive is the watchdog's test: the daemon is starting (bounded by
-// TimeoutStartSec) or its node loop beat within the last 30 s.
-func (s *Supervisor) alive() bool {
-	s.mu.Lock()
-	phase := s.phase
-	s.mu.Unlock()
-	switch phase {
-	case "", PhaseStartingEtcd, PhaseStartingRuntime, PhaseFetching:
-		return true
-	}
-	return time.Since(time.Unix(0, s.beat.Load())) < 30*time.Second
-}
-
-func phaseLine(phase, msg string) string {
-	if msg == "" {
-		return phase
-	}
-	return phase + ": " + msg
-}
-
 // runNode brings the host up in order, then runs the long-lived actors.
 func (s *Supervisor) runNode(ctx context.Context) error {
 	cfg := s.cfg
 	lay := layout{root: cfg.DataDir}
 	// Decided before anything renders a component: the guard shapes
 	// m3dbnode's spec and so its hash.
-	s.decideCPUGuard()
-	stopShutdownFlag := context.AfterFunc(ctx, func() { s.shuttingDown.Store(true) })
+	s.status.connectCPUGuard(s.decideCPUGuard().decision)
+	stopShutdownFlag := context.AfterFunc(ctx, s.status.markShuttingDown)
 	defer stopShutdownFlag()
 
 	// Bundles first: they may carry the release and containerd itself.
-	ctdBinary, ctdPath, err := s.importBundles(ctx, lay)
+	bun, err := s.art.importBundles(ctx)
 	if err != nil {
 		return err
 	}
+	if bun.releaseChecksum != "" { // the fetch finds the bundled release in the cache
+		s.cfg.Release.Checksum = bun.releaseChecksum
+	}
+	ctdBinary, ctdPath := bun.ctdBinary, bun.pathDirs
 	if ctdBinary == "" {
 		ctdBinary = cfg.Runtime.Containerd.Binary
 	}
@@ -427,7 +291,7 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	defer closeRuntime()
 
 	mo := s.memberOptions()
-	s.setPhase(PhaseStartingEtcd, mo.Target())
+	s.status.setPhase(PhaseStartingEtcd, mo.Target())
 	mem, err := member.Start(ctx, mo)
 	if errors.Is(err, store.ErrMemberRemoved) { // removed with `m3sup remove-host` while it was down
 		return s.memberRemoved(ctx, lay, err)
@@ -461,6 +325,7 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	s.mu.Lock()
 	s.etcd, s.store, s.member, s.ca, s.m3Etcd = etcd, st, mem, mem.CA(), mem.M3Etcd()
 	s.mu.Unlock()
+	s.status.connectEtcd(etcd, s.multiHost())
 	if ca := mem.CA(); ca != nil {
 		s.tokens.Enable(etcd.Client(), ca)
 	}
@@ -494,17 +359,18 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	s.noteChange(first)
+	s.status.noteChange(first)
 	desired := first.Cluster
 
-	s.setPhase(PhaseStartingRuntime, "")
+	s.status.setPhase(PhaseStartingRuntime, "")
 	if err := runtimeStarted(); err != nil {
 		return err
 	}
 	s.mu.Lock()
 	s.rt = rt
 	s.mu.Unlock()
-	s.importImages(ctx)
+	s.status.connectRuntime(rt)
+	s.art.setRuntime(ctx, rt)
 	info := rt.Info()
 	s.log.Info("container runtime ready", zap.String("mode", string(info.Mode)), zap.String("address", info.Address), zap.String("version", info.Version))
 
@@ -519,7 +385,7 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	}
 	local := cluster.Local{Node: cfg.NodeName, DataDir: cfg.DataDir, JoinURL: s.joinURL(lay),
 		Etcd: etcd.Client(), M3: client, Admin: etcdAdmin{cli: etcd.Client()}, Logger: s.log,
-		Progress: func(msg string) { s.setPhase(PhaseBootstrapping, msg) }}
+		Progress: func(msg string) { s.status.setPhase(PhaseBootstrapping, msg) }}
 	roll := cluster.NewRollout(local, cluster.NewPermit(local), cfg.Cluster.RolloutDeadline.D())
 	if err := roll.LoadLastGood(); err != nil {
 		s.log.Warn("no last good m3dbnode spec to revert to", zap.Error(err))
@@ -529,27 +395,32 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	s.nodes = nodes
 	s.roll = roll
 	s.mu.Unlock()
+	s.status.connectM3(client, nodes, roll)
 	var leaver *cluster.Leaver
 	if s.multiHost() {
 		leaver = s.connectLeave(local, rt, etcd)
 	}
 
-	s.setPhase(PhaseFetching, desired.Release.URL)
-	comps, err := s.plan(ctx, lay, first, etcd.HostPort(), true)
+	s.status.setPhase(PhaseFetching, desired.Release.URL)
+	comps, err := s.desiredComponents(ctx, first, etcd.HostPort())
 	if err != nil {
 		return err
 	}
 	ag := agent.New(rt, agent.Options{
 		Logger:      s.log.Named("agent"),
 		KeepRunning: s.opts.KeepRunning,
-		OnChange:    s.componentChanged,
-		OnRestart:   s.metrics.restarted,
+		OnChange: func(st agent.Status) {
+			s.status.componentChanged(st)
+			roll.LookNow()
+		},
+		OnRestart:   s.status.metrics.restarted,
 		CrashReason: m3.CrashReason,
 	})
 	s.mu.Lock()
 	s.agent = ag
 	s.mu.Unlock()
-	s.setPhase(PhaseStarting, "m3dbnode and m3coordinator")
+	s.status.connectAgent(ag)
+	s.status.setPhase(PhaseStarting, "m3dbnode and m3coordinator")
 
 	clusterUpdates := make(chan spec.Cluster, 1)
 	var g run.Group
@@ -603,20 +474,20 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 			defer tick.Stop()
 			last := first
 			for {
-				s.heartbeat()
+				s.status.heartbeat()
 				select {
 				case <-ctx.Done():
 					return nil
 				case <-tick.C:
-				case <-roll.Replans(): // a rollout halted or failed here: plan again
-					s.applyChange(ctx, lay, last, etcd.HostPort(), ag, clusterUpdates)
+				case <-roll.Replans(): // a rollout halted or failed here: render again
+					s.applyChange(ctx, last, etcd.HostPort(), ag, clusterUpdates)
 				case ch, ok := <-changes:
 					if !ok {
 						return nil
 					}
 					last = ch
-					s.noteChange(ch)
-					s.applyChange(ctx, lay, ch, etcd.HostPort(), ag, clusterUpdates)
+					s.status.noteChange(ch)
+					s.applyChange(ctx, ch, etcd.HostPort(), ag, clusterUpdates)
 				}
 			}
 		}, func(error) { cancel() })
@@ -636,17 +507,11 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	}
 	{ // air-gap bundles dropped into <dataDir>/bundles
 		ctx, cancel := context.WithCancel(ctx)
-		g.Add(func() error { return s.watchBundles(ctx, lay) }, func(error) { cancel() })
+		g.Add(func() error { return s.art.watchBundles(ctx) }, func(error) { cancel() })
 	}
 	{ // cluster automation
 		setup := &m3Setup{M3: client, Nodes: nodes, Node: cfg.NodeName, DBNodeListen: cfg.DBNode.ListenAddress,
-			MultiHost: s.multiHost(), ReadyTimeout: cfg.Cluster.ReadyTimeout.D(), Phase: s.setPhase,
-			OnReady: func() {
-				s.mu.Lock()
-				s.ready = true
-				s.mu.Unlock()
-			},
-			Logger: s.log}
+			MultiHost: s.multiHost(), ReadyTimeout: cfg.Cluster.ReadyTimeout.D(), Phase: s.status.setPhase, Logger: s.log}
 		ctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error {
 			if s.multiHost() {
@@ -666,7 +531,7 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	if leaver != nil {
 		leaver.Stopped(err)
 	}
-	s.setPhase(PhaseStopping, "")
+	s.status.setPhase(PhaseStopping, "")
 	if errors.Is(err, store.ErrMemberRemoved) { // removed while cut off from the cluster
 		return s.memberRemoved(ctx, lay, err)
 	}
@@ -697,7 +562,7 @@ func (s *Supervisor) loadOrSeedSpec(ctx context.Context, st *store.Store) (spec.
 		// Someone wrote a spec that does not decode or validate (and the
 		// config did not change since it was seeded): run the config's
 		// spec; status shows the bad key until `m3sup apply` replaces it.
-		s.noteStateErrors([]*store.ValueError{ve})
+		s.status.noteStateErrors([]*store.ValueError{ve})
 		s.log.Warn("running the config file's cluster spec until a valid one is applied", zap.String("key", ve.Key))
 		return c, nil
 	}
@@ -767,42 +632,6 @@ func SpecFromConfig(cfg config.Config) spec.Cluster {
 		})
 	}
 	return c
-}
-
-// release is a fetched, verified and unpacked M3 release.
-type release struct {
-	Version string
-	Digest  bundle.Digest
-	Dir     string
-}
-
-func (s *Supervisor) fetchRelease(ctx context.Context, lay layout, r spec.Release) (release, error) {
-	cache, err := bundle.OpenCache(lay.cache(), bundle.Options{Logger: s.log.Named("fetch"), Progress: s.opts.Progress,
-		MaxDownload: s.cfg.Release.MaxDownloadBytes})
-	if err != nil {
-		return release{}, err
-	}
-	if r.InsecureSkipChecksum {
-		s.log.Warn("INSECURE: fetching the M3 release WITHOUT checksum verification (release.insecureSkipChecksum)")
-	}
-	start := time.Now()
-	res, err := cache.Fetch(ctx, bundle.Source{URL: r.URL, Checksum: r.Checksum, InsecureSkipChecksum: r.InsecureSkipChecksum})
-	if err != nil {
-		return release{}, fmt.Errorf("fetch M3 release %s: %w", r.Version, err)
-	}
-	s.metrics.fetchTime.Observe(time.Since(start).Seconds())
-	if res.Downloaded {
-		s.metrics.fetchBytes.Add(float64(res.Bytes))
-		s.log.Info("downloaded M3 release", zap.String("version", r.Version), zap.String("digest", string(res.Digest)),
-			zap.Int64("bytes", res.Bytes), zap.Duration("took", time.Since(start).Round(time.Millisecond)))
-	} else {
-		s.log.Info("M3 release found in cache", zap.String("version", r.Version), zap.String("digest", string(res.Digest)))
-	}
-	dir, err := cache.Unpack(ctx, res.Digest)
-	if err != nil {
-		return release{}, fmt.Errorf("unpack M3 release %s: %w", r.Version, err)
-	}
-	return release{Version: r.Version, Digest: res.Digest, Dir: dir}, nil
 }
 
 // dialAddr turns a listen address into one a local client can dial.

@@ -57,12 +57,17 @@ var rules = []rule{
 		why: "supervisor/spec: the desired state's types and validation, nothing from m3sup"},
 	{pkg: "supervisor/config", only: []string{"std", "go.uber.org/config", "gopkg.in/yaml.v2"},
 		why: "supervisor/config's doc: standard library, go.uber.org/config and gopkg.in/yaml.v2 only; nothing from m3sup"},
-	{pkg: "supervisor/pki", only: []string{"std"},
-		why: "supervisor/pki's doc: standard library only"},
+	{pkg: "supervisor/pki", only: []string{"std", "internal/atomicfile"},
+		why: "supervisor/pki's doc: the standard library and internal/atomicfile only"},
 	{pkg: "supervisor/m3/cpucore", only: []string{"std", "golang.org/x/sys/unix"},
 		why: "supervisor/m3/cpucore's doc: standard library and golang.org/x/sys/unix only"},
 	{pkg: "supervisor/m3", only: []string{"std", "go.yaml.in/yaml/v2"}, never: []string{"github.com/m3db/..."},
 		why: "supervisor/m3's doc: standard library plus one YAML encoder; never github.com/m3db/m3"},
+
+	{pkg: "supervisor/render",
+		only:  []string{"std", "runtime", "supervisor/agent", "supervisor/config", "supervisor/spec", "supervisor/m3"},
+		never: []string{"supervisor/store", "supervisor/cluster", "supervisor/member", "runtime/containerd", "go.etcd.io/..."},
+		why:   "supervisor/render's doc: a pure function over the standard library, runtime, agent, config, spec and m3; never store, cluster, member or containerd"},
 
 	// Multi-host.
 	{pkg: "supervisor/cluster",

@@ -228,7 +228,7 @@ func (c *Controller) step(ctx context.Context, e *concurrency.Election, seen sig
 	if err != nil {
 		return Action{Kind: KindWait, Reason: "registry unreadable"}, err
 	}
-	lv, err := LeavingHosts(ctx, c.Cli)
+	leaving, err := LeavingHosts(ctx, c.Cli)
 	if err != nil {
 		return Action{Kind: KindWait, Reason: "leaving hosts unreadable"}, err
 	}
@@ -246,11 +246,11 @@ func (c *Controller) step(ctx context.Context, e *concurrency.Election, seen sig
 		removeAfter = DefaultRemoveAfter
 	}
 	a := Plan(
-		Topology{RF: c.RF, Shards: c.Shards, Hosts: hosts, RemoveAfter: removeAfter, Leaving: slices.Sorted(maps.Keys(lv))},
+		Topology{RF: c.RF, Shards: c.Shards, Hosts: hosts, RemoveAfter: removeAfter, Leaving: slices.Sorted(maps.Keys(leaving))},
 		Observed{PlacementExists: exists, Placement: p, LastSeen: seen, Now: now},
 	)
 	if !a.Mutates() {
-		return a, c.forget(ctx, e, Forgettable(lv, hosts, p, exists))
+		return a, c.forget(ctx, e, Forgettable(leaving, hosts, p, exists))
 	}
 	if err := c.stillLeader(ctx, e); err != nil {
 		return a, err

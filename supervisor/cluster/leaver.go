@@ -104,7 +104,7 @@ func (l *Leaver) Leave(ctx context.Context) (api.LeaveResult, error) {
 	if h.Voter {
 		res.EtcdRole = "voter"
 	}
-	lv, seen, err := LeavingHostsAt(ctx, cli)
+	leaving, seen, err := LeavingHostsAt(ctx, cli)
 	if err != nil {
 		return api.LeaveResult{}, fmt.Errorf("leave: %w", err)
 	}
@@ -113,7 +113,7 @@ func (l *Leaver) Leave(ctx context.Context) (api.LeaveResult, error) {
 		return api.LeaveResult{}, fmt.Errorf("leave: read M3's placement: %w", err)
 	}
 	_, res.InPlacement = p.Instances[name]
-	if _, already := lv[name]; already {
+	if _, already := leaving[name]; already {
 		res.Message = "already leaving"
 		l.request()
 		return res, nil
@@ -127,13 +127,13 @@ func (l *Leaver) Leave(ctx context.Context) (api.LeaveResult, error) {
 		if err != nil {
 			return api.LeaveResult{}, fmt.Errorf("leave: %w", err)
 		}
-		if err := checkCAHolders(name, hosts, members, lv); err != nil {
+		if err := checkCAHolders(name, hosts, members, leaving); err != nil {
 			return api.LeaveResult{}, fmt.Errorf("%w: %w (nothing changed)", api.ErrConflict, err)
 		}
 	}
 	if exists {
-		delete(lv, name)
-		if err := CheckLeave(p, p.ReplicaFactor, name, slices.Sorted(maps.Keys(lv))); err != nil {
+		delete(leaving, name)
+		if err := CheckLeave(p, p.ReplicaFactor, name, slices.Sorted(maps.Keys(leaving))); err != nil {
 			return api.LeaveResult{}, fmt.Errorf("%w: %w (nothing changed)", api.ErrConflict, err)
 		}
 	}
@@ -192,11 +192,11 @@ func (l *Leaver) Run(ctx context.Context) error {
 	h := l.host
 	name := h.Node
 	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	lv, err := LeavingHosts(lctx, h.Etcd)
+	leaving, err := LeavingHosts(lctx, h.Etcd)
 	cancel()
 	if err != nil {
 		h.Logger.Warn("cannot tell whether a leave is pending", zap.Error(err))
-	} else if _, ok := lv[name]; ok {
+	} else if _, ok := leaving[name]; ok {
 		h.Logger.Info("resuming the leave begun before this m3sup started")
 		l.request()
 	}

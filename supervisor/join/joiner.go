@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/m3sup/m3sup/internal/atomicfile"
 	"github.com/m3sup/m3sup/supervisor/pki"
 )
 
@@ -46,7 +47,7 @@ func WriteClusterFile(path string, cf ClusterFile) error {
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", path, err)
 	}
-	return pki.WriteFileAtomic(path, b, 0o600)
+	return atomicfile.WriteFile(path, b, 0o600)
 }
 
 // Resume returns the join URL of a host that joined before (from the
@@ -138,7 +139,7 @@ func (j *Joiner) Join(ctx context.Context) error {
 		return err
 	}
 	for name, b := range files {
-		if err := pki.WriteFileAtomic(filepath.Join(j.PKIDir, name), b, 0o600); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(j.PKIDir, name), b, 0o600); err != nil {
 			return err
 		}
 	}

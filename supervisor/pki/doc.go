@@ -4,5 +4,6 @@
 // file names it defines), and builds the tls.Configs that trust only that
 // CA.
 //
-// Import rule: standard library only.
+// Import rule: the standard library and internal/atomicfile (its files
+// are written atomically and durably) only.
 package pki

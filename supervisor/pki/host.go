@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/m3sup/m3sup/internal/atomicfile"
 )
 
 // File names of a host's etcd certificates in its PKI dir (<dataDir>/pki,
@@ -53,7 +55,7 @@ func (ca *CA) IssueHost(dir, node string, hosts []string) error {
 		return err
 	}
 	for name, b := range map[string][]byte{PeerCertFile: peerCert, PeerKeyFile: peerKey, ClientCertFile: cliCert, ClientKeyFile: cliKey} {
-		if err := WriteFileAtomic(filepath.Join(dir, name), b, 0o600); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
 			return err
 		}
 	}
@@ -72,7 +74,7 @@ func (ca *CA) IssueM3(dir, node string) error {
 		return fmt.Errorf("create %s: %w", dir, err)
 	}
 	for name, b := range map[string][]byte{CACertFile: ca.CertPEM(), ClientCertFile: m3Cert, ClientKeyFile: m3Key} {
-		if err := WriteFileAtomic(filepath.Join(dir, name), b, 0o600); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
 			return err
 		}
 	}
@@ -91,7 +93,7 @@ func CopyFiles(from, to string, names ...string) error {
 		if err != nil {
 			return err
 		}
-		if err := WriteFileAtomic(filepath.Join(to, n), b, 0o600); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(to, n), b, 0o600); err != nil {
 			return err
 		}
 	}

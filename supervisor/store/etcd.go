@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -340,10 +339,4 @@ func (w removalWatch) Write(e zapcore.Entry, fields []zapcore.Field) error {
 		w.st.removed.Store(true)
 	}
 	return nil
-}
-
-// DirHasData reports whether an etcd data dir was initialised before.
-func DirHasData(dir string) bool {
-	_, err := os.Stat(filepath.Join(dir, "member"))
-	return err == nil
 }
