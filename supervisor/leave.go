@@ -125,39 +125,39 @@ func (a *leaveAPI) RemoveHostDone(ctx context.Context, name string) error {
 
 // joinURL is the join endpoint this host joined through (cluster.json's,
 // else --join's), for the advice on rejoining in left.json's refusal.
-func (s *Supervisor) joinURL(lay layout) string {
-	if cf, err := join.ReadClusterFile(lay.clusterFile()); err == nil {
+func (s *Supervisor) joinURL(dirs layout) string {
+	if cf, err := join.ReadClusterFile(dirs.clusterFile()); err == nil {
 		return cf.JoinURL
 	}
 	return s.opts.Join.URL
 }
 
 // leftRecord is this host's <dataDir>/left.json.
-func (s *Supervisor) leftRecord(lay layout) cluster.LeftRecord {
-	return cluster.LeftRecord{DataDir: lay.root, Node: s.cfg.NodeName, JoinURL: s.joinURL(lay)}
+func (s *Supervisor) leftRecord(dirs layout) cluster.LeftRecord {
+	return cluster.LeftRecord{DataDir: dirs.root, Node: s.cfg.NodeName, JoinURL: s.joinURL(dirs)}
 }
 
 // memberRemoved turns the removal of this host's etcd member (cause wraps
 // store.ErrMemberRemoved) into the refusal, naming the remover when the
 // other voters can tell.
-func (s *Supervisor) memberRemoved(ctx context.Context, lay layout, cause error) error {
-	return s.leftRecord(lay).MemberRemoved(cause, func() (cluster.Removed, error) { return s.lookupRemoval(ctx, lay) }, s.log)
+func (s *Supervisor) memberRemoved(ctx context.Context, dirs layout, cause error) error {
+	return s.leftRecord(dirs).MemberRemoved(cause, func() (cluster.Removed, error) { return s.lookupRemoval(ctx, dirs) }, s.log)
 }
 
 // lookupRemoval asks the other voters (cluster.json's endpoints, this
 // host's own left out), as an etcd client, who removed this host and when
 // (cluster.LookupRemoval).
-func (s *Supervisor) lookupRemoval(ctx context.Context, lay layout) (cluster.Removed, error) {
-	cf, err := join.ReadClusterFile(lay.clusterFile())
+func (s *Supervisor) lookupRemoval(ctx context.Context, dirs layout) (cluster.Removed, error) {
+	cf, err := join.ReadClusterFile(dirs.clusterFile())
 	if err != nil {
 		return cluster.Removed{}, err
 	}
 	own, _, _ := s.memberOptions().AdvertisedURLs()
 	eps := slices.DeleteFunc(slices.Clone(cf.Endpoints), func(u string) bool { return u == own })
 	if len(eps) == 0 {
-		return cluster.Removed{}, errors.New("no other etcd voter known in " + lay.clusterFile())
+		return cluster.Removed{}, errors.New("no other etcd voter known in " + dirs.clusterFile())
 	}
-	dir := lay.pki()
+	dir := dirs.pki()
 	e, err := store.ConnectCluster(ctx, store.ClientOptions{
 		Endpoints: eps,
 		CAFile:    filepath.Join(dir, pki.CACertFile),

@@ -199,20 +199,20 @@ func TestMemberRemovedLooksUp(t *testing.T) {
 	// cluster.json; its own endpoint is dead.
 	cfg := config.Default()
 	cfg.DataDir, cfg.NodeName, cfg.Cluster.Advertise = t.TempDir(), "h3", "127.0.0.4"
-	lay := layout{root: cfg.DataDir}
-	if err := os.MkdirAll(lay.pki(), 0o700); err != nil {
+	dirs := layout{root: cfg.DataDir}
+	if err := os.MkdirAll(dirs.pki(), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := pki.CopyFiles(voter, lay.pki(), pki.CACertFile); err != nil {
+	if err := pki.CopyFiles(voter, dirs.pki(), pki.CACertFile); err != nil {
 		t.Fatal(err)
 	}
-	issue(lay.pki(), pki.IssueOptions{CommonName: "m3sup-node:h3", Usage: pki.UsageClient}, pki.ClientCertFile, pki.ClientKeyFile)
+	issue(dirs.pki(), pki.IssueOptions{CommonName: "m3sup-node:h3", Usage: pki.UsageClient}, pki.ClientCertFile, pki.ClientKeyFile)
 	s := New(Options{Config: cfg, Join: JoinOptions{URL: "https://127.0.0.2:7443"}})
 	own, _, err := s.memberOptions().AdvertisedURLs()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := join.WriteClusterFile(lay.clusterFile(), join.ClusterFile{JoinURL: "https://127.0.0.2:7443", Role: join.RoleVoter, Endpoints: []string{own, voterURL}}); err != nil {
+	if err := join.WriteClusterFile(dirs.clusterFile(), join.ClusterFile{JoinURL: "https://127.0.0.2:7443", Role: join.RoleVoter, Endpoints: []string{own, voterURL}}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -230,11 +230,11 @@ func TestMemberRemovedLooksUp(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		err := s.memberRemoved(ctx, lay, cause)
+		err := s.memberRemoved(ctx, dirs, cause)
 		if !errors.Is(err, ErrHostLeft) || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "--join https://127.0.0.2:7443") {
 			t.Fatalf("%s: %v\nwant ErrHostLeft saying %q", tc.what, err, tc.want)
 		}
-		if err := cluster.CheckNotLeft(lay.root); !strings.Contains(fmt.Sprint(err), tc.want) {
+		if err := cluster.CheckNotLeft(dirs.root); !strings.Contains(fmt.Sprint(err), tc.want) {
 			t.Fatalf("%s: left.json: %v", tc.what, err)
 		}
 	}

@@ -129,9 +129,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	if os.Geteuid() != 0 {
 		return ErrNotRoot
 	}
-	lay := layout{root: s.cfg.DataDir}
+	dirs := layout{root: s.cfg.DataDir}
 	if s.opts.Join.URL == "" { // a host that joined before starts as one
-		u, err := join.Resume(lay.clusterFile(), s.log)
+		u, err := join.Resume(dirs.clusterFile(), s.log)
 		if err != nil {
 			return err
 		}
@@ -157,7 +157,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	// refused join leaves nothing running.
 	joiner := &join.Joiner{URL: s.opts.Join.URL, Token: s.opts.Join.Token, NodeName: s.cfg.NodeName,
 		Advertise: s.cfg.Cluster.Advertise, EtcdURLs: s.memberOptions().AdvertisedURLs,
-		PKIDir: lay.pki(), ClusterFile: lay.clusterFile(), Logger: s.log}
+		PKIDir: dirs.pki(), ClusterFile: dirs.clusterFile(), Logger: s.log}
 	if err := joiner.Join(ctx); err != nil {
 		return err
 	}
@@ -225,14 +225,14 @@ func (s *Supervisor) multiHost() bool { return s.cfg.Cluster.MultiHost(s.opts.Jo
 
 // memberOptions says which etcd this host runs (member.Start).
 func (s *Supervisor) memberOptions() member.Options {
-	cfg, lay := s.cfg, layout{root: s.cfg.DataDir}
+	cfg, dirs := s.cfg, layout{root: s.cfg.DataDir}
 	return member.Options{
 		NodeName: cfg.NodeName, EtcdName: cfg.Etcd.Name,
 		ClientURL: cfg.Etcd.ClientURL, PeerURL: cfg.Etcd.PeerURL,
 		MultiHost: s.multiHost(), Joined: s.opts.Join.URL != "",
 		Advertise: cfg.Cluster.Advertise, JoinListen: cfg.Cluster.JoinListen, MaxVoters: cfg.Cluster.MaxVoters,
 		StartTimeout: cfg.Etcd.StartTimeout.D(),
-		Paths:        member.Paths{PKI: lay.pki(), M3PKI: lay.m3PKI(), Etcd: lay.etcd(), ClusterFile: lay.clusterFile()},
+		Paths:        member.Paths{PKI: dirs.pki(), M3PKI: dirs.m3PKI(), Etcd: dirs.etcd(), ClusterFile: dirs.clusterFile()},
 		Logger:       s.log,
 		Progress:     func(msg string) { s.status.setPhase(PhaseStartingEtcd, msg) },
 	}
@@ -248,7 +248,7 @@ func (s *Supervisor) rollout() *cluster.Rollout {
 // runNode brings the host up in order, then runs the long-lived actors.
 func (s *Supervisor) runNode(ctx context.Context) error {
 	cfg := s.cfg
-	lay := layout{root: cfg.DataDir}
+	dirs := layout{root: cfg.DataDir}
 	// Decided before anything renders a component: the guard shapes
 	// m3dbnode's spec and so its hash.
 	s.status.connectCPUGuard(s.decideCPUGuard().decision)
@@ -272,7 +272,7 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 		Address:   cfg.Runtime.Containerd.Address,
 		Mode:      containerd.Mode(cfg.Runtime.Containerd.Mode),
 		Namespace: cfg.Runtime.Containerd.Namespace,
-		StateDir:  lay.containerd(),
+		StateDir:  dirs.containerd(),
 		SocketDir: filepath.Dir(cfg.API.Socket),
 		Binary:    ctdBinary,
 		PathDirs:  ctdPath,
@@ -294,7 +294,7 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	s.status.setPhase(PhaseStartingEtcd, mo.Target())
 	mem, err := member.Start(ctx, mo)
 	if errors.Is(err, store.ErrMemberRemoved) { // removed with `m3sup remove-host` while it was down
-		return s.memberRemoved(ctx, lay, err)
+		return s.memberRemoved(ctx, dirs, err)
 	}
 	if err != nil {
 		return err
@@ -307,7 +307,7 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	// A host removed with `m3sup remove-host` never registers or starts M3
 	// again on the same data.
 	if s.multiHost() {
-		if err := s.leftRecord(lay).CheckNotRemoved(ctx, etcd.Client()); err != nil {
+		if err := s.leftRecord(dirs).CheckNotRemoved(ctx, etcd.Client()); err != nil {
 			return err
 		}
 	}
@@ -383,7 +383,7 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	if cfg.Cluster.HasRole(config.RoleDBNode) {
 		nodes = []string{"http://" + dialAddr(cfg.DBNode.HTTPNodeListenAddress)}
 	}
-	local := cluster.Local{Node: cfg.NodeName, DataDir: cfg.DataDir, JoinURL: s.joinURL(lay),
+	local := cluster.Local{Node: cfg.NodeName, DataDir: cfg.DataDir, JoinURL: s.joinURL(dirs),
 		Etcd: etcd.Client(), M3: client, Admin: etcdAdmin{cli: etcd.Client()}, Logger: s.log,
 		Progress: func(msg string) { s.status.setPhase(PhaseBootstrapping, msg) }}
 	roll := cluster.NewRollout(local, cluster.NewPermit(local), cfg.Cluster.RolloutDeadline.D())
@@ -533,7 +533,7 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	}
 	s.status.setPhase(PhaseStopping, "")
 	if errors.Is(err, store.ErrMemberRemoved) { // removed while cut off from the cluster
-		return s.memberRemoved(ctx, lay, err)
+		return s.memberRemoved(ctx, dirs, err)
 	}
 	return err
 }
