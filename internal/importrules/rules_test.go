@@ -71,7 +71,7 @@ var rules = []rule{
 
 	// Multi-host.
 	{pkg: "supervisor/cluster",
-		only: []string{"std", "go.uber.org/zap", "go.etcd.io/etcd/client/v3", "go.etcd.io/etcd/client/v3/concurrency",
+		only: []string{"std", "go.uber.org/zap", "github.com/oklog/run", "go.etcd.io/etcd/client/v3", "go.etcd.io/etcd/client/v3/concurrency",
 			"supervisor/m3", "supervisor/api", "supervisor/spec", "supervisor/agent", "supervisor/pki", "internal/atomicfile"},
 		never: []string{"supervisor/store", "supervisor/member", "runtime/containerd"},
 		why:   "supervisor/cluster's doc: standard library, zap, the etcd client, m3, api, atomicfile and the leaves spec, agent, pki; never store"},

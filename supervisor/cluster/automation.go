@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/oklog/run"
 	"go.uber.org/zap"
 )
 
@@ -44,7 +45,8 @@ func (a *Automation) Run(ctx context.Context) error {
 				log.Info("cluster controller step", zap.String("action", st.Action.String()), zap.Error(st.Err))
 			}
 		}}
-	actors := []func(context.Context) error{
+	var g run.Group
+	for _, act := range []func(context.Context) error{
 		reg.Run,
 		ctl.Run,
 		func(ctx context.Context) error {
@@ -53,19 +55,11 @@ func (a *Automation) Run(ctx context.Context) error {
 			}
 			return a.AfterPlacement(ctx)
 		},
+	} {
+		ctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error { return act(ctx) }, func(error) { cancel() })
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	done := make(chan error, len(actors))
-	for _, act := range actors {
-		go func() { done <- act(ctx) }()
-	}
-	err := <-done
-	cancel()
-	for range len(actors) - 1 {
-		<-done
-	}
-	return err
+	return g.Run()
 }
 
 // waitPlacement waits until the controller leader has created the

@@ -20,8 +20,8 @@
 // progress reporter, logger) and Components (the node agent's status),
 // never through the daemon.
 //
-// Import rule (non-test code): standard library, zap, the etcd client (v3
-// and concurrency), supervisor/m3, supervisor/api (the wire types Leaver
+// Import rule (non-test code): standard library, zap, oklog/run, the etcd
+// client (v3 and concurrency), supervisor/m3, supervisor/api (the wire types Leaver
 // and HostRemover answer with), internal/atomicfile (rollout.json,
 // left.json), and the leaves supervisor/spec (a rollout revision is a hash
 // of the desired release and dbnode settings), supervisor/agent (a rollout
