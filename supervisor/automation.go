@@ -14,13 +14,11 @@ import (
 // (cluster.roles), and on its advertise address its dbnode endpoint and
 // coordinator URL for the roles it has; its isolation group and weight from
 // cluster.isolationGroup and cluster.weight (by default its node name and
-// 100: one group per host).
-func (s *Supervisor) registeredHost() (cluster.Host, error) {
-	adv, cc := s.cfg.Cluster.Advertise, s.cfg.Cluster
-	h := cluster.Host{Name: s.cfg.NodeName, IsolationGroup: cc.IsolationGroup, Weight: cc.Weight, Hostname: adv}
-	s.mu.Lock()
-	h.HoldsCA = s.ca != nil
-	s.mu.Unlock()
+// 100: one group per host). A host that holds the cluster CA (holdsCA)
+// and sets cluster.joinListen also lists its join endpoint.
+func registeredHost(cfg config.Config, holdsCA bool) (cluster.Host, error) {
+	adv, cc := cfg.Cluster.Advertise, cfg.Cluster
+	h := cluster.Host{Name: cfg.NodeName, IsolationGroup: cc.IsolationGroup, Weight: cc.Weight, Hostname: adv, HoldsCA: holdsCA}
 	if h.HoldsCA && cc.JoinListen != "" {
 		_, port, err := net.SplitHostPort(cc.JoinListen)
 		if err != nil {
@@ -29,17 +27,17 @@ func (s *Supervisor) registeredHost() (cluster.Host, error) {
 		h.JoinURL = "https://" + net.JoinHostPort(adv, port)
 	}
 	if cc.HasRole(config.RoleDBNode) {
-		_, port, err := net.SplitHostPort(s.cfg.DBNode.ListenAddress)
+		_, port, err := net.SplitHostPort(cfg.DBNode.ListenAddress)
 		if err != nil {
-			return cluster.Host{}, fmt.Errorf("dbnode listen address %q: %w", s.cfg.DBNode.ListenAddress, err)
+			return cluster.Host{}, fmt.Errorf("dbnode listen address %q: %w", cfg.DBNode.ListenAddress, err)
 		}
 		h.Roles = append(h.Roles, cluster.RoleDBNode)
 		h.Endpoint = net.JoinHostPort(adv, port)
 	}
 	if cc.HasRole(config.RoleCoordinator) {
-		_, port, err := net.SplitHostPort(s.cfg.Coordinator.ListenAddress)
+		_, port, err := net.SplitHostPort(cfg.Coordinator.ListenAddress)
 		if err != nil {
-			return cluster.Host{}, fmt.Errorf("coordinator listen address %q: %w", s.cfg.Coordinator.ListenAddress, err)
+			return cluster.Host{}, fmt.Errorf("coordinator listen address %q: %w", cfg.Coordinator.ListenAddress, err)
 		}
 		h.Roles = append(h.Roles, cluster.RoleCoordinator)
 		h.Coordinator = "http://" + net.JoinHostPort(adv, port)
@@ -51,8 +49,8 @@ func (s *Supervisor) registeredHost() (cluster.Host, error) {
 // (cluster.Automation): registered as registeredHost, campaigning for the
 // placement controller, and, once the placement exists, namespaces and
 // readiness as the M3 set-up drives them.
-func (s *Supervisor) runMultiHost(ctx context.Context, local cluster.Local, desired spec.Cluster, updates <-chan spec.Cluster, setup *m3Setup) error {
-	h, err := s.registeredHost()
+func (s *Supervisor) runMultiHost(ctx context.Context, local cluster.Local, holdsCA bool, desired spec.Cluster, updates <-chan spec.Cluster, setup *m3Setup) error {
+	h, err := registeredHost(s.cfg, holdsCA)
 	if err != nil {
 		return err
 	}

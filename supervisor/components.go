@@ -51,9 +51,7 @@ func (l layout) component(name, sub string) string {
 // host: its config, its facts (RLIMIT_NOFILE, the CPU-core guard), the
 // images resolved so far and how M3 reaches etcd.
 func (s *Supervisor) renderInput(desired spec.Cluster, controls spec.HostControls, rel render.Release, etcdHostPort string) render.Input {
-	s.mu.Lock()
-	me := s.m3Etcd
-	s.mu.Unlock()
+	me := s.parts.load().m3Etcd
 	host := render.Host{ComponentsDir: layout{root: s.cfg.DataDir}.components()}
 	if limit, err := containerd.MaxNoFile(); err == nil {
 		host.NoFileLimit = limit
@@ -94,13 +92,13 @@ func (s *Supervisor) attachChecks(comps []agent.Component, in render.Input) {
 		case DBNode:
 			c.Gate = s.everyShardAvailable
 			if multi { // one host at a time, under the cluster-wide permit
-				c.Gate = s.rollout().RestartGate(cluster.DBNodeSpecOf(in.Desired).Revision())
+				c.Gate = s.parts.load().roll.RestartGate(cluster.DBNodeSpecOf(in.Desired).Revision())
 			}
 			c.Healthy = s.dbnodeBootstrapped
 		case Coordinator:
 			c.Healthy = s.coordinatorHealthy
 			if multi { // a new release reaches the coordinators one host at a time too
-				c.Gate = s.rollout().RestartGate("")
+				c.Gate = s.parts.load().roll.RestartGate("")
 			}
 		}
 	}

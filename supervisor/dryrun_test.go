@@ -54,10 +54,10 @@ func TestApplyDryRunChangesNothing(t *testing.T) {
 	writeExecutable(t, filepath.Join(relDir, Coordinator))
 	s.art.releases = map[spec.Release]render.Release{cur.Release: unpackedRelease(cur.Release.Version, "sha256:r", relDir)}
 	roll := cluster.NewRollout(cluster.Local{Node: cfg.NodeName, DataDir: cfg.DataDir, Etcd: cli}, nil, time.Minute)
-	s.mu.Lock()
-	s.etcd, s.store, s.roll = e, st, roll
-	s.m3 = &m3.Client{BaseURL: "http://" + cfg.Coordinator.ListenAddress}
-	s.mu.Unlock()
+	s.parts.update(func(u *up) {
+		u.etcd, u.store, u.roll = e, st, roll
+		u.m3 = &m3.Client{BaseURL: "http://" + cfg.Coordinator.ListenAddress}
+	})
 	comps, err := s.desiredComponents(ctx, store.Change{Cluster: cur}, e.HostPort())
 	if err != nil {
 		t.Fatal(err)
@@ -75,9 +75,7 @@ func TestApplyDryRunChangesNothing(t *testing.T) {
 			t.Fatal("the agent started no components")
 		}
 	}
-	s.mu.Lock()
-	s.agent = ag
-	s.mu.Unlock()
+	s.parts.update(func(u *up) { u.agent = ag })
 
 	type snapshot struct {
 		etcdRev  int64

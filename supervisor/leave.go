@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
-	"slices"
 	"sync"
 	"time"
 
@@ -16,7 +14,6 @@ import (
 	"github.com/m3sup/m3sup/supervisor/api"
 	"github.com/m3sup/m3sup/supervisor/cluster"
 	"github.com/m3sup/m3sup/supervisor/join"
-	"github.com/m3sup/m3sup/supervisor/pki"
 	"github.com/m3sup/m3sup/supervisor/store"
 )
 
@@ -30,12 +27,9 @@ var ErrHostLeft = cluster.ErrHostLeft
 
 // connectLeave builds this host's cluster.Leaver and cluster.HostRemover
 // (multi-host mode), once etcd and M3 are connected, and returns the
-// Leaver for runNode to run.
-func (s *Supervisor) connectLeave(local cluster.Local, rt *containerd.Runtime, e *store.Etcd) *cluster.Leaver {
+// Leaver for runNode to run. holdsCA: this host holds the cluster CA.
+func (s *Supervisor) connectLeave(local cluster.Local, rt *containerd.Runtime, e *store.Etcd, holdsCA bool) *cluster.Leaver {
 	local.Progress = func(msg string) { s.status.setPhase(PhaseLeaving, msg) }
-	s.mu.Lock()
-	holdsCA := s.ca != nil
-	s.mu.Unlock()
 	l := cluster.NewLeaver(cluster.LeaverHost{Local: local, Voter: e.Member(), MemberID: e.MemberID(), HoldsCA: holdsCA,
 		RemoveContainers: func(ctx context.Context) error { return removeContainers(ctx, rt, s.cfg.DBNode.StopTimeout.D()) },
 		StopMember:       e.StopMember,
@@ -123,53 +117,16 @@ func (a *leaveAPI) RemoveHostDone(ctx context.Context, name string) error {
 	return r.RemoveHostDone(ctx, name)
 }
 
-// joinURL is the join endpoint this host joined through (cluster.json's,
-// else --join's), for the advice on rejoining in left.json's refusal.
-func (s *Supervisor) joinURL(dirs layout) string {
+// leftRecord is this host's <dataDir>/left.json, with the join endpoint it
+// joined through (cluster.json's, else --join's) for the advice on
+// rejoining in its refusal.
+func (s *Supervisor) leftRecord() cluster.LeftRecord {
+	dirs := layout{root: s.cfg.DataDir}
+	joinURL := s.opts.Join.URL
 	if cf, err := join.ReadClusterFile(dirs.clusterFile()); err == nil {
-		return cf.JoinURL
+		joinURL = cf.JoinURL
 	}
-	return s.opts.Join.URL
-}
-
-// leftRecord is this host's <dataDir>/left.json.
-func (s *Supervisor) leftRecord(dirs layout) cluster.LeftRecord {
-	return cluster.LeftRecord{DataDir: dirs.root, Node: s.cfg.NodeName, JoinURL: s.joinURL(dirs)}
-}
-
-// memberRemoved turns the removal of this host's etcd member (cause wraps
-// store.ErrMemberRemoved) into the refusal, naming the remover when the
-// other voters can tell.
-func (s *Supervisor) memberRemoved(ctx context.Context, dirs layout, cause error) error {
-	return s.leftRecord(dirs).MemberRemoved(cause, func() (cluster.Removed, error) { return s.lookupRemoval(ctx, dirs) }, s.log)
-}
-
-// lookupRemoval asks the other voters (cluster.json's endpoints, this
-// host's own left out), as an etcd client, who removed this host and when
-// (cluster.LookupRemoval).
-func (s *Supervisor) lookupRemoval(ctx context.Context, dirs layout) (cluster.Removed, error) {
-	cf, err := join.ReadClusterFile(dirs.clusterFile())
-	if err != nil {
-		return cluster.Removed{}, err
-	}
-	own, _, _ := s.memberOptions().AdvertisedURLs()
-	eps := slices.DeleteFunc(slices.Clone(cf.Endpoints), func(u string) bool { return u == own })
-	if len(eps) == 0 {
-		return cluster.Removed{}, errors.New("no other etcd voter known in " + dirs.clusterFile())
-	}
-	dir := dirs.pki()
-	e, err := store.ConnectCluster(ctx, store.ClientOptions{
-		Endpoints: eps,
-		CAFile:    filepath.Join(dir, pki.CACertFile),
-		CertFile:  filepath.Join(dir, pki.ClientCertFile), KeyFile: filepath.Join(dir, pki.ClientKeyFile),
-		StartTimeout: 10 * time.Second,
-		Logger:       s.log,
-	})
-	if err != nil {
-		return cluster.Removed{}, err
-	}
-	defer e.Close()
-	return cluster.LookupRemoval(ctx, e.Client(), s.cfg.NodeName)
+	return cluster.LeftRecord{DataDir: dirs.root, Node: s.cfg.NodeName, JoinURL: joinURL}
 }
 
 // removeContainers stops and deletes every m3sup container in the

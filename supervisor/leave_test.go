@@ -101,7 +101,7 @@ func TestLeaveWiring(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	s.connectLeave(cluster.Local{Node: cfg.NodeName, DataDir: cfg.DataDir, Etcd: cli, M3: &m3.Client{BaseURL: srv.URL},
-		Admin: etcdAdmin{cli: cli}, Logger: s.log}, nil, e)
+		Admin: etcdAdmin{cli: cli}, Logger: s.log}, nil, e, false)
 
 	if _, err := s.leave.RemoveHost(ctx, "h9"); !errors.Is(err, api.ErrNotFound) {
 		t.Fatalf("RemoveHost(h9) = %v, want not found", err)
@@ -230,7 +230,7 @@ func TestMemberRemovedLooksUp(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		err := s.memberRemoved(ctx, dirs, cause)
+		err := s.memberOptions().Removed(ctx, s.leftRecord(), cause)
 		if !errors.Is(err, ErrHostLeft) || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "--join https://127.0.0.2:7443") {
 			t.Fatalf("%s: %v\nwant ErrHostLeft saying %q", tc.what, err, tc.want)
 		}

@@ -24,7 +24,7 @@ import (
 // (cluster.Rollout.Effective), and the rollout records which revision the
 // rendered m3dbnode runs.
 func (s *Supervisor) desiredComponents(ctx context.Context, ch store.Change, etcdHostPort string) ([]agent.Component, error) {
-	roll := s.rollout()
+	roll := s.parts.load().roll
 	if roll != nil {
 		ch.Cluster = roll.Effective(ctx, ch.Cluster)
 	}
@@ -54,9 +54,7 @@ func (s *Supervisor) followVoters(ctx context.Context) {
 	if !s.multiHost() {
 		return
 	}
-	s.mu.Lock()
-	m := s.member
-	s.mu.Unlock()
+	m := s.parts.load().member
 	if m == nil {
 		return
 	}
@@ -67,9 +65,7 @@ func (s *Supervisor) followVoters(ctx context.Context) {
 		}
 		return
 	}
-	s.mu.Lock()
-	s.m3Etcd = me
-	s.mu.Unlock()
+	s.parts.update(func(u *up) { u.m3Etcd = me })
 }
 
 // applyChange turns one desired-state change into agent updates (which
@@ -100,17 +96,13 @@ func (s *Supervisor) applyChange(ctx context.Context, ch store.Change, etcdHostP
 // shard of every instance is AVAILABLE can the cluster afford a node down.
 // A lone host before its placement exists loses nothing to a restart.
 func (s *Supervisor) everyShardAvailable(ctx context.Context) error {
-	s.mu.Lock()
-	c := s.m3
-	s.mu.Unlock()
+	c := s.parts.load().m3
 	return c.WaitAllAvailable(ctx, 250*time.Millisecond, true)
 }
 
 // dbnodeBootstrapped is m3dbnode's health: its /health says bootstrapped.
 func (s *Supervisor) dbnodeBootstrapped(ctx context.Context) error {
-	s.mu.Lock()
-	nodes := s.nodes
-	s.mu.Unlock()
+	nodes := s.parts.load().nodes
 	for _, u := range nodes {
 		h, err := m3.NodeHealth(ctx, nil, u)
 		if err != nil {
@@ -125,8 +117,6 @@ func (s *Supervisor) dbnodeBootstrapped(ctx context.Context) error {
 
 // coordinatorHealthy is m3coordinator's health: its /health answers.
 func (s *Supervisor) coordinatorHealthy(ctx context.Context) error {
-	s.mu.Lock()
-	c := s.m3
-	s.mu.Unlock()
+	c := s.parts.load().m3
 	return c.CoordinatorHealthy(ctx)
 }

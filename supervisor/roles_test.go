@@ -28,8 +28,7 @@ func TestRegisteredHostRoles(t *testing.T) {
 		{[]string{"dbnode"}, []cluster.Role{cluster.RoleDBNode}, "10.0.0.7:9000", "", Coordinator},
 	} {
 		cfg.Cluster.Roles = tc.roles
-		s := &Supervisor{cfg: cfg}
-		h, err := s.registeredHost()
+		h, err := registeredHost(cfg, false)
 		if err != nil {
 			t.Fatalf("%v: %v", tc.roles, err)
 		}

@@ -34,7 +34,7 @@ func TestRenderRecordsNoRevision(t *testing.T) {
 	cfg.DataDir = t.TempDir()
 	s := New(Options{Config: cfg})
 	roll := cluster.NewRollout(cluster.Local{Node: cfg.NodeName, DataDir: cfg.DataDir}, nil, time.Minute)
-	s.roll = roll
+	s.parts.update(func(u *up) { u.roll = roll })
 	desired := roll.Effective(context.Background(), SpecFromConfig(cfg))
 	rel := render.Release{Version: "1.5.0", Dir: "/rel", Binaries: map[string]string{DBNode: "/rel/m3dbnode", Coordinator: "/rel/m3coordinator"}}
 	in := s.renderInput(desired, nil, rel, "127.0.0.1:2379")

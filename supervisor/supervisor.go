@@ -32,7 +32,6 @@ import (
 	"github.com/m3sup/m3sup/supervisor/m3"
 	"github.com/m3sup/m3sup/supervisor/m3/cpucore"
 	"github.com/m3sup/m3sup/supervisor/member"
-	"github.com/m3sup/m3sup/supervisor/pki"
 	"github.com/m3sup/m3sup/supervisor/spec"
 	"github.com/m3sup/m3sup/supervisor/store"
 	"github.com/m3sup/m3sup/supervisor/systemd"
@@ -83,25 +82,10 @@ type Supervisor struct {
 	// cpuGuard is the CPU-core guard decision, made once in runNode.
 	cpuGuard atomic.Pointer[cpuGuard]
 
-	mu    sync.Mutex
-	etcd  *store.Etcd
-	rt    *containerd.Runtime
-	agent *agent.Agent
-	m3    *m3.Client
-	nodes []string // m3dbnode /health URLs
-	store *store.Store
-	// member is this host's etcd, started; nil before.
-	member *member.Member
-	// ca is the cluster CA this host holds (multi-host mode: member.CA).
-	ca *pki.CA
-	// m3Etcd is how M3 reaches etcd (member.FollowVoters); zero before
-	// etcd started.
-	m3Etcd member.M3Etcd
+	// parts is what runNode has brought up so far.
+	parts parts
 	// tokens serves `m3sup token` once this host holds the CA and etcd.
 	tokens join.TokenService
-	// roll is this host's rolling changes, automatic revert and restart
-	// permit; nil until etcd and the M3 client are connected (runNode).
-	roll *cluster.Rollout
 	// leave serves `m3sup leave` and `m3sup remove-host`.
 	leave *leaveAPI
 	// art fetches and caches the releases and images, and imports bundles.
@@ -166,11 +150,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		return err
 	}
 	ctl := newControlAPI(s)
-	etcd := func() *store.Etcd {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return s.etcd
-	}
+	etcd := func() *store.Etcd { return s.parts.load().etcd }
 	bak := backupAPI{Etcd: etcd, MultiHost: s.multiHost(),
 		Meta: backup.Meta{Node: s.cfg.NodeName, Version: s.opts.Version, TempDir: s.cfg.DataDir}}
 	srv := api.NewServer(api.Handlers{Provider: s.status, Controller: ctl, Tokens: &s.tokens, Leaver: s.leave, HostRemover: s.leave,
@@ -197,22 +177,12 @@ func (s *Supervisor) Run(ctx context.Context) error {
 // as they come up, the running spec, and rendering for predict.
 func newControlAPI(s *Supervisor) *controlAPI {
 	return &controlAPI{Node: s.cfg.NodeName, DataDir: s.cfg.DataDir, Roles: s.cfg.Cluster.Roles,
-		Store: func() *store.Store {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			return s.store
-		},
-		Agent: func() *agent.Agent {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			return s.agent
-		},
+		Store:   func() *store.Store { return s.parts.load().store },
+		Agent:   func() *agent.Agent { return s.parts.load().agent },
 		Running: s.status.runningSpec,
 		Renderer: func(r spec.Release) (renderFunc, bool) {
 			rel, ok := s.art.cachedRelease(r)
-			s.mu.Lock()
-			etcd := s.etcd
-			s.mu.Unlock()
+			etcd := s.parts.load().etcd
 			return func(desired spec.Cluster, controls spec.HostControls) ([]agent.Component, error) {
 				out, err := s.render(s.renderInput(desired, controls, rel, etcd.HostPort()))
 				return out.Components, err
@@ -236,13 +206,6 @@ func (s *Supervisor) memberOptions() member.Options {
 		Logger:       s.log,
 		Progress:     func(msg string) { s.status.setPhase(PhaseStartingEtcd, msg) },
 	}
-}
-
-// rollout is this host's rollout, nil before runNode connected etcd and M3.
-func (s *Supervisor) rollout() *cluster.Rollout {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.roll
 }
 
 // runNode brings the host up in order, then runs the long-lived actors.
@@ -294,7 +257,7 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	s.status.setPhase(PhaseStartingEtcd, mo.Target())
 	mem, err := member.Start(ctx, mo)
 	if errors.Is(err, store.ErrMemberRemoved) { // removed with `m3sup remove-host` while it was down
-		return s.memberRemoved(ctx, dirs, err)
+		return mo.Removed(ctx, s.leftRecord(), err)
 	}
 	if err != nil {
 		return err
@@ -307,7 +270,7 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	// A host removed with `m3sup remove-host` never registers or starts M3
 	// again on the same data.
 	if s.multiHost() {
-		if err := s.leftRecord(dirs).CheckNotRemoved(ctx, etcd.Client()); err != nil {
+		if err := s.leftRecord().CheckNotRemoved(ctx, etcd.Client()); err != nil {
 			return err
 		}
 	}
@@ -322,9 +285,7 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 		defer interrupt(nil)
 	}
 	st := store.New(etcd.Client())
-	s.mu.Lock()
-	s.etcd, s.store, s.member, s.ca, s.m3Etcd = etcd, st, mem, mem.CA(), mem.M3Etcd()
-	s.mu.Unlock()
+	s.parts.update(func(u *up) { u.etcd, u.store, u.member, u.m3Etcd = etcd, st, mem, mem.M3Etcd() })
 	s.status.connectEtcd(etcd, s.multiHost())
 	if ca := mem.CA(); ca != nil {
 		s.tokens.Enable(etcd.Client(), ca)
@@ -366,9 +327,6 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	if err := runtimeStarted(); err != nil {
 		return err
 	}
-	s.mu.Lock()
-	s.rt = rt
-	s.mu.Unlock()
 	s.status.connectRuntime(rt)
 	s.art.setRuntime(ctx, rt)
 	info := rt.Info()
@@ -383,22 +341,18 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	if cfg.Cluster.HasRole(config.RoleDBNode) {
 		nodes = []string{"http://" + dialAddr(cfg.DBNode.HTTPNodeListenAddress)}
 	}
-	local := cluster.Local{Node: cfg.NodeName, DataDir: cfg.DataDir, JoinURL: s.joinURL(dirs),
+	local := cluster.Local{Node: cfg.NodeName, DataDir: cfg.DataDir, JoinURL: s.leftRecord().JoinURL,
 		Etcd: etcd.Client(), M3: client, Admin: etcdAdmin{cli: etcd.Client()}, Logger: s.log,
 		Progress: func(msg string) { s.status.setPhase(PhaseBootstrapping, msg) }}
 	roll := cluster.NewRollout(local, cluster.NewPermit(local), cfg.Cluster.RolloutDeadline.D())
 	if err := roll.LoadLastGood(); err != nil {
 		s.log.Warn("no last good m3dbnode spec to revert to", zap.Error(err))
 	}
-	s.mu.Lock()
-	s.m3 = client
-	s.nodes = nodes
-	s.roll = roll
-	s.mu.Unlock()
+	s.parts.update(func(u *up) { u.m3, u.nodes, u.roll = client, nodes, roll })
 	s.status.connectM3(client, nodes, roll)
 	var leaver *cluster.Leaver
 	if s.multiHost() {
-		leaver = s.connectLeave(local, rt, etcd)
+		leaver = s.connectLeave(local, rt, etcd, mem.CA() != nil)
 	}
 
 	s.status.setPhase(PhaseFetching, desired.Release.URL)
@@ -416,9 +370,7 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 		OnRestart:   s.status.metrics.restarted,
 		CrashReason: m3.CrashReason,
 	})
-	s.mu.Lock()
-	s.agent = ag
-	s.mu.Unlock()
+	s.parts.update(func(u *up) { u.agent = ag })
 	s.status.connectAgent(ag)
 	s.status.setPhase(PhaseStarting, "m3dbnode and m3coordinator")
 
@@ -515,7 +467,7 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 		ctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error {
 			if s.multiHost() {
-				return s.runMultiHost(ctx, local, desired, clusterUpdates, setup)
+				return s.runMultiHost(ctx, local, mem.CA() != nil, desired, clusterUpdates, setup)
 			}
 			return setup.Run(ctx, desired, clusterUpdates)
 		}, func(error) { cancel() })
@@ -533,7 +485,7 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	}
 	s.status.setPhase(PhaseStopping, "")
 	if errors.Is(err, store.ErrMemberRemoved) { // removed while cut off from the cluster
-		return s.memberRemoved(ctx, dirs, err)
+		return mo.Removed(ctx, s.leftRecord(), err)
 	}
 	return err
 }
