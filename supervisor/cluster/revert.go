@@ -110,3 +110,33 @@ func notHealthyReason(db agent.Status, version string, deadline time.Duration, s
 	}
 	return fmt.Sprintf("m3dbnode %s not healthy within %s: %s", version, deadline, what)
 }
+
+// ReconnectGrace is how long a restarted m3dbnode must have stayed settled
+// (bootstrapped, every shard AVAILABLE) before its host gives the restart
+// permit back. M3's clients — every coordinator's session and the other
+// m3dbnodes' peer sessions — reconnect to a restarted node only from a
+// background loop that runs every 4 s plus up to 2 s of stutter (M3 v1.5
+// src/dbnode/client: defaultBackgroundConnectInterval and
+// defaultBackgroundConnectStutter), and no M3 endpoint says when they have.
+// A host that restarts its own m3dbnode sooner can leave a client with one
+// replica of a shard connected: its majority writes fail ("connection pool
+// has no connections"), and points written in that window miss the
+// restarted replica for good (M3 has no hinted handoff).
+var ReconnectGrace = 8 * time.Second
+
+// settleClock tells when a host that holds the restart permit has stayed
+// settled for ReconnectGrace. The rollout actor owns it.
+type settleClock struct{ since time.Time }
+
+// due reports whether the host has been settled for at least grace at now;
+// a look where it is not settled starts the wait again.
+func (c *settleClock) due(now time.Time, settled bool, grace time.Duration) bool {
+	if !settled {
+		c.since = time.Time{}
+		return false
+	}
+	if c.since.IsZero() {
+		c.since = now
+	}
+	return now.Sub(c.since) >= grace
+}

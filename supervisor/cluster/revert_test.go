@@ -141,3 +141,32 @@ func TestNotHealthyReason(t *testing.T) {
 		t.Errorf("reason %q", got)
 	}
 }
+
+// TestSettleClock: the permit goes back only after the host has stayed
+// settled for the whole grace; any unsettled look starts the wait again.
+func TestSettleClock(t *testing.T) {
+	var c settleClock
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	grace := 8 * time.Second
+	for _, step := range []struct {
+		at      time.Duration
+		settled bool
+		want    bool
+	}{
+		{0, true, false},
+		{7 * time.Second, true, false},
+		{8 * time.Second, true, true},
+		{9 * time.Second, false, false}, // restarted again, or the permit went back
+		{10 * time.Second, true, false},
+		{17 * time.Second, true, false},
+		{18 * time.Second, true, true},
+	} {
+		if got := c.due(t0.Add(step.at), step.settled, grace); got != step.want {
+			t.Fatalf("at %s settled=%v: due %v, want %v", step.at, step.settled, got, step.want)
+		}
+	}
+	var z settleClock
+	if !z.due(t0, true, 0) {
+		t.Fatal("zero grace: not due at once")
+	}
+}

@@ -292,6 +292,7 @@ func (r *Rollout) Run(ctx context.Context, comps Components) error {
 	defer tick.Stop()
 	var (
 		clock     revertClock
+		settle    settleClock
 		published *HostState
 		pending   *Failure // recorded locally, not yet in etcd
 	)
@@ -302,7 +303,7 @@ func (r *Rollout) Run(ctx context.Context, comps Components) error {
 		case <-tick.C:
 		case <-r.wake:
 		}
-		r.step(ctx, comps, &clock, &pending)
+		r.step(ctx, comps, &clock, &settle, &pending)
 		if hs := r.hostState(comps); published == nil || !reflect.DeepEqual(*published, hs) {
 			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			err := PublishHostState(pctx, r.local.Etcd, hs)
@@ -317,7 +318,7 @@ func (r *Rollout) Run(ctx context.Context, comps Components) error {
 }
 
 // step is one look of the rollout actor.
-func (r *Rollout) step(ctx context.Context, comps Components, clock *revertClock, pending **Failure) {
+func (r *Rollout) step(ctx context.Context, comps Components, clock *revertClock, settle *settleClock, pending **Failure) {
 	cli := r.local.Etcd
 	if f := *pending; f != nil {
 		if err := r.recordFailure(ctx, *f); err == nil {
@@ -394,7 +395,9 @@ func (r *Rollout) step(ctx context.Context, comps Components, clock *revertClock
 		r.requestReplan()
 	}
 
-	if holding && dbnodeSettled(db) && shardsOK {
+	// Settled: the permit goes back once M3's clients have had the time
+	// to reconnect to this m3dbnode (ReconnectGrace).
+	if settle.due(time.Now(), holding && dbnodeSettled(db) && shardsOK, ReconnectGrace) {
 		r.releaseWhenCoordinatorWrites(ctx, comps)
 	}
 }
