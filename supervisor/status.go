@@ -57,7 +57,11 @@ type hostStatus struct {
 	// beat is when the node loop last proved it is alive (watchdog).
 	beat atomic.Int64
 	// shuttingDown is set once the daemon's run ends: the components stop.
+	// runCtx is the daemon's run; once it is done the daemon shuts down
+	// too. Its cancellation happens before the agent sees it, so no
+	// component stopping with the daemon is ever judged a degradation.
 	shuttingDown atomic.Bool
+	runCtx       atomic.Pointer[context.Context]
 	// publishMu orders publishStatus calls, so systemd never keeps an
 	// older verdict than the last one judged.
 	publishMu sync.Mutex
@@ -201,7 +205,8 @@ func (h *hostStatus) publishStatus() {
 	h.publishMu.Lock()
 	defer h.publishMu.Unlock()
 	v := h.verdict()
-	if h.shuttingDown.Load() {
+	stopping := h.isShuttingDown()
+	if stopping {
 		// Components stopping with the daemon are no degradation.
 		v.Degraded = false
 	}
@@ -219,6 +224,7 @@ func (h *hostStatus) publishStatus() {
 		_ = h.notifier.Status(line)
 	}
 	switch {
+	case stopping: // nor is the host ready again: nothing to log
 	case v.Degraded && !wasDegraded:
 		h.log.Warn("M3 is not ready on this host: "+v.Reason, zap.String("component", v.Component))
 	case !v.Degraded && wasDegraded:
@@ -256,6 +262,18 @@ func (h *hostStatus) heartbeat() { h.beat.Store(time.Now().UnixNano()) }
 // markShuttingDown says the daemon's run ended: components that stop now
 // do not degrade the host.
 func (h *hostStatus) markShuttingDown() { h.shuttingDown.Store(true) }
+
+// stopsWith says the daemon shuts down once ctx is done.
+func (h *hostStatus) stopsWith(ctx context.Context) { h.runCtx.Store(&ctx) }
+
+// isShuttingDown reports whether the daemon is shutting down.
+func (h *hostStatus) isShuttingDown() bool {
+	if h.shuttingDown.Load() {
+		return true
+	}
+	ctx := h.runCtx.Load()
+	return ctx != nil && (*ctx).Err() != nil
+}
 
 // alive is the watchdog's test: the daemon is starting (bounded by
 // TimeoutStartSec) or its node loop beat within the last 30 s.

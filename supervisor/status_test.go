@@ -185,9 +185,39 @@ func TestHostStatusLifecycle(t *testing.T) {
 	ag.set(db, co)
 	h.componentChanged(db)
 	expectNotify(t, sd, "STATUS=ready: M3 accepts writes")
+	if n := logs.FilterMessageSnippet("M3 is ready again").Len(); n != 0 {
+		t.Fatalf("a daemon shutting down logged M3 ready again: %v", logs.All())
+	}
 	h.setPhase(PhaseStopping, "")
 	expectNotify(t, sd, "STATUS=stopping")
 	expectNotify(t, sd, "STOPPING=1")
+}
+
+// TestHostStatusShutdownByContext: once the daemon's run context is done
+// (a signal), components stopping are neither a degradation nor, after
+// one, a return to ready: nothing is logged, whichever goroutine sees the
+// cancellation first.
+func TestHostStatusShutdownByContext(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	h := newHostStatus("n1", "test", "m3sup", nil, zap.New(core))
+	ctx, cancel := context.WithCancel(context.Background())
+	h.stopsWith(ctx)
+	ag := &fakeComponents{}
+	h.connectAgent(ag)
+	db := agent.Status{Name: DBNode, State: agent.StateRunning, Healthy: true, DesiredActive: true}
+	co := agent.Status{Name: Coordinator, State: agent.StateRunning, Healthy: true, DesiredActive: true}
+	ag.set(db, co)
+	h.setPhase(PhaseReady, "M3 accepts writes")
+	cancel()
+	db.State, db.Healthy = agent.StateStopping, false
+	ag.set(db, co)
+	h.componentChanged(db)
+	co.State, co.Healthy = agent.StateStopped, false
+	ag.set(db, co)
+	h.componentChanged(co)
+	if n := logs.FilterMessageSnippet("M3 is").Len(); n != 0 {
+		t.Fatalf("shutdown logged a readiness change: %v", logs.All())
+	}
 }
 
 // TestHostStatusAlive: the watchdog accepts a daemon still starting, then

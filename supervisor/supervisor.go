@@ -215,8 +215,7 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	// Decided before anything renders a component: the guard shapes
 	// m3dbnode's spec and so its hash.
 	s.status.connectCPUGuard(s.decideCPUGuard().decision)
-	stopShutdownFlag := context.AfterFunc(ctx, s.status.markShuttingDown)
-	defer stopShutdownFlag()
+	s.status.stopsWith(ctx)
 
 	// Bundles first: they may carry the release and containerd itself.
 	bun, err := s.art.importBundles(ctx)
@@ -416,7 +415,10 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	}
 	{ // the node agent
 		ctx, cancel := context.WithCancel(ctx)
-		g.Add(func() error { return ag.Run(ctx, comps) }, func(error) { cancel() })
+		g.Add(func() error { return ag.Run(ctx, comps) }, func(error) {
+			s.status.markShuttingDown() // before the agent stops anything
+			cancel()
+		})
 	}
 	{ // desired-state changes → the agent and the cluster controller; its
 		// tick is the watchdog's proof of life
