@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/m3sup/m3sup/internal/atomicfile"
+	"github.com/m3sup/m3sup/internal/regularfile"
 )
 
 // Cache subdirectories for imported bundle members (created on first use).
@@ -100,7 +101,7 @@ func (c *Cache) ImportBundle(ctx context.Context, path string, opts VerifyOption
 }
 
 func (c *Cache) importBundle(ctx context.Context, path string, opts VerifyOptions) (ImportResult, error) {
-	f, err := openRegular(path)
+	f, err := regularfile.OpenNoFollow(path)
 	if err != nil {
 		return ImportResult{}, err
 	}

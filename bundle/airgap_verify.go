@@ -9,9 +9,9 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	"io/fs"
-	"os"
 	"strings"
+
+	"github.com/m3sup/m3sup/internal/regularfile"
 )
 
 // Defaults for zero fields of VerifyOptions.
@@ -92,7 +92,7 @@ func (v Verified) Trusted() bool { return v.Signature == SignatureVerified && v.
 // VerifyFile verifies the bundle at path; see Verify. path must be a
 // regular file: a FIFO, device or directory fails at once.
 func VerifyFile(ctx context.Context, path string, opts VerifyOptions) (Verified, error) {
-	f, err := openRegular(path)
+	f, err := regularfile.OpenNoFollow(path)
 	if err != nil {
 		return Verified{}, fmt.Errorf("verify bundle %s: %w", path, err)
 	}
@@ -111,7 +111,7 @@ func VerifyFile(ctx context.Context, path string, opts VerifyOptions) (Verified,
 // so callers run it before they create or write anything; the members are
 // checked by VerifyFile or ImportBundle.
 func PrecheckFile(ctx context.Context, path string, opts VerifyOptions) (Verified, error) {
-	f, err := openRegular(path)
+	f, err := regularfile.OpenNoFollow(path)
 	if err != nil {
 		return Verified{}, fmt.Errorf("check bundle %s: %w", path, err)
 	}
@@ -144,44 +144,6 @@ func Verify(ctx context.Context, r io.Reader, opts VerifyOptions) (Verified, err
 		return Verified{}, fmt.Errorf("verify bundle: %w", err)
 	}
 	return v, nil
-}
-
-// openRegular opens path for reading only if it is a regular file. The
-// open does not block (O_NONBLOCK: opening a FIFO for reading would wait
-// for a writer) and does not follow a final symlink; the type is checked on
-// the opened file, so it cannot change between the check and the read.
-func openRegular(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|noFollow|nonBlock, 0)
-	if err != nil {
-		return nil, err
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		f.Close()
-		return nil, fmt.Errorf("not a regular file (%s)", describeMode(fi.Mode()))
-	}
-	return f, nil
-}
-
-// describeMode names a file type for an error message.
-func describeMode(m fs.FileMode) string {
-	switch {
-	case m&fs.ModeNamedPipe != 0:
-		return "a FIFO"
-	case m&fs.ModeSocket != 0:
-		return "a socket"
-	case m&fs.ModeDevice != 0:
-		return "a device"
-	case m.IsDir():
-		return "a directory"
-	case m&fs.ModeSymlink != 0:
-		return "a symlink"
-	}
-	return m.Type().String()
 }
 
 // checkTrust is the rule for what a bundle may carry: releases need no

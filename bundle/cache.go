@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/m3sup/m3sup/internal/atomicfile"
+	"github.com/m3sup/m3sup/internal/regularfile"
 )
 
 // Defaults used for zero fields of Options.
@@ -204,18 +205,11 @@ func (c *Cache) sweepTmp() {
 // hashFile returns the digest and size of the regular file at path. It
 // refuses anything that is not a regular file (a planted symlink, say).
 func hashFile(path string) (Digest, int64, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|noFollow|nonBlock, 0)
+	f, err := regularfile.OpenNoFollow(path)
 	if err != nil {
 		return "", 0, err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return "", 0, err
-	}
-	if !fi.Mode().IsRegular() {
-		return "", 0, fmt.Errorf("%s: not a regular file", path)
-	}
 	h := sha256.New()
 	n, err := io.Copy(h, f)
 	if err != nil {

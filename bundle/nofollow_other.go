@@ -4,6 +4,3 @@ package bundle
 
 // noFollow is unavailable here; callers also Lstat before opening.
 const noFollow = 0
-
-// nonBlock is unavailable here.
-const nonBlock = 0

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/m3sup/m3sup/bundle"
+	"github.com/m3sup/m3sup/internal/regularfile"
 	"github.com/m3sup/m3sup/supervisor"
 	"github.com/m3sup/m3sup/supervisor/config"
 	"github.com/m3sup/m3sup/supervisor/preflight"
@@ -255,22 +256,14 @@ func newLogger(level, format string, w io.Writer) (*zap.Logger, error) {
 }
 
 // readRegularFile reads a small file given on the command line or in the
-// config, refusing at once anything but a regular file: opening a FIFO
-// does not wait for a writer (O_NONBLOCK), and its type is checked on the
-// opened file.
+// config, refusing at once anything but a regular file (a FIFO does not
+// block; see regularfile).
 func readRegularFile(path string, limit int64) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	f, err := regularfile.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file (%s)", path, fi.Mode().Type())
-	}
 	b, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)

@@ -55,8 +55,8 @@ var rules = []rule{
 		why: "supervisor/readiness's doc: a pure verdict over the agent's component status"},
 	{pkg: "supervisor/spec", only: []string{"std", "sigs.k8s.io/yaml"},
 		why: "supervisor/spec: the desired state's types and validation, nothing from m3sup"},
-	{pkg: "supervisor/config", only: []string{"std", "go.uber.org/config", "gopkg.in/yaml.v2"},
-		why: "supervisor/config's doc: standard library, go.uber.org/config and gopkg.in/yaml.v2 only; nothing from m3sup"},
+	{pkg: "supervisor/config", only: []string{"std", "go.uber.org/config", "gopkg.in/yaml.v2", "internal/regularfile"},
+		why: "supervisor/config's doc: standard library, go.uber.org/config, gopkg.in/yaml.v2 and internal/regularfile only; nothing else from m3sup"},
 	{pkg: "supervisor/pki", only: []string{"std", "internal/atomicfile"},
 		why: "supervisor/pki's doc: the standard library and internal/atomicfile only"},
 	{pkg: "supervisor/m3/cpucore", only: []string{"std", "golang.org/x/sys/unix"},
@@ -92,6 +92,8 @@ var rules = []rule{
 		why: "internal/e2etest, etcdtest, registrytest: imported only by tests"},
 	{pkg: "internal/atomicfile", only: []string{"std"},
 		why: "internal/atomicfile's doc: standard library only"},
+	{pkg: "internal/regularfile", only: []string{"std"},
+		why: "internal/regularfile's doc: standard library only"},
 
 	// Each heavy dependency lives in one package.
 	{pkg: "...", except: []string{"runtime/containerd"}, neverDirect: []string{"github.com/containerd/..."},

@@ -7,6 +7,6 @@
 // several joined with errors.Join); IsConfigError tells them apart from other
 // failures so the CLI can exit with a usage status.
 //
-// Import rule: standard library, go.uber.org/config and gopkg.in/yaml.v2 only;
-// nothing from m3sup.
+// Import rule: standard library, go.uber.org/config, gopkg.in/yaml.v2 and
+// internal/regularfile only; nothing else from m3sup.
 package config

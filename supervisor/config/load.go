@@ -13,10 +13,11 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 
 	uberconfig "go.uber.org/config"
 	yaml "gopkg.in/yaml.v2"
+
+	"github.com/m3sup/m3sup/internal/regularfile"
 )
 
 // Load returns Default() with each file applied in order, later files
@@ -95,20 +96,11 @@ func load(lookup uberconfig.LookupFunc, files []string) (Config, error) {
 const maxFileSize = 1 << 20
 
 func readFile(name string) ([]byte, error) {
-	// O_NONBLOCK: opening a FIFO must not wait for a writer; its type is
-	// refused below, on the opened file.
-	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	f, err := regularfile.Open(name)
 	if err != nil {
 		return nil, readError(name, err)
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, readError(name, err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, &FileError{File: name, Err: fmt.Errorf("not a regular file (%s)", fileType(fi.Mode()))}
-	}
 	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
 	if err != nil {
 		return nil, readError(name, err)
@@ -120,6 +112,10 @@ func readFile(name string) ([]byte, error) {
 }
 
 func readError(name string, err error) error {
+	var nr *regularfile.NotRegularError
+	if errors.As(err, &nr) {
+		return &FileError{File: name, Err: nr}
+	}
 	var pe *fs.PathError
 	if errors.As(err, &pe) {
 		return &FileError{File: name, Err: fmt.Errorf("%s: %w", pe.Op, pe.Err)}
@@ -147,21 +143,6 @@ func parseFile(name string, data []byte, lookup uberconfig.LookupFunc) (tree int
 		return nil, errors.Join(e.errs...)
 	}
 	return tree, nil
-}
-
-// fileType names a file type for an error message.
-func fileType(m fs.FileMode) string {
-	switch {
-	case m&fs.ModeNamedPipe != 0:
-		return "a FIFO"
-	case m&fs.ModeSocket != 0:
-		return "a socket"
-	case m&fs.ModeDevice != 0:
-		return "a device"
-	case m.IsDir():
-		return "a directory"
-	}
-	return m.Type().String()
 }
 
 // expander expands ${VAR}, ${VAR:default}, $VAR and $$ inside the string
