@@ -138,8 +138,8 @@ func TestE2EGuardsAndReadiness(t *testing.T) {
 				t.Fatal(err)
 			}
 			stopped := time.Now()
-			// Not ready at the first missed probe (every 5 s, 3 s each).
-			waitUntil(t, 10*time.Second, c.name+" reported unhealthy, host not ready", func() string {
+			// Not ready at the first missed probe (every 2 s, 2 s each).
+			waitUntil(t, 6*time.Second, c.name+" reported unhealthy, host not ready", func() string {
 				code, _ := socketGet(n.socket, "/readyz")
 				st, err := api.NewClient(n.socket).Status(context.Background())
 				if err != nil {

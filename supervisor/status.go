@@ -110,7 +110,7 @@ type componentObserver interface {
 
 // observeStale is how old a running component's last liveness probe may
 // be before the watchdog stops vouching for m3sup: the agent probes every
-// 5s, each probe waits at most 3s.
+// 2s, each probe waits at most 2s.
 const observeStale = 30 * time.Second
 
 // runtimeInfo is the container runtime as status shows it.

@@ -141,7 +141,7 @@ type Options struct {
 	// HealthInterval is how often Healthy is polled until it passes.
 	HealthInterval time.Duration
 	// LiveInterval is how often Alive is asked while a process runs
-	// (default 5s); one probe waits at most min(LiveInterval, 3s).
+	// (default 2s); one probe waits at most min(LiveInterval, 3s).
 	LiveInterval time.Duration
 	// OnChange is called (without locks held) after any status change.
 	OnChange func(Status)
@@ -183,7 +183,7 @@ func New(rt Runtime, opts Options) *Agent {
 		opts.HealthInterval = 250 * time.Millisecond
 	}
 	if opts.LiveInterval <= 0 {
-		opts.LiveInterval = 5 * time.Second
+		opts.LiveInterval = 2 * time.Second
 	}
 	return &Agent{rt: rt, opts: opts, log: opts.Logger, status: map[string]*Status{}, mailbox: map[string]chan Component{},
 		probed: map[string]time.Time{}}
