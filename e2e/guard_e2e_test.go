@@ -30,6 +30,13 @@ import (
 //	b. SIGKILL of m3dbnode turns /readyz, status READY, m3sup_cluster_ready
 //	   and systemd's STATUS= false within 2 s, naming m3dbnode, and true
 //	   again once it has bootstrapped;
+//	d. a hung (SIGSTOPped) m3dbnode is reported not ready at its first
+//	   missed liveness probe, then killed and restarted with reason
+//	   "unhealthy" once quiet for dbnode.unhealthyAfter (5s here), and the
+//	   host is ready again; so is a hung m3coordinator (its default 10s).
+//	   The same 5s never restarts m3dbnode while it bootstraps (from its
+//	   first start to ready, 12-26 s here) or takes a (a): it answers
+//	   /health all along; the test measures how fast it answers;
 //	c. with the guard off on a host the probe distrusts, the first write of
 //	   a new series kills m3dbnode (M3's defect), and status says so with
 //	   the crash's own line (skipped where the probe trusts the CPU).
@@ -41,6 +48,8 @@ func TestE2EGuardsAndReadiness(t *testing.T) {
 	probe := cpucore.Probe()
 	want := cpucore.Decide(cpucore.ModeAuto, probe)
 	t.Logf("CPU-core probe on this machine: %s (probe %+v)", want, probe)
+	setConfig(t, n.configFile, "  stopTimeout: 30s\n", "  stopTimeout: 30s\n  unhealthyAfter: 5s\n")
+	health := watchNodeHealth(t, n.configFile)
 
 	n.start()
 	n.waitReady(4 * time.Minute)
@@ -72,6 +81,7 @@ func TestE2EGuardsAndReadiness(t *testing.T) {
 			t.Fatalf("m3dbnode after %d new series: restarts %d, pid %d (was %d), ready %v; last exit %+v", written, db.Restarts, db.PID, dbPID, st.Ready, db.LastExit)
 		}
 		t.Logf("%d new series over %d s, every one read back, m3dbnode never restarted", written, seconds)
+		t.Log(health.stop()) // bootstrap and (a)'s load; (b) kills m3dbnode
 	})
 
 	t.Run("b_readiness_follows_m3dbnode", func(t *testing.T) {
@@ -110,6 +120,61 @@ func TestE2EGuardsAndReadiness(t *testing.T) {
 			t.Errorf("systemd STATUS= never went back to ready: %q", n.notify.messages()[sent:])
 		}
 		t.Logf("ready again %s after the kill", time.Since(killed).Round(time.Millisecond))
+	})
+
+	t.Run("d_hung_components_restarted", func(t *testing.T) {
+		st := statusCLI(t, n.socket)
+		if db := componentOf(t, st, "m3dbnode"); db.Restarts != 1 || db.LastReason != agent.ReasonCrash {
+			t.Fatalf("m3dbnode restarted other than for the SIGKILL in (b) (a bootstrap or a write load judged unhealthy?): %+v", db)
+		}
+		for _, c := range []struct {
+			name  string
+			after time.Duration // unhealthyAfter
+		}{{"m3dbnode", 5 * time.Second}, {"m3coordinator", 10 * time.Second}} {
+			st := statusCLI(t, n.socket)
+			comp := componentOf(t, st, c.name)
+			pid := comp.PID
+			if err := syscall.Kill(int(pid), syscall.SIGSTOP); err != nil {
+				t.Fatal(err)
+			}
+			stopped := time.Now()
+			// Not ready at the first missed probe (every 2 s, 2 s each).
+			waitUntil(t, 6*time.Second, c.name+" reported unhealthy, host not ready", func() string {
+				code, _ := socketGet(n.socket, "/readyz")
+				st, err := api.NewClient(n.socket).Status(context.Background())
+				if err != nil {
+					return err.Error()
+				}
+				cs, _ := findComponent(st, c.name)
+				if code == http.StatusServiceUnavailable && !st.Ready && !cs.Healthy {
+					return ""
+				}
+				return fmt.Sprintf("/readyz %d, ready %v, %s %+v", code, st.Ready, c.name, cs)
+			})
+			notReady := time.Since(stopped)
+			var got agent.Status
+			waitUntil(t, c.after+30*time.Second, c.name+" restarted with reason unhealthy", func() string {
+				st, err := api.NewClient(n.socket).Status(context.Background())
+				if err != nil {
+					return err.Error()
+				}
+				got, _ = findComponent(st, c.name)
+				if got.LastReason == agent.ReasonUnhealthy && got.Restarts == comp.Restarts+1 && got.PID != 0 && got.PID != pid {
+					return ""
+				}
+				return fmt.Sprintf("%s %+v", c.name, got)
+			})
+			restarted := time.Since(stopped)
+			if got.LastExit == nil || !strings.Contains(got.LastExit.Reason, "no answer to its health check") {
+				t.Fatalf("%s's last exit %+v; want the unhealthy reason", c.name, got.LastExit)
+			}
+			if !strings.Contains(n.log(), c.name+" unhealthy: no answer to its health check") {
+				t.Fatalf("no ERROR line for the unhealthy %s in m3sup's log", c.name)
+			}
+			n.waitReady(3 * time.Minute)
+			t.Logf("%s SIGSTOPped: not ready after %s, restarted (unhealthy, quiet for %s) after %s, ready again after %s",
+				c.name, notReady.Round(100*time.Millisecond), c.after, restarted.Round(100*time.Millisecond), time.Since(stopped).Round(100*time.Millisecond))
+		}
 	})
 
 	t.Run("c_guard_off_crash_reason", func(t *testing.T) {
@@ -334,4 +399,97 @@ func unreadSeries(t testing.TB, coordURL, metric string, n int) []int {
 		}
 		time.Sleep(time.Second)
 	}
+}
+
+// setConfig replaces old with new in a node's config file.
+func setConfig(t testing.TB, file, old, new string) {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), old) {
+		t.Fatalf("%s has no %q", file, old)
+	}
+	if err := os.WriteFile(file, []byte(strings.Replace(string(b), old, new, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// healthWatch asks a node's m3dbnode /health every 250 ms, as m3sup's
+// liveness probe does, and keeps how fast it answered: what
+// dbnode.unhealthyAfter's default is chosen from.
+type healthWatch struct {
+	stopCh chan struct{}
+	done   chan string
+}
+
+// watchNodeHealth starts a healthWatch on the node whose config is file.
+func watchNodeHealth(t testing.TB, file string) *healthWatch {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var url string
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "httpNodeListenAddress: "); ok {
+			url = "http://" + v
+		}
+	}
+	if url == "" {
+		t.Fatalf("no httpNodeListenAddress in %s", file)
+	}
+	w := &healthWatch{stopCh: make(chan struct{}), done: make(chan string, 1)}
+	go func() {
+		var (
+			answers, misses, bootstrapping int
+			slowest, longestGap            time.Duration
+			lastAnswer                     time.Time
+		)
+		tick := time.NewTicker(250 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-w.stopCh:
+				w.done <- fmt.Sprintf("m3dbnode /health asked every 250ms from its first answer on: %d answers (%d while bootstrapping), %d misses, slowest answer %s, longest gap between answers %s",
+					answers, bootstrapping, misses, slowest.Round(time.Millisecond), longestGap.Round(time.Millisecond))
+				return
+			case <-tick.C:
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			start := time.Now()
+			h, err := m3.NodeHealth(ctx, nil, url)
+			took := time.Since(start)
+			cancel()
+			if err != nil {
+				if !lastAnswer.IsZero() {
+					misses++
+				}
+				continue
+			}
+			if !lastAnswer.IsZero() {
+				longestGap = max(longestGap, time.Since(lastAnswer))
+			}
+			lastAnswer = time.Now()
+			answers++
+			if !h.Bootstrapped {
+				bootstrapping++
+			}
+			slowest = max(slowest, took)
+		}
+	}()
+	t.Cleanup(func() { _ = w.stop() })
+	return w
+}
+
+// stop ends the watch and returns what it measured (once).
+func (w *healthWatch) stop() string {
+	select {
+	case <-w.stopCh:
+		return ""
+	default:
+	}
+	close(w.stopCh)
+	return <-w.done
 }

@@ -80,8 +80,9 @@ func (s *Supervisor) render(in render.Input) (render.Output, error) {
 	return out, err
 }
 
-// attachChecks gives rendered components their restart gates and health
-// checks. In multi-host mode (M3 reaches every etcd voter) restarts wait
+// attachChecks gives rendered components their restart gates, health
+// checks (ready: m3dbnode bootstrapped, m3coordinator /health) and liveness
+// probes (/health answers at all; see agent.Component.Alive). In multi-host mode (M3 reaches every etcd voter) restarts wait
 // for the cluster-wide permit, one host at a time; a lone host's m3dbnode
 // waits until every shard is AVAILABLE.
 func (s *Supervisor) attachChecks(comps []agent.Component, in render.Input) {
@@ -95,8 +96,10 @@ func (s *Supervisor) attachChecks(comps []agent.Component, in render.Input) {
 				c.Gate = s.parts.load().roll.RestartGate(cluster.DBNodeSpecOf(in.Desired).Revision())
 			}
 			c.Healthy = s.dbnodeBootstrapped
+			c.Alive, c.UnhealthyAfter = s.dbnodeAnswers, s.cfg.DBNode.UnhealthyAfter.D()
 		case Coordinator:
 			c.Healthy = s.coordinatorHealthy
+			c.Alive, c.UnhealthyAfter = s.coordinatorHealthy, s.cfg.Coordinator.UnhealthyAfter.D()
 			if multi { // a new release reaches the coordinators one host at a time too
 				c.Gate = s.parts.load().roll.RestartGate("")
 			}

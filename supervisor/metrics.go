@@ -28,7 +28,7 @@ func newMetrics(h *hostStatus) *metrics {
 			Name: "m3sup_component_state", Help: "1 for the component's current lifecycle state, 0 for the others.",
 		}, []string{"component", "state"}),
 		restarts: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "m3sup_component_restarts_total", Help: "Restarts of a component by reason (crash, spec-change, manual).",
+			Name: "m3sup_component_restarts_total", Help: "Restarts of a component by reason (crash, unhealthy, spec-change, manual).",
 		}, []string{"component", "reason"}),
 		reconcile: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "m3sup_reconcile_duration_seconds", Help: "Time to apply one desired-state change on this host.",

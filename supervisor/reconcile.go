@@ -115,6 +115,17 @@ func (s *Supervisor) dbnodeBootstrapped(ctx context.Context) error {
 	return nil
 }
 
+// dbnodeAnswers is m3dbnode's liveness: its /health answers, bootstrapped
+// or not (a bootstrap answers all along).
+func (s *Supervisor) dbnodeAnswers(ctx context.Context) error {
+	for _, u := range s.parts.load().nodes {
+		if _, err := m3.NodeHealth(ctx, nil, u); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // coordinatorHealthy is m3coordinator's health: its /health answers.
 func (s *Supervisor) coordinatorHealthy(ctx context.Context) error {
 	c := s.parts.load().m3

@@ -62,6 +62,9 @@ type hostStatus struct {
 	// component stopping with the daemon is ever judged a degradation.
 	shuttingDown atomic.Bool
 	runCtx       atomic.Pointer[context.Context]
+	// watchdogWhy is why alive last withheld the watchdog ping ("" when it
+	// did not).
+	watchdogWhy atomic.Pointer[string]
 	// publishMu orders publishStatus calls, so systemd never keeps an
 	// older verdict than the last one judged.
 	publishMu sync.Mutex
@@ -95,8 +98,20 @@ type statusSources struct {
 	nodes     []string // m3dbnode /health URLs
 	rollout   rolloutProgress
 	agent     cluster.Components
+	observer  componentObserver // the agent, when it can tell
 	cpuGuard  *cpucore.Decision
 }
+
+// componentObserver says whether the agent still watches its components
+// (agent.Agent.Observing).
+type componentObserver interface {
+	Observing(now time.Time, stale time.Duration) error
+}
+
+// observeStale is how old a running component's last liveness probe may
+// be before the watchdog stops vouching for m3sup: the agent probes every
+// 2s, each probe waits at most 2s.
+const observeStale = 30 * time.Second
 
 // runtimeInfo is the container runtime as status shows it.
 type runtimeInfo interface{ Info() containerd.Info }
@@ -145,6 +160,7 @@ func (h *hostStatus) connectM3(client *m3.Client, nodes []string, roll rolloutPr
 func (h *hostStatus) connectAgent(ag cluster.Components) {
 	h.mu.Lock()
 	h.src.agent = ag
+	h.src.observer, _ = ag.(componentObserver)
 	h.mu.Unlock()
 }
 
@@ -276,16 +292,35 @@ func (h *hostStatus) isShuttingDown() bool {
 }
 
 // alive is the watchdog's test: the daemon is starting (bounded by
-// TimeoutStartSec) or its node loop beat within the last 30 s.
+// TimeoutStartSec), or its node loop beat within the last 30 s and the
+// agent still watches every running component (observeStale). A change of
+// verdict is logged once, with the reason.
 func (h *hostStatus) alive() bool {
 	h.mu.Lock()
-	phase := h.phase
+	phase, obs := h.phase, h.src.observer
 	h.mu.Unlock()
+	var why string
 	switch phase {
 	case "", PhaseStartingEtcd, PhaseStartingRuntime, PhaseFetching:
-		return true
+	default:
+		now := time.Now()
+		if beat := time.Unix(0, h.beat.Load()); now.Sub(beat) >= 30*time.Second {
+			why = fmt.Sprintf("the reconcile loop has not run for %s", now.Sub(beat).Round(time.Second))
+		} else if obs != nil {
+			if err := obs.Observing(now, observeStale); err != nil {
+				why = err.Error()
+			}
+		}
 	}
-	return time.Since(time.Unix(0, h.beat.Load())) < 30*time.Second
+	if was := h.watchdogWhy.Swap(&why); was == nil || *was != why {
+		switch {
+		case why != "":
+			h.log.Error("withholding systemd's watchdog ping: " + why + "; systemd restarts m3sup when WatchdogSec passes")
+		case was != nil:
+			h.log.Info("systemd's watchdog pings again")
+		}
+	}
+	return why == ""
 }
 
 func phaseLine(phase, msg string) string {

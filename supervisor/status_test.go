@@ -2,11 +2,13 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -242,4 +244,38 @@ func TestHostStatusAlive(t *testing.T) {
 	if h.alive() {
 		t.Fatal("alive 31 s after the last beat")
 	}
+
+	// The agent must still watch its components too.
+	core, logs := observer.New(zap.InfoLevel)
+	h = newHostStatus("n1", "test", "m3sup", nil, zap.New(core))
+	obs := &observingComponents{}
+	h.connectAgent(obs)
+	h.setPhase(PhaseStarting, "")
+	if !h.alive() {
+		t.Fatal("not alive while the agent observes")
+	}
+	obs.err.Store(&[]error{errors.New("m3dbnode has not been asked whether it is alive for 41s")}[0])
+	if h.alive() || h.alive() {
+		t.Fatal("alive while the agent no longer observes m3dbnode")
+	}
+	if n := logs.FilterMessageSnippet("withholding systemd's watchdog ping: m3dbnode has not been asked").Len(); n != 1 {
+		t.Fatalf("withheld ping logged %d times, want once: %v", n, logs.All())
+	}
+	obs.err.Store(nil)
+	if !h.alive() || logs.FilterMessageSnippet("watchdog pings again").Len() != 1 {
+		t.Fatalf("not alive again, or not logged: %v", logs.All())
+	}
+}
+
+// observingComponents is an agent that says whether it still observes.
+type observingComponents struct {
+	fakeComponents
+	err atomic.Pointer[error]
+}
+
+func (o *observingComponents) Observing(time.Time, time.Duration) error {
+	if e := o.err.Load(); e != nil {
+		return *e
+	}
+	return nil
 }

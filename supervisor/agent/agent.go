@@ -48,6 +48,15 @@ type Component struct {
 	// Healthy, if set, reports whether a started process serves (m3dbnode:
 	// bootstrapped). The agent polls it after every start.
 	Healthy func(ctx context.Context) error
+	// Alive, if set, reports whether a started process still answers at
+	// all (m3dbnode and m3coordinator: /health answers, bootstrapped or
+	// not). The agent asks every Options.LiveInterval for as long as the
+	// process runs. A process that answered once and then stays quiet for
+	// UnhealthyAfter (zero: never) is restarted with reason "unhealthy";
+	// one that never answered is still starting and is left alone (see
+	// liveness).
+	Alive          func(ctx context.Context) error
+	UnhealthyAfter time.Duration
 }
 
 // State is a component's lifecycle state.
@@ -80,6 +89,9 @@ const (
 	ReasonCrash  = "crash"
 	ReasonSpec   = "spec-change"
 	ReasonManual = "manual"
+	// ReasonUnhealthy: the process stopped answering its liveness probe
+	// (Component.Alive) for Component.UnhealthyAfter; the agent killed it.
+	ReasonUnhealthy = "unhealthy"
 )
 
 // Exit describes the last exit of a component.
@@ -128,6 +140,9 @@ type Options struct {
 	Now func() time.Time
 	// HealthInterval is how often Healthy is polled until it passes.
 	HealthInterval time.Duration
+	// LiveInterval is how often Alive is asked while a process runs
+	// (default 2s); one probe waits at most min(LiveInterval, 3s).
+	LiveInterval time.Duration
 	// OnChange is called (without locks held) after any status change.
 	OnChange func(Status)
 	// OnRestart is called for every restart with its reason.
@@ -151,6 +166,9 @@ type Agent struct {
 	mu      sync.Mutex
 	status  map[string]*Status
 	mailbox map[string]chan Component
+	// probed is when each component's loop last asked its process whether
+	// it is alive (Observing).
+	probed map[string]time.Time
 }
 
 // New returns an agent over rt.
@@ -164,7 +182,11 @@ func New(rt Runtime, opts Options) *Agent {
 	if opts.HealthInterval <= 0 {
 		opts.HealthInterval = 250 * time.Millisecond
 	}
-	return &Agent{rt: rt, opts: opts, log: opts.Logger, status: map[string]*Status{}, mailbox: map[string]chan Component{}}
+	if opts.LiveInterval <= 0 {
+		opts.LiveInterval = 2 * time.Second
+	}
+	return &Agent{rt: rt, opts: opts, log: opts.Logger, status: map[string]*Status{}, mailbox: map[string]chan Component{},
+		probed: map[string]time.Time{}}
 }
 
 // Statuses returns a copy of every component's status, sorted by name.
@@ -179,6 +201,32 @@ func (a *Agent) Statuses() []Status {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// Observing reports whether the agent still watches its components: every
+// running component with a liveness probe (Component.Alive) was asked
+// within stale of now. The error names the first that was not. A
+// component that is not running, or entered running within stale, or
+// waits for its restart gate (its loop is in the gate), is not counted.
+// systemd's watchdog needs this as well as the daemon's own loop.
+func (a *Agent) Observing(now time.Time, stale time.Duration) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	names := make([]string, 0, len(a.probed))
+	for name := range a.probed {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		st, at := a.status[name], a.probed[name]
+		if st == nil || st.State != StateRunning || now.Sub(st.StateSince) < stale {
+			continue
+		}
+		if since := now.Sub(at); since >= stale {
+			return fmt.Errorf("%s has not been asked whether it is alive for %s", name, since.Round(time.Second))
+		}
+	}
+	return nil
 }
 
 // Status returns one component's status.
@@ -361,6 +409,9 @@ type loop struct {
 	cancelWait context.CancelFunc
 	retryAt    <-chan time.Time // backoff timer; nil when none
 	healthTick <-chan time.Time // non-nil until Healthy passes
+	liveTick   <-chan time.Time // non-nil while the process runs and has Alive
+	live       liveness
+	healthy    bool // Healthy passed for this run
 	startedAt  time.Time
 	logStart   int64  // size of the log file when this run started
 	planned    string // reason of a planned restart in progress
@@ -381,6 +432,7 @@ func (l *loop) run(ctx context.Context, adopted runtime.Status, isAdopted bool) 
 				s.Healthy = l.desired.Healthy == nil
 			})
 			l.startHealth()
+			l.startLive()
 		} else {
 			l.log.Warn("cannot watch adopted container; replacing it", zap.Error(err))
 			_ = l.a.rt.Remove(ctx, l.desired.Spec.ID)
@@ -395,7 +447,7 @@ func (l *loop) run(ctx context.Context, adopted runtime.Status, isAdopted bool) 
 		if ctx.Err() != nil {
 			break
 		}
-		var health <-chan time.Time = l.healthTick
+		health, live := l.healthTick, l.liveTick
 		select {
 		case <-ctx.Done():
 		case d := <-l.box:
@@ -406,6 +458,8 @@ func (l *loop) run(ctx context.Context, adopted runtime.Status, isAdopted bool) 
 			l.retryAt = nil
 		case <-health:
 			l.checkHealth(ctx)
+		case <-live:
+			l.checkLive(ctx)
 		}
 		if ctx.Err() != nil {
 			break
@@ -538,6 +592,7 @@ func (l *loop) start(ctx context.Context) {
 		l.a.opts.OnRestart(d.Name, reason)
 	}
 	l.startHealth()
+	l.startLive()
 }
 
 // watch subscribes to the running task's exit.
@@ -556,15 +611,87 @@ func (l *loop) unwatch() {
 	if l.cancelWait != nil {
 		l.cancelWait()
 	}
-	l.exitCh, l.cancelWait, l.healthTick = nil, nil, nil
+	l.exitCh, l.cancelWait, l.healthTick, l.liveTick = nil, nil, nil, nil
 }
 
 func (l *loop) startHealth() {
+	l.healthy = l.desired.Healthy == nil
 	if l.desired.Healthy == nil {
 		l.healthTick = nil
 		return
 	}
 	l.healthTick = time.After(0)
+}
+
+// startLive starts asking a new process whether it is alive.
+func (l *loop) startLive() {
+	l.live = liveness{}
+	if l.desired.Alive == nil {
+		l.liveTick = nil
+		return
+	}
+	l.liveTick = time.After(l.a.opts.LiveInterval)
+}
+
+// liveProbeTimeout bounds one liveness probe: the component's loop waits
+// for it (a hung process accepts connections and never answers).
+const liveProbeTimeout = 3 * time.Second
+
+// unhealthyStopTimeout is how long a process declared unhealthy gets
+// between SIGTERM and SIGKILL: it stopped answering, so it will not shut
+// down cleanly (a stopped or deadlocked process never handles SIGTERM).
+const unhealthyStopTimeout = 5 * time.Second
+
+// checkLive asks the running process whether it is alive and acts on the
+// verdict (liveness): a process quiet for UnhealthyAfter is killed and
+// started again through the restart policy, with reason "unhealthy".
+func (l *loop) checkLive(ctx context.Context) {
+	d := l.desired
+	pctx, cancel := context.WithTimeout(ctx, min(l.a.opts.LiveInterval, liveProbeTimeout))
+	err := d.Alive(pctx)
+	cancel()
+	if ctx.Err() != nil {
+		return
+	}
+	now := l.a.opts.Now()
+	l.a.mu.Lock()
+	l.a.probed[d.Name] = now
+	l.a.mu.Unlock()
+	wasQuiet := !l.live.failingSince.IsZero()
+	switch l.live.observe(now, err, d.UnhealthyAfter) {
+	case liveAnswering:
+		if wasQuiet {
+			l.log.Info(d.Name + " answers its health check again")
+			healthy := l.healthy
+			l.a.update(d.Name, func(s *Status) { s.Healthy, s.Message = healthy, "" })
+		}
+	case liveFailing:
+		if !wasQuiet {
+			after := "never restarted for it (UnhealthyAfter is 0)"
+			if d.UnhealthyAfter > 0 {
+				after = fmt.Sprintf("restarted if it stays quiet for %s", d.UnhealthyAfter)
+			}
+			l.log.Warn(fmt.Sprintf("%s does not answer its health check: %v; %s", d.Name, err, after))
+			l.a.update(d.Name, func(s *Status) { s.Healthy, s.Message = false, "not answering its health check: "+err.Error() })
+		}
+	case liveDead:
+		l.restartUnhealthy(ctx, now, err)
+		return
+	}
+	l.liveTick = time.After(l.a.opts.LiveInterval)
+}
+
+// restartUnhealthy kills a process that stopped answering and schedules its
+// next start through the restart policy, like a crash.
+func (l *loop) restartUnhealthy(ctx context.Context, now time.Time, probeErr error) {
+	d := l.desired
+	msg := fmt.Sprintf("unhealthy: no answer to its health check for %s (%v)", l.live.quietFor(now).Round(time.Second), probeErr)
+	ex := l.stopIn(ctx, msg, min(d.StopTimeout, unhealthyStopTimeout))
+	tail := tailLines(d.Spec.LogPath, 20)
+	dec := l.backoff(msg, &Exit{Code: ex.Code, At: now, Reason: msg, LogTail: tail}, ReasonUnhealthy)
+	l.a.update(d.Name, func(s *Status) { s.LogTail = tail })
+	l.log.Error(fmt.Sprintf("%s %s; killed it; restarting in %s (attempt %d); full output in %s",
+		d.Name, msg, dec.Delay.Round(time.Millisecond), dec.Attempt, d.Spec.LogPath))
 }
 
 func (l *loop) checkHealth(ctx context.Context) {
@@ -575,9 +702,12 @@ func (l *loop) checkHealth(ctx context.Context) {
 		l.healthTick = time.After(l.a.opts.HealthInterval)
 		return
 	}
-	l.healthTick = nil
+	l.healthTick, l.healthy = nil, true
 	took := l.a.opts.Now().Sub(l.startedAt).Round(time.Millisecond)
 	l.log.Info("healthy", zap.Duration("after_start", took))
+	if !l.live.failingSince.IsZero() { // healthy, yet quiet on its liveness probe since
+		return
+	}
 	l.a.update(l.desired.Name, func(s *Status) { s.Healthy = true })
 }
 
@@ -716,19 +846,26 @@ func (l *loop) backoff(msg string, ex *Exit, reason string) restart.Decision {
 // stop ends the running process (SIGTERM, then SIGKILL after StopTimeout)
 // and removes its container.
 func (l *loop) stop(ctx context.Context, why string) {
+	l.stopIn(ctx, why, l.desired.StopTimeout)
+}
+
+// stopIn is stop with SIGKILL after timeout; it returns how the process
+// exited.
+func (l *loop) stopIn(ctx context.Context, why string, timeout time.Duration) runtime.Exit {
 	d := l.desired
 	l.unwatch()
 	l.running, l.waiting = false, false
 	l.a.update(d.Name, func(s *Status) { s.State, s.Message, s.Healthy = StateStopping, why, false })
-	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.StopTimeout+10*time.Second)
+	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout+10*time.Second)
 	defer cancel()
-	ex, err := l.a.rt.Stop(stopCtx, d.Spec.ID, d.StopTimeout)
+	ex, err := l.a.rt.Stop(stopCtx, d.Spec.ID, timeout)
 	if err != nil {
 		l.log.Error("stop failed", zap.Error(err))
 	} else {
 		l.log.Info("stopped", zap.Uint32("exit_code", ex.Code), zap.String("why", why))
 	}
 	l.a.update(d.Name, func(s *Status) { s.PID = 0 })
+	return ex
 }
 
 func (l *loop) shutdown(ctx context.Context) {

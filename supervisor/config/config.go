@@ -135,7 +135,12 @@ type DBNode struct {
 	DebugListenAddress       string   `yaml:"debugListenAddress"`
 	LogLevel                 string   `yaml:"logLevel"`
 	StopTimeout              Duration `yaml:"stopTimeout"`
-	NoFile                   uint64   `yaml:"noFile"` // RLIMIT_NOFILE
+	// UnhealthyAfter: an m3dbnode that answered /health and then stays
+	// quiet this long (stopped, deadlocked) is killed and restarted with
+	// reason "unhealthy". 0 never restarts it for that. A bootstrap,
+	// however long, answers /health all along and is left alone.
+	UnhealthyAfter Duration `yaml:"unhealthyAfter"`
+	NoFile         uint64   `yaml:"noFile"` // RLIMIT_NOFILE
 	// Image runs m3dbnode from this image (like quay.io/m3db/m3dbnode:v1.5.0)
 	// instead of the release tarball's binary.
 	Image string `yaml:"image,omitempty"`
@@ -160,6 +165,8 @@ type Coordinator struct {
 	MetricsListenAddress string   `yaml:"metricsListenAddress"`
 	LogLevel             string   `yaml:"logLevel"`
 	StopTimeout          Duration `yaml:"stopTimeout"`
+	// UnhealthyAfter is DBNode.UnhealthyAfter for m3coordinator.
+	UnhealthyAfter Duration `yaml:"unhealthyAfter"`
 	// Image runs m3coordinator from this image instead of the release
 	// tarball's binary.
 	Image string `yaml:"image,omitempty"`
@@ -286,6 +293,7 @@ func base() Config {
 			DebugListenAddress:       "0.0.0.0:9004",
 			LogLevel:                 "info",
 			StopTimeout:              Duration(30 * time.Second),
+			UnhealthyAfter:           Duration(30 * time.Second),
 			NoFile:                   3000000,
 			CPUCoreGuard:             GuardAuto,
 		},
@@ -294,6 +302,7 @@ func base() Config {
 			MetricsListenAddress: "0.0.0.0:7203",
 			LogLevel:             "info",
 			StopTimeout:          Duration(10 * time.Second),
+			UnhealthyAfter:       Duration(10 * time.Second),
 		},
 		Backup: Backup{Interval: Duration(6 * time.Hour), Keep: 5},
 		Cluster: Cluster{

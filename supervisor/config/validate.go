@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Validate reports every problem in c at once, joined with errors.Join; each
@@ -94,12 +95,14 @@ func (c *Config) validate() []*FieldError {
 	p.portConflicts(ports)
 	p.oneOf("dbnode.logLevel", d.LogLevel, "debug", "info", "warn", "error")
 	p.positive("dbnode.stopTimeout", d.StopTimeout)
+	p.liveness("dbnode.unhealthyAfter", d.UnhealthyAfter)
 	p.oneOf("dbnode.cpuCoreGuard", d.CPUCoreGuard, GuardAuto, GuardOn, GuardOff)
 	if d.NoFile == 0 {
 		p.add("dbnode.noFile", "must be at least 1")
 	}
 	p.oneOf("coordinator.logLevel", c.Coordinator.LogLevel, "debug", "info", "warn", "error")
 	p.positive("coordinator.stopTimeout", c.Coordinator.StopTimeout)
+	p.liveness("coordinator.unhealthyAfter", c.Coordinator.UnhealthyAfter)
 
 	p.cluster(c.Cluster)
 	if c.Backup.Interval < 0 {
@@ -321,6 +324,14 @@ func (p *problems) positive(path string, d Duration) bool {
 		return false
 	}
 	return true
+}
+
+// liveness checks an unhealthyAfter: 0 (never) or at least 3s, one
+// liveness probe's longest wait.
+func (p *problems) liveness(path string, d Duration) {
+	if d < 0 || (d > 0 && d < Duration(3*time.Second)) {
+		p.add(path, "must be 0 (never restart for it) or at least 3s, got %s", d)
+	}
 }
 
 // listen is a validated host:port; port 0 means invalid.
