@@ -16,6 +16,7 @@ import (
 
 	"github.com/m3sup/m3sup/supervisor/api"
 	"github.com/m3sup/m3sup/supervisor/config"
+	"github.com/m3sup/m3sup/supervisor/disk"
 )
 
 // outputFlag adds -o/--output to a read command.
@@ -82,6 +83,35 @@ func yesNo(b bool) string {
 	return "no"
 }
 
+// diskLevel is the DISK line's verdict: ok, LOW, FULL or unknown.
+func diskLevel(d *api.DiskStatus) string {
+	switch {
+	case d.Error != "":
+		return "unknown"
+	case d.Level == "ok":
+		return "ok"
+	}
+	return strings.ToUpper(d.Level)
+}
+
+// diskLine is the data dir's filesystem in one line, with the warning
+// when it is low or nearly full.
+func diskLine(d *api.DiskStatus) string {
+	if d.Error != "" {
+		return d.Path + ": " + d.Error
+	}
+	pct := 0.0
+	if d.SizeBytes > 0 {
+		pct = 100 * float64(d.FreeBytes) / float64(d.SizeBytes)
+	}
+	line := fmt.Sprintf("%s free of %s (%.0f%%), %d of %d inodes free at %s",
+		disk.Bytes(d.FreeBytes), disk.Bytes(d.SizeBytes), pct, d.FreeInodes, d.Inodes, d.Path)
+	if d.Message != "" {
+		line += "; WARNING: " + d.Message
+	}
+	return line
+}
+
 func printStatus(w io.Writer, st api.Status, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	msg := st.Phase
@@ -95,6 +125,9 @@ func printStatus(w io.Writer, st api.Status, now time.Time) {
 	fmt.Fprintf(tw, "READY\t%s\t%s\n", yesNo(st.Ready), msg)
 	if g := st.CPUCoreGuard; g != nil {
 		fmt.Fprintf(tw, "CPU GUARD\t%s\t%s\n", onOff(g.Guard), g.Detail())
+	}
+	if d := st.Disk; d != nil {
+		fmt.Fprintf(tw, "DISK\t%s\t%s\n", diskLevel(d), diskLine(d))
 	}
 	role := "follower"
 	if st.Etcd.Leader {
