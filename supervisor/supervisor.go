@@ -449,22 +449,25 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 		g.Add(func() error {
 			tick := time.NewTicker(10 * time.Second)
 			defer tick.Stop()
-			last := first
+			last, applied := first, true
 			for {
 				s.status.heartbeat()
 				select {
 				case <-ctx.Done():
 					return nil
 				case <-tick.C:
+					if !applied { // e.g. a full data dir refused the configs: try again
+						applied = s.applyChange(ctx, last, etcd.HostPort(), ag, clusterUpdates)
+					}
 				case <-roll.Replans(): // a rollout halted or failed here: render again
-					s.applyChange(ctx, last, etcd.HostPort(), ag, clusterUpdates)
+					applied = s.applyChange(ctx, last, etcd.HostPort(), ag, clusterUpdates)
 				case ch, ok := <-changes:
 					if !ok {
 						return nil
 					}
 					last = ch
 					s.status.noteChange(ch)
-					s.applyChange(ctx, ch, etcd.HostPort(), ag, clusterUpdates)
+					applied = s.applyChange(ctx, ch, etcd.HostPort(), ag, clusterUpdates)
 				}
 			}
 		}, func(error) { cancel() })
