@@ -39,9 +39,10 @@ func newStatusCmd() *cobra.Command {
 		Use:   "status",
 		Short: "Show the daemon's status: etcd, containerd, components and M3",
 		Long: `Show the daemon's status: whether M3 is ready on this host (and, when it is
-not, which component keeps it from being ready and why), etcd, containerd, the
-components with their last exit, M3's placement and namespaces, and in a
-multi-host cluster every host.
+not, which component keeps it from being ready and why), the data dir's
+filesystem (DISK: free space and inodes, LOW or FULL with a warning below the
+disk.* thresholds), etcd, containerd, the components with their last exit, M3's
+placement and namespaces, and in a multi-host cluster every host.
 
 Exits 0 when the daemon answers, ready or not (READY and -o json say which),
 and 3 when no daemon answers, as systemctl status does for a unit that is not
