@@ -36,10 +36,14 @@ const diskSize = 1200 << 20
 //  2. a filler file takes free space below the warning threshold: status
 //     (text and JSON) shows DISK LOW, /metrics the low free bytes, the log
 //     says so once;
-//  3. the filesystem fills completely: m3sup keeps answering (or, if it
-//     exits, starts again cleanly) and leaves no half-written state files;
-//  4. the filler goes: M3 is ready again and a write + read through the
-//     coordinator works, on the same etcd (placement unchanged).
+//  3. the filesystem fills completely: m3dbnode's snapshot fails and it
+//     exits (m3sup restarts it with backoff); m3sup keeps answering until
+//     etcd's own commit fails, which is fatal to etcd and so to m3sup
+//     (exit 1; systemd would restart it — the test does);
+//  4. the filler goes: m3sup starts again cleanly on the same etcd
+//     (placement unchanged, the point written before is still there), M3
+//     is ready again, a write + read through the coordinator works, and
+//     no half-written state file was left.
 func TestE2EDiskFull(t *testing.T) {
 	env := needE2E(t)
 	promBin, err := exec.LookPath("prometheus")
@@ -159,8 +163,24 @@ disk:
 	}
 	waitDisk(t, n, "ok", 30*time.Second)
 	n.waitReady(5 * time.Minute)
+	// The coordinator, adopted across an m3sup restart, may need a moment
+	// to reconnect to the restarted m3dbnode ("connection pool has no
+	// connections"): retry the write, then read it back.
 	ts2 := time.Now().Add(-5 * time.Second).Truncate(time.Second)
-	writeAndRead(t, n.coordURL, "m3sup_e2e_disk_after", ts2, 2)
+	var werr error
+	for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline); time.Sleep(time.Second) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		werr = c.WriteJSON(ctx, "m3sup_e2e_disk_after", map[string]string{"host": "e2e"}, ts2, 2)
+		cancel()
+		if werr == nil {
+			break
+		}
+	}
+	if werr != nil {
+		t.Fatalf("write after the disk recovered: %v", werr)
+	}
+	readBack(t, n.coordURL, "m3sup_e2e_disk_after", ts2, 2)
+	readBack(t, n.coordURL, "m3sup_e2e_disk_before", ts, 1)
 	if rev := n.placementRevision(); rev != placementRev {
 		t.Fatalf("placement changed across the full disk: revision %d → %d", placementRev, rev)
 	}
