@@ -1,6 +1,7 @@
 // Package supervisor wires m3sup's daemon: the embedded etcd, the container
-// runtime, the node agent, the M3 cluster automation and the local API, as
-// actors of one oklog/run group with an orderly shutdown.
+// runtime, the node agent, the M3 cluster automation, the local API, the
+// data dir's disk monitor and the optional metrics listener, as actors of
+// one oklog/run group with an orderly shutdown.
 package supervisor
 
 import (
