@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/dustin/go-humanize"
 	"io"
 	"net/url"
 	"os"
@@ -12,8 +13,6 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
-
-	"github.com/dustin/go-humanize"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
