@@ -122,6 +122,10 @@ func (ns *notifySocket) has(prefix string) bool {
 type nodeOpts struct {
 	releaseURL, checksum string
 	numShards            int
+	// dataDir replaces the data dir in the node's temp dir (a test's own
+	// filesystem); extraConfig is appended to the config file (top-level
+	// YAML keys).
+	dataDir, extraConfig string
 }
 
 func newNode(t testing.TB, o nodeOpts) *node {
@@ -145,6 +149,9 @@ func newNode(t testing.TB, o nodeOpts) *node {
 	}
 	if o.numShards == 0 {
 		o.numShards = 16
+	}
+	if o.dataDir != "" {
+		n.dir = o.dataDir
 	}
 	cfg := fmt.Sprintf(`dataDir: %s
 nodeName: e2e-node
@@ -179,6 +186,7 @@ cluster:
       retention: 48h
       blockSize: 2h
 `, n.dir, n.socket, n.etcdURL, n.peerURL, strings.TrimPrefix(filepath.Base(base), "m3sup-e2e-"), o.releaseURL, o.checksum, p[2], p[3], p[4], p[5], p[6], p[7], p[8], o.numShards)
+	cfg += o.extraConfig
 	if err := os.WriteFile(n.configFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

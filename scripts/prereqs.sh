@@ -2,7 +2,8 @@
 # prereqs.sh — make sure this host can run m3sup: root, containerd and runc.
 # Installs containerd and runc with apt when they are missing and apt exists;
 # otherwise says exactly what to install. `prereqs.sh test` also installs what
-# the end-to-end tests use: a local registry (docker-registry) and curl.
+# the end-to-end tests use: a local registry (docker-registry), curl and
+# Prometheus (it scrapes m3sup's metrics listener in TestE2EDiskFull).
 set -euo pipefail
 
 if [[ "$(id -u)" != 0 ]]; then
@@ -15,6 +16,7 @@ command -v runc >/dev/null 2>&1 || missing+=(runc)
 if [[ "${1:-}" == test ]]; then
   command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
+  command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 fi
 if [[ ${#missing[@]} -eq 0 ]]; then
   exit 0

@@ -95,6 +95,7 @@ func newMetrics(h *hostStatus) *metrics {
 		}
 		return 1
 	}))
+	m.registry.MustRegister(newDiskCollector(h))
 	m.registry.MustRegister(stateAge{h: h, desc: prometheus.NewDesc("m3sup_component_state_seconds",
 		"Seconds the component has been in its current state.", []string{"component", "state"}, nil)})
 	return m

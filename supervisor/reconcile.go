@@ -70,8 +70,11 @@ func (s *Supervisor) followVoters(ctx context.Context) {
 
 // applyChange turns one desired-state change into agent updates (which
 // restart exactly the components whose hash changed) and a cluster update
-// (namespaces change through M3's API, restarting nothing).
-func (s *Supervisor) applyChange(ctx context.Context, ch store.Change, etcdHostPort string, ag *agent.Agent, cluster chan spec.Cluster) {
+// (namespaces change through M3's API, restarting nothing). It reports
+// whether the change was applied: one that was not (a fetch failed, the
+// data dir is full so its configs cannot be written) is logged here and
+// the caller tries it again.
+func (s *Supervisor) applyChange(ctx context.Context, ch store.Change, etcdHostPort string, ag *agent.Agent, cluster chan spec.Cluster) bool {
 	start := time.Now()
 	defer func() { s.status.metrics.reconcile.Observe(time.Since(start).Seconds()) }()
 	comps, err := s.desiredComponents(ctx, ch, etcdHostPort)
@@ -80,7 +83,7 @@ func (s *Supervisor) applyChange(ctx context.Context, ch store.Change, etcdHostP
 			s.log.Error("cannot apply the desired state; keeping the current one", zap.Int64("revision", ch.Revision), zap.Error(err))
 			s.status.setMessage(fmt.Sprintf("desired state at revision %d not applied: %v", ch.Revision, err))
 		}
-		return
+		return false
 	}
 	if err := ag.Update(comps); err != nil {
 		s.log.Error("update components", zap.Error(err))
@@ -90,6 +93,7 @@ func (s *Supervisor) applyChange(ctx context.Context, ch store.Change, etcdHostP
 	default:
 	}
 	cluster <- ch.Cluster
+	return true
 }
 
 // everyShardAvailable is m3dbnode's planned-restart gate: only while every

@@ -18,6 +18,7 @@ import (
 	"github.com/m3sup/m3sup/supervisor/agent"
 	"github.com/m3sup/m3sup/supervisor/api"
 	"github.com/m3sup/m3sup/supervisor/cluster"
+	"github.com/m3sup/m3sup/supervisor/disk"
 	"github.com/m3sup/m3sup/supervisor/m3"
 	"github.com/m3sup/m3sup/supervisor/m3/cpucore"
 	"github.com/m3sup/m3sup/supervisor/readiness"
@@ -100,6 +101,7 @@ type statusSources struct {
 	agent     cluster.Components
 	observer  componentObserver // the agent, when it can tell
 	cpuGuard  *cpucore.Decision
+	disk      *disk.Monitor
 }
 
 // componentObserver says whether the agent still watches its components
@@ -131,6 +133,13 @@ func newHostStatus(node, version, namespace string, notifier *systemd.Notifier, 
 func (h *hostStatus) connectCPUGuard(d cpucore.Decision) {
 	h.mu.Lock()
 	h.src.cpuGuard = &d
+	h.mu.Unlock()
+}
+
+// connectDisk shows the data dir's filesystem as m samples it.
+func (h *hostStatus) connectDisk(m *disk.Monitor) {
+	h.mu.Lock()
+	h.src.disk = m
 	h.mu.Unlock()
 }
 
@@ -346,6 +355,7 @@ func (h *hostStatus) Status(ctx context.Context) api.Status {
 		g := *d
 		st.CPUCoreGuard = &g
 	}
+	st.Disk = diskStatus(src.disk)
 
 	st.Etcd.State = "starting"
 	if etcd := src.etcd; etcd != nil {

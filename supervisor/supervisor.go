@@ -1,6 +1,7 @@
 // Package supervisor wires m3sup's daemon: the embedded etcd, the container
-// runtime, the node agent, the M3 cluster automation and the local API, as
-// actors of one oklog/run group with an orderly shutdown.
+// runtime, the node agent, the M3 cluster automation, the local API, the
+// data dir's disk monitor and the optional metrics listener, as actors of
+// one oklog/run group with an orderly shutdown.
 package supervisor
 
 import (
@@ -28,6 +29,7 @@ import (
 	"github.com/m3sup/m3sup/supervisor/backup"
 	"github.com/m3sup/m3sup/supervisor/cluster"
 	"github.com/m3sup/m3sup/supervisor/config"
+	"github.com/m3sup/m3sup/supervisor/disk"
 	"github.com/m3sup/m3sup/supervisor/join"
 	"github.com/m3sup/m3sup/supervisor/m3"
 	"github.com/m3sup/m3sup/supervisor/m3/cpucore"
@@ -157,6 +159,28 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		Backupper: bak, Metrics: s.status.metrics.registry}, s.log)
 
 	var g run.Group
+	// The data dir's filesystem is watched from the start: a full disk is
+	// as likely to stop etcd from starting as to crash M3 later.
+	dm := &disk.Monitor{Path: s.cfg.DataDir, Thresholds: DiskThresholds(s.cfg.Disk), Log: s.log.Named("disk")}
+	s.status.connectDisk(dm)
+	diskCtx, cancelDisk := context.WithCancel(ctx)
+	g.Add(func() error { return dm.Run(diskCtx) }, func(error) { cancelDisk() })
+	if addr := s.cfg.Metrics.ListenAddress(); addr != "" {
+		mln, err := net.Listen("tcp", addr)
+		if err != nil {
+			_ = ln.Close()
+			_ = os.Remove(s.cfg.API.Socket)
+			return fmt.Errorf("listen for Prometheus on %s (metrics.listen): %w", addr, err)
+		}
+		msrv := api.NewMetricsServer(s.status.metrics.registry, s.log)
+		s.log.Info("serving metrics for Prometheus", zap.String("address", mln.Addr().String()))
+		g.Add(func() error { return msrv.Serve(mln) }, func(error) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = msrv.Shutdown(ctx)
+			_ = mln.Close()
+		})
+	}
 	if n := s.opts.Notifier; n != nil {
 		wctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error { return n.Watchdog(wctx, s.status.alive) }, func(error) { cancel() })
@@ -426,22 +450,25 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 		g.Add(func() error {
 			tick := time.NewTicker(10 * time.Second)
 			defer tick.Stop()
-			last := first
+			last, applied := first, true
 			for {
 				s.status.heartbeat()
 				select {
 				case <-ctx.Done():
 					return nil
 				case <-tick.C:
+					if !applied { // e.g. a full data dir refused the configs: try again
+						applied = s.applyChange(ctx, last, etcd.HostPort(), ag, clusterUpdates)
+					}
 				case <-roll.Replans(): // a rollout halted or failed here: render again
-					s.applyChange(ctx, last, etcd.HostPort(), ag, clusterUpdates)
+					applied = s.applyChange(ctx, last, etcd.HostPort(), ag, clusterUpdates)
 				case ch, ok := <-changes:
 					if !ok {
 						return nil
 					}
 					last = ch
 					s.status.noteChange(ch)
-					s.applyChange(ctx, ch, etcd.HostPort(), ag, clusterUpdates)
+					applied = s.applyChange(ctx, ch, etcd.HostPort(), ag, clusterUpdates)
 				}
 			}
 		}, func(error) { cancel() })

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/m3sup/m3sup/supervisor"
 	"github.com/m3sup/m3sup/supervisor/config"
 	"github.com/m3sup/m3sup/supervisor/preflight"
 )
@@ -48,7 +49,8 @@ Run it before ` + "`m3sup run`" + `: with m3sup running, its ports are in use.`,
 		if dataDir == "" {
 			dataDir = cfg.DataDir
 		}
-		opts := preflight.Options{DataDir: dataDir, Ports: listenAddresses(cfg), CPUCoreGuard: cfg.DBNode.CPUCoreGuard}
+		th := supervisor.DiskThresholds(cfg.Disk)
+		opts := preflight.Options{DataDir: dataDir, Ports: listenAddresses(cfg), CPUCoreGuard: cfg.DBNode.CPUCoreGuard, Disk: &th}
 		// Progress goes to stderr with -o json, so stdout stays one document.
 		var notes io.Writer = os.Stdout
 		if *out == "json" {
@@ -95,7 +97,7 @@ func listenAddresses(cfg config.Config) []string {
 	for _, a := range []string{
 		cfg.DBNode.ListenAddress, cfg.DBNode.ClusterListenAddress, cfg.DBNode.HTTPNodeListenAddress,
 		cfg.DBNode.HTTPClusterListenAddress, cfg.DBNode.DebugListenAddress,
-		cfg.Coordinator.ListenAddress, cfg.Coordinator.MetricsListenAddress,
+		cfg.Coordinator.ListenAddress, cfg.Coordinator.MetricsListenAddress, cfg.Metrics.ListenAddress(),
 	} {
 		if a != "" && !slices.Contains(addrs, a) {
 			addrs = append(addrs, a)

@@ -201,7 +201,8 @@ func warnPreflight(ctx context.Context, log *zap.Logger, cfg config.Config) {
 			ports = append(ports, pu.Host)
 		}
 	}
-	for _, c := range preflight.Run(ctx, preflight.Options{DataDir: cfg.DataDir, Ports: ports, CPUCoreGuard: cfg.DBNode.CPUCoreGuard}).NotOK() {
+	th := supervisor.DiskThresholds(cfg.Disk)
+	for _, c := range preflight.Run(ctx, preflight.Options{DataDir: cfg.DataDir, Ports: ports, CPUCoreGuard: cfg.DBNode.CPUCoreGuard, Disk: &th}).NotOK() {
 		if c.Name == preflight.CheckCPUCore {
 			continue // the daemon logs its guard decision itself
 		}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/m3sup/m3sup/supervisor/api"
 	"github.com/m3sup/m3sup/supervisor/config"
+	"github.com/m3sup/m3sup/supervisor/disk"
 )
 
 // outputFlag adds -o/--output to a read command.
@@ -38,9 +39,10 @@ func newStatusCmd() *cobra.Command {
 		Use:   "status",
 		Short: "Show the daemon's status: etcd, containerd, components and M3",
 		Long: `Show the daemon's status: whether M3 is ready on this host (and, when it is
-not, which component keeps it from being ready and why), etcd, containerd, the
-components with their last exit, M3's placement and namespaces, and in a
-multi-host cluster every host.
+not, which component keeps it from being ready and why), the data dir's
+filesystem (DISK: free space and inodes, LOW or FULL with a warning below the
+disk.* thresholds), etcd, containerd, the components with their last exit, M3's
+placement and namespaces, and in a multi-host cluster every host.
 
 Exits 0 when the daemon answers, ready or not (READY and -o json say which),
 and 3 when no daemon answers, as systemctl status does for a unit that is not
@@ -82,6 +84,35 @@ func yesNo(b bool) string {
 	return "no"
 }
 
+// diskLevel is the DISK line's verdict: ok, LOW, FULL or unknown.
+func diskLevel(d *api.DiskStatus) string {
+	switch {
+	case d.Error != "":
+		return "unknown"
+	case d.Level == "ok":
+		return "ok"
+	}
+	return strings.ToUpper(d.Level)
+}
+
+// diskLine is the data dir's filesystem in one line, with the warning
+// when it is low or nearly full.
+func diskLine(d *api.DiskStatus) string {
+	if d.Error != "" {
+		return d.Path + ": " + d.Error
+	}
+	pct := 0.0
+	if d.SizeBytes > 0 {
+		pct = 100 * float64(d.FreeBytes) / float64(d.SizeBytes)
+	}
+	line := fmt.Sprintf("%s free of %s (%.0f%%), %d of %d inodes free at %s",
+		disk.Bytes(d.FreeBytes), disk.Bytes(d.SizeBytes), pct, d.FreeInodes, d.Inodes, d.Path)
+	if d.Message != "" {
+		line += "; WARNING: " + d.Message
+	}
+	return line
+}
+
 func printStatus(w io.Writer, st api.Status, now time.Time) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	msg := st.Phase
@@ -95,6 +126,9 @@ func printStatus(w io.Writer, st api.Status, now time.Time) {
 	fmt.Fprintf(tw, "READY\t%s\t%s\n", yesNo(st.Ready), msg)
 	if g := st.CPUCoreGuard; g != nil {
 		fmt.Fprintf(tw, "CPU GUARD\t%s\t%s\n", onOff(g.Guard), g.Detail())
+	}
+	if d := st.Disk; d != nil {
+		fmt.Fprintf(tw, "DISK\t%s\t%s\n", diskLevel(d), diskLine(d))
 	}
 	role := "follower"
 	if st.Etcd.Leader {

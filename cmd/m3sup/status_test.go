@@ -161,3 +161,30 @@ func TestPrintStatusStateErrors(t *testing.T) {
 		t.Fatalf("status:\n%s", b.String())
 	}
 }
+
+// TestPrintStatusDisk: the DISK line shows free space and inodes, and the
+// warning when the data dir's filesystem is low.
+func TestPrintStatusDisk(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		d    api.DiskStatus
+		want string
+	}{
+		{"ok", api.DiskStatus{Path: "/var/lib/m3sup", SizeBytes: 100 << 30, FreeBytes: 60 << 30, Inodes: 1000, FreeInodes: 900, Level: "ok"},
+			"DISK        ok       60.0 GiB free of 100.0 GiB (60%), 900 of 1000 inodes free at /var/lib/m3sup\n"},
+		{"low", api.DiskStatus{Path: "/d", SizeBytes: 100 << 30, FreeBytes: 5 << 30, Level: "low", Message: "low: 5.0 GiB free of 100.0 GiB (5.0%), threshold 10% or 2.0 GiB"},
+			"DISK        LOW      5.0 GiB free of 100.0 GiB (5%), 0 of 0 inodes free at /d; WARNING: low: 5.0 GiB free"},
+		{"probe failed", api.DiskStatus{Path: "/d", Error: "statfs /d: input/output error"},
+			"DISK        unknown  /d: statfs /d: input/output error\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := tc.d
+			st := api.Status{Node: "host1", Phase: "ready", Ready: true, Disk: &d, Etcd: api.EtcdStatus{State: "running"}}
+			var b bytes.Buffer
+			printStatus(&b, st, time.Now())
+			if !strings.Contains(b.String(), tc.want) {
+				t.Errorf("status lacks %q:\n%s", tc.want, b.String())
+			}
+		})
+	}
+}

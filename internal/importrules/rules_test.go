@@ -59,6 +59,8 @@ var rules = []rule{
 		why: "supervisor/config's doc: standard library, go.uber.org/config, gopkg.in/yaml.v2 and internal/regularfile only; nothing else from m3sup"},
 	{pkg: "supervisor/pki", only: []string{"std", "internal/atomicfile"},
 		why: "supervisor/pki's doc: the standard library and internal/atomicfile only"},
+	{pkg: "supervisor/disk", only: []string{"std", "golang.org/x/sys/unix", "go.uber.org/zap"},
+		why: "supervisor/disk's doc: the standard library, golang.org/x/sys/unix and zap only"},
 	{pkg: "supervisor/m3/cpucore", only: []string{"std", "golang.org/x/sys/unix"},
 		why: "supervisor/m3/cpucore's doc: standard library and golang.org/x/sys/unix only"},
 	{pkg: "supervisor/m3", only: []string{"std", "go.yaml.in/yaml/v2"}, never: []string{"github.com/m3db/..."},

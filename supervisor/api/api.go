@@ -36,10 +36,13 @@ type Status struct {
 	Readiness readiness.Verdict `json:"readiness"`
 	// CPUCoreGuard is this host's decision on M3's CPU-id defect.
 	CPUCoreGuard *cpucore.Decision `json:"cpuCoreGuard,omitempty"`
-	Etcd         EtcdStatus        `json:"etcd"`
-	Containerd   ContainerdStatus  `json:"containerd"`
-	Components   []agent.Status    `json:"components"`
-	M3           M3Status          `json:"m3"`
+	// Disk is the filesystem holding the data dir; nil before the first
+	// sample.
+	Disk       *DiskStatus      `json:"disk,omitempty"`
+	Etcd       EtcdStatus       `json:"etcd"`
+	Containerd ContainerdStatus `json:"containerd"`
+	Components []agent.Status   `json:"components"`
+	M3         M3Status         `json:"m3"`
 	// Cluster is the whole cluster as seen from this host; nil in
 	// single-node mode.
 	Cluster *ClusterStatus `json:"cluster,omitempty"`
@@ -50,6 +53,23 @@ type Status struct {
 	// that does not validate, controls that do not decode); it runs on
 	// the last good values until they are repaired.
 	StateErrors []StateError `json:"stateErrors,omitempty"`
+}
+
+// DiskStatus is the data dir's filesystem as last sampled (every few
+// seconds). Level is ok, low (below disk.warn*) or full (below
+// disk.fail*); Message says why when it is not ok.
+type DiskStatus struct {
+	Path       string    `json:"path"`
+	SizeBytes  uint64    `json:"sizeBytes"`
+	UsedBytes  uint64    `json:"usedBytes"`
+	FreeBytes  uint64    `json:"freeBytes"`
+	Inodes     uint64    `json:"inodes"`
+	UsedInodes uint64    `json:"usedInodes"`
+	FreeInodes uint64    `json:"freeInodes"`
+	Level      string    `json:"level,omitempty"`
+	Message    string    `json:"message,omitempty"`
+	Error      string    `json:"error,omitempty"`
+	SampledAt  time.Time `json:"sampledAt"`
 }
 
 // StateError is one value in etcd this host cannot use.
@@ -199,6 +219,7 @@ type Provider interface {
 // Server serves the local API.
 type Server struct {
 	http *http.Server
+	what string // what Serve's errors say it served
 }
 
 // Handlers are the parts of the daemon the server serves. Provider is
@@ -218,7 +239,7 @@ type Handlers struct {
 func NewServer(h Handlers, log *zap.Logger) *Server {
 	p := h.Provider
 	mux := http.NewServeMux()
-	s := &Server{}
+	s := &Server{what: "local API"}
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, p.Status(r.Context()))
 	})
@@ -260,10 +281,24 @@ func NewServer(h Handlers, log *zap.Logger) *Server {
 	return s
 }
 
+// NewMetricsServer serves GET /metrics from g and nothing else: the
+// optional TCP listener Prometheus scrapes (config metrics.listen). It is
+// the same registry as the local API's /metrics; every other path is 404,
+// every other method 405.
+func NewMetricsServer(g prometheus.Gatherer, log *zap.Logger) *Server {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+	return &Server{what: "metrics", http: &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          zap.NewStdLog(log.Named("metrics")),
+	}}
+}
+
 // Serve serves on ln until Shutdown; it returns nil after a shutdown.
 func (s *Server) Serve(ln net.Listener) error {
 	if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serve local API: %w", err)
+		return fmt.Errorf("serve %s on %s: %w", s.what, ln.Addr(), err)
 	}
 	return nil
 }

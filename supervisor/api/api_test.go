@@ -354,6 +354,51 @@ func TestServerMetrics(t *testing.T) {
 	}
 }
 
+func TestMetricsServerServesMetricsOnly(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "m3sup_test_free_bytes", Help: "test gauge"})
+	reg.MustRegister(g)
+	g.Set(42)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := api.NewMetricsServer(reg, zap.NewNop())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	base := "http://" + ln.Addr().String()
+	get := func(method, path string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(method, base+path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get(http.MethodGet, "/metrics"); code != http.StatusOK || !strings.Contains(body, "m3sup_test_free_bytes 42\n") {
+		t.Fatalf("GET /metrics: %d\n%s", code, body)
+	}
+	for _, path := range []string{"/v1/status", "/healthz", "/readyz", "/v1/backup", "/"} {
+		if code, _ := get(http.MethodGet, path); code != http.StatusNotFound {
+			t.Errorf("GET %s: %d, want 404", path, code)
+		}
+	}
+	if code, _ := get(http.MethodPost, "/metrics"); code != http.StatusMethodNotAllowed {
+		t.Errorf("POST /metrics: %d, want 405", code)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Serve after Shutdown: %v", err)
+	}
+}
+
 func TestClientNotRunning(t *testing.T) {
 	dir := shortDir(t)
 

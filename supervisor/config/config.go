@@ -22,6 +22,8 @@ type Config struct {
 	NodeName    string      `yaml:"nodeName"`
 	Log         Log         `yaml:"log"`
 	API         API         `yaml:"api"`
+	Metrics     Metrics     `yaml:"metrics"`
+	Disk        Disk        `yaml:"disk"`
 	Etcd        Etcd        `yaml:"etcd"`
 	Runtime     Runtime     `yaml:"runtime"`
 	Release     Release     `yaml:"release"`
@@ -71,6 +73,34 @@ type Bundles struct {
 type Log struct {
 	Level  string `yaml:"level"`  // debug|info|warn|error
 	Format string `yaml:"format"` // text|json
+}
+
+// Metrics configures the optional TCP listener for Prometheus.
+type Metrics struct {
+	// Listen is a host:port (or :port, meaning 127.0.0.1) where m3sup
+	// serves GET /metrics only, plain HTTP, for Prometheus; "" (the
+	// default) serves metrics on the API socket only.
+	Listen string `yaml:"listen"`
+}
+
+// ListenAddress is Listen with a missing host made loopback ("" when off).
+func (m Metrics) ListenAddress() string {
+	if strings.HasPrefix(m.Listen, ":") {
+		return "127.0.0.1" + m.Listen
+	}
+	return m.Listen
+}
+
+// Disk sets when the data dir's filesystem counts as low on space (status
+// and the log warn, preflight warns) and as nearly full (preflight fails,
+// the log says so as an error). Free space or free inodes below either the
+// percentage or the byte count of a level reaches it; 0 turns that part
+// off. Bytes are plain integers.
+type Disk struct {
+	WarnFreePercent int    `yaml:"warnFreePercent"` // default 10
+	WarnFreeBytes   uint64 `yaml:"warnFreeBytes"`   // default 2 GiB
+	FailFreePercent int    `yaml:"failFreePercent"` // default 2
+	FailFreeBytes   uint64 `yaml:"failFreeBytes"`   // default 256 MiB
 }
 
 // API configures the local API the CLI talks to.
@@ -274,6 +304,8 @@ func base() Config {
 		NodeName: sanitizeNodeName(host),
 		Log:      Log{Level: "info", Format: "text"},
 		API:      API{Socket: DefaultSocket},
+		Disk: Disk{WarnFreePercent: 10, WarnFreeBytes: 2 << 30,
+			FailFreePercent: 2, FailFreeBytes: 256 << 20},
 		Etcd: Etcd{
 			ClientURL:    "http://127.0.0.1:2379",
 			PeerURL:      "http://127.0.0.1:2380",

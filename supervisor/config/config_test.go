@@ -461,3 +461,11 @@ func TestLoadUnreadableFiles(t *testing.T) {
 	_, err = Load(big)
 	wantErr(t, err, big+": file is larger than 1048576 bytes")
 }
+
+func TestMetricsListenAddress(t *testing.T) {
+	for in, want := range map[string]string{"": "", ":9109": "127.0.0.1:9109", "0.0.0.0:9109": "0.0.0.0:9109", "[::1]:9109": "[::1]:9109"} {
+		if got := (Metrics{Listen: in}).ListenAddress(); got != want {
+			t.Errorf("ListenAddress(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

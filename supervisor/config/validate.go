@@ -92,7 +92,11 @@ func (c *Config) validate() []*FieldError {
 	} {
 		ports = append(ports, p.listenAddress(a.path, a.addr).as(a.path))
 	}
+	if c.Metrics.Listen != "" {
+		ports = append(ports, p.listenAddress("metrics.listen", c.Metrics.ListenAddress()).as("metrics.listen"))
+	}
 	p.portConflicts(ports)
+	p.disk(c.Disk)
 	p.oneOf("dbnode.logLevel", d.LogLevel, "debug", "info", "warn", "error")
 	p.positive("dbnode.stopTimeout", d.StopTimeout)
 	p.liveness("dbnode.unhealthyAfter", d.UnhealthyAfter)
@@ -120,6 +124,23 @@ func (c *Config) validate() []*FieldError {
 		}
 	}
 	return p
+}
+
+func (p *problems) disk(d Disk) {
+	for _, f := range []struct {
+		path string
+		v    int
+	}{{"disk.warnFreePercent", d.WarnFreePercent}, {"disk.failFreePercent", d.FailFreePercent}} {
+		if f.v < 0 || f.v >= 100 {
+			p.add(f.path, "%d must be a whole percentage from 0 to 99 (0 turns it off)", f.v)
+		}
+	}
+	if d.FailFreePercent > d.WarnFreePercent && d.WarnFreePercent != 0 {
+		p.add("disk.failFreePercent", "%d must not exceed disk.warnFreePercent %d (fail means fuller than warn)", d.FailFreePercent, d.WarnFreePercent)
+	}
+	if d.FailFreeBytes > d.WarnFreeBytes && d.WarnFreeBytes != 0 {
+		p.add("disk.failFreeBytes", "%d must not exceed disk.warnFreeBytes %d (fail means fuller than warn)", d.FailFreeBytes, d.WarnFreeBytes)
+	}
 }
 
 func (p *problems) release(r Release) {

@@ -32,6 +32,28 @@ func TestValidate(t *testing.T) {
 			`api.socket: path is 121 bytes; a unix socket path may have at most 107`,
 		},
 	}, {
+		name: "disk and metrics",
+		modify: func(c *Config) {
+			c.Disk = Disk{WarnFreePercent: 100, FailFreePercent: -1, WarnFreeBytes: 1 << 30, FailFreeBytes: 2 << 30}
+			c.Metrics.Listen = ":7201"
+		},
+		want: []string{
+			`metrics.listen: port 7201 is also used by coordinator.listenAddress`,
+			`disk.warnFreePercent: 100 must be a whole percentage from 0 to 99 (0 turns it off)`,
+			`disk.failFreePercent: -1 must be a whole percentage from 0 to 99 (0 turns it off)`,
+			`disk.failFreeBytes: 2147483648 must not exceed disk.warnFreeBytes 1073741824 (fail means fuller than warn)`,
+		},
+	}, {
+		name: "disk fail above warn, bad metrics address",
+		modify: func(c *Config) {
+			c.Disk.FailFreePercent = 20
+			c.Metrics.Listen = "localhost"
+		},
+		want: []string{
+			`metrics.listen: "localhost" must be host:port with a port from 1 to 65535, like 0.0.0.0:9000`,
+			`disk.failFreePercent: 20 must not exceed disk.warnFreePercent 10 (fail means fuller than warn)`,
+		},
+	}, {
 		name: "etcd",
 		modify: func(c *Config) {
 			c.Etcd.Name = "a=b"

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/m3sup/m3sup/supervisor/disk"
 	"github.com/m3sup/m3sup/supervisor/m3/cpucore"
 )
 
@@ -243,9 +244,13 @@ func checkDisk(o Options) Check {
 	if dir == "" {
 		dir = "/var/lib/m3sup"
 	}
-	minDisk := o.MinDisk
-	if minDisk == 0 {
-		minDisk = MinDisk
+	th := disk.DefaultThresholds()
+	if o.Disk != nil {
+		th = *o.Disk
+	}
+	probe := o.DiskProbe
+	if probe == nil {
+		probe = disk.Probe
 	}
 	// The data dir may not exist yet: look at the file system it will be on.
 	at := filepath.Clean(dir)
@@ -255,22 +260,27 @@ func checkDisk(o Options) Check {
 		}
 		at = filepath.Dir(at)
 	}
-	free, err := freeBytes(at)
+	u, err := probe(at)
 	if err != nil {
-		c.Status, c.Detail = Warn, fmt.Sprintf("statfs %s: %v", at, err)
+		c.Status, c.Detail = Warn, err.Error()
 		return c
 	}
 	where := dir
 	if at != dir {
 		where = fmt.Sprintf("%s (on %s)", dir, at)
 	}
-	if free < minDisk {
-		c.Status = Warn
-		c.Detail = fmt.Sprintf("%s free at %s, want %s", bytesString(free), where, bytesString(minDisk))
+	level, why := disk.Judge(u, th)
+	switch level {
+	case disk.LevelFull:
+		c.Status, c.Detail = Fail, fmt.Sprintf("%s at %s", why, where)
+		c.Fix = "free space (M3's commit log fails on a full disk) or choose another --data-dir"
+	case disk.LevelLow:
+		c.Status, c.Detail = Warn, fmt.Sprintf("%s at %s", why, where)
 		c.Fix = "free space or choose another --data-dir"
-		return c
+	default:
+		c.Status, c.Detail = OK, fmt.Sprintf("%s free of %s, %d of %d inodes free at %s",
+			disk.Bytes(u.FreeBytes), disk.Bytes(u.SizeBytes), u.FreeInodes, u.Inodes, where)
 	}
-	c.Status, c.Detail = OK, fmt.Sprintf("%s free at %s", bytesString(free), where)
 	return c
 }
 

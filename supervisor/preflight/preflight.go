@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/m3sup/m3sup/supervisor/disk"
 	"github.com/m3sup/m3sup/supervisor/m3/cpucore"
 )
 
@@ -83,8 +84,7 @@ const (
 	MaxSwappiness  = 1
 	MinNrOpen      = 3000000
 	MinFileMax     = 3000000
-	MinMemory      = 2 << 30  // MemAvailable for a single node
-	MinDisk        = 10 << 30 // free at the data dir
+	MinMemory      = 2 << 30 // MemAvailable for a single node
 	// MinContainerd is the oldest containerd m3sup is tested with.
 	MinContainerd = "1.6"
 )
@@ -100,8 +100,13 @@ type Options struct {
 	// Ports are TCP addresses m3sup and M3 will listen on ("127.0.0.1:2379",
 	// ":7201"); each must be free to bind.
 	Ports []string
-	// MinMemory and MinDisk override the thresholds (bytes); 0: the defaults.
-	MinMemory, MinDisk uint64
+	// MinMemory overrides the memory threshold (bytes); 0: the default.
+	MinMemory uint64
+	// Disk says when the data dir's filesystem is low (warn) or nearly
+	// full (fail): config's disk section; nil: disk.DefaultThresholds.
+	Disk *disk.Thresholds
+	// DiskProbe measures a filesystem; default disk.Probe. Tests replace it.
+	DiskProbe func(path string) (disk.Usage, error)
 	// Command runs a program and returns its output; default os/exec with a
 	// timeout. Tests replace it.
 	Command func(ctx context.Context, name string, args ...string) ([]byte, error)

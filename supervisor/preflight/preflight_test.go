@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/m3sup/m3sup/supervisor/disk"
 	"github.com/m3sup/m3sup/supervisor/m3/cpucore"
 )
 
@@ -220,11 +221,40 @@ func TestMemory(t *testing.T) {
 func TestDisk(t *testing.T) {
 	dir := t.TempDir()
 	notYet := filepath.Join(dir, "not", "yet")
-	if c := checkDisk(Options{DataDir: notYet, MinDisk: 1}); c.Status != OK || !strings.Contains(c.Detail, "(on "+dir+")") {
-		t.Errorf("missing data dir: %+v", c)
+	plenty := func(string) (disk.Usage, error) {
+		return disk.Usage{SizeBytes: 100 << 30, FreeBytes: 50 << 30, Inodes: 100, FreeInodes: 90}, nil
 	}
-	if c := checkDisk(Options{DataDir: dir, MinDisk: 1 << 62}); c.Status != Warn || c.Fix == "" {
-		t.Errorf("huge threshold: %+v", c)
+	var probed string
+	if c := checkDisk(Options{DataDir: notYet, DiskProbe: func(p string) (disk.Usage, error) { probed = p; return plenty(p) }}); c.Status != OK || !strings.Contains(c.Detail, "(on "+dir+")") || probed != dir {
+		t.Errorf("missing data dir: %+v (probed %q)", c, probed)
+	}
+	if c := checkDisk(Options{DataDir: dir}); c.Status == Warn && strings.HasPrefix(c.Detail, "statfs") {
+		t.Errorf("real probe: %+v", c)
+	}
+	for _, tc := range []struct {
+		name string
+		free uint64
+		th   *disk.Thresholds
+		want Status
+	}{
+		{"plenty", 50 << 30, nil, OK},
+		{"low by default thresholds", 5 << 30, nil, Warn},
+		{"nearly full", 1 << 30, nil, Fail},
+		{"own thresholds", 30 << 30, &disk.Thresholds{WarnFreePercent: 40, FailFreePercent: 35}, Fail},
+		{"thresholds off", 0, &disk.Thresholds{}, OK},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := checkDisk(Options{DataDir: dir, Disk: tc.th, DiskProbe: func(string) (disk.Usage, error) {
+				return disk.Usage{SizeBytes: 100 << 30, FreeBytes: tc.free}, nil
+			}})
+			if c.Status != tc.want || (tc.want != OK && c.Fix == "") {
+				t.Errorf("%+v, want %s with a fix", c, tc.want)
+			}
+		})
+	}
+	c := checkDisk(Options{DataDir: dir, DiskProbe: func(string) (disk.Usage, error) { return disk.Usage{}, errors.New("statfs: EIO") }})
+	if c.Status != Warn || c.Detail != "statfs: EIO" {
+		t.Errorf("probe error: %+v", c)
 	}
 }
 
