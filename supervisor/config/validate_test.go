@@ -32,6 +32,20 @@ func TestValidate(t *testing.T) {
 			`api.socket: path is 121 bytes; a unix socket path may have at most 107`,
 		},
 	}, {
+		name: "component logs",
+		modify: func(c *Config) {
+			c.ComponentLogs = ComponentLogs{MaxSize: 100, MaxFiles: 0}
+		},
+		want: []string{
+			`componentLogs.maxSize: 100 must be at least 4096 bytes, or 0 to never rotate`,
+			`componentLogs.maxFiles: 0 must be at least 1 (the live file; 1 truncates without keeping old output)`,
+		},
+	}, {
+		name: "component logs: never rotate, keep nothing old",
+		modify: func(c *Config) {
+			c.ComponentLogs = ComponentLogs{MaxSize: 0, MaxFiles: 1}
+		},
+	}, {
 		name: "etcd",
 		modify: func(c *Config) {
 			c.Etcd.Name = "a=b"

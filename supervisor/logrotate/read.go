@@ -38,6 +38,9 @@ type Position struct {
 
 // Mark returns the position at the end of the live file path now.
 func Mark(path string) Position {
+	if path == "" {
+		return Position{}
+	}
 	pos := Position{rotated: statID(path + ".1")}
 	if fi, err := os.Stat(path); err == nil {
 		pos.Size = fi.Size()
@@ -51,6 +54,9 @@ func Mark(path string) Position {
 // NAME.1 is read from pos's offset as if it were the first: it returns the
 // end of the output, which is what a crash reason needs.
 func ReadSince(path string, pos Position, max int64) []byte {
+	if path == "" {
+		return nil
+	}
 	var out []byte
 	if id := statID(path + ".1"); id != pos.rotated {
 		out = readRange(path+".1", pos.Size, max)
@@ -124,6 +130,9 @@ func TailStart(r io.ReaderAt, size int64, n int) (int64, int, error) {
 // Tail returns the last n lines of the live file path, taking the older
 // ones from NAME.1 when the live file, just rotated, holds fewer.
 func Tail(path string, n int) []string {
+	if path == "" {
+		return nil
+	}
 	var lines []string
 	for _, p := range []string{path, path + ".1"} {
 		if len(lines) >= n {
@@ -153,11 +162,16 @@ type Follower struct {
 	shrunk  bool   // the last Poll saw the live file shorter than off
 }
 
-// NewFollower follows path from offset on. Call it before reading what
-// comes before offset, so that a rotation in between is seen.
-func NewFollower(path string, offset int64) *Follower {
-	return &Follower{path: path, off: offset, rotated: statID(path + ".1"), id: statID(path)}
+// NewFollower follows path from its start. Call it before reading what
+// comes before the offset to follow from (SetOffset), so that a rotation or
+// a new file in between is seen.
+func NewFollower(path string) *Follower {
+	return &Follower{path: path, rotated: statID(path + ".1"), id: statID(path)}
 }
+
+// SetOffset says how much of the live file was already read: Poll
+// continues from there.
+func (fl *Follower) SetOffset(off int64) { fl.off = off }
 
 // Close closes the open file.
 func (fl *Follower) Close() error {

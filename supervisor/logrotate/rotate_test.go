@@ -170,7 +170,7 @@ func TestFollowerAcrossRotation(t *testing.T) {
 	w := startWriter(t, path)
 	p := Policy{MaxSize: 10 * lineLen, MaxFiles: 3}
 	w.write(0, 5)
-	fl := NewFollower(path, 0)
+	fl := NewFollower(path)
 	defer fl.Close()
 	var got bytes.Buffer
 	poll := func() {
