@@ -122,6 +122,7 @@ func (ns *notifySocket) has(prefix string) bool {
 type nodeOpts struct {
 	releaseURL, checksum string
 	numShards            int
+	extraConfig          string // appended to the config file: more top-level keys
 }
 
 func newNode(t testing.TB, o nodeOpts) *node {
@@ -179,6 +180,7 @@ cluster:
       retention: 48h
       blockSize: 2h
 `, n.dir, n.socket, n.etcdURL, n.peerURL, strings.TrimPrefix(filepath.Base(base), "m3sup-e2e-"), o.releaseURL, o.checksum, p[2], p[3], p[4], p[5], p[6], p[7], p[8], o.numShards)
+	cfg += o.extraConfig
 	if err := os.WriteFile(n.configFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
