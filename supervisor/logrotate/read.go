@@ -58,7 +58,9 @@ func ReadSince(path string, pos Position, max int64) []byte {
 		return nil
 	}
 	var out []byte
-	if id := statID(path + ".1"); id != pos.rotated {
+	// A missing NAME.1 is a rotation in progress that has not truncated the
+	// live file yet (see Follower.Poll), not a rotation.
+	if id := statID(path + ".1"); id != pos.rotated && id != (fileID{}) {
 		out = readRange(path+".1", pos.Size, max)
 		pos.Size = 0
 	}
@@ -184,16 +186,18 @@ func (fl *Follower) Close() error {
 }
 
 // Poll writes to w what was appended since the last Poll. When NAME.1 is a
-// new file, the live file was rotated: the rest of the old content is read
+// new file (not merely gone: a rotation half done), the live file was rotated: the rest of the old content is read
 // from NAME.1, and the live file again from its start. A live file found
 // shorter than what was read, with no new NAME.1, is given one more Poll for
 // NAME.1 to appear (Rotate truncates first), then read from its start
 // (truncated by someone else). A live file replaced by another is read from
 // its start.
 func (fl *Follower) Poll(w io.Writer) error {
-	if rot := statID(fl.path + ".1"); rot != fl.rotated {
+	// NAME.1 gone: a rotation has shifted it and not yet truncated the live
+	// file (or old files were deleted); the live file reads on as before.
+	if rot := statID(fl.path + ".1"); rot != fl.rotated && rot != (fileID{}) {
 		fl.rotated = rot
-		if rot != (fileID{}) && fl.id != (fileID{}) {
+		if fl.id != (fileID{}) {
 			if err := copyFrom(w, fl.path+".1", fl.off); err != nil {
 				return err
 			}

@@ -293,3 +293,49 @@ func TestRotatorStops(t *testing.T) {
 		t.Fatal("Run did not return after cancel")
 	}
 }
+
+// TestFollowerMidRotation: a Poll that falls between the shift of NAME.1
+// to NAME.2 and the new NAME.1 reads the live file on, and the rotation is
+// seen once NAME.1 is back: nothing twice, nothing missed.
+func TestFollowerMidRotation(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.log")
+	w := startWriter(t, path)
+	p := Policy{MaxSize: 1, MaxFiles: 3}
+	w.write(0, 3)
+	if _, err := Rotate(path, p); err != nil {
+		t.Fatal(err)
+	}
+	w.write(3, 6)
+	fl := NewFollower(path)
+	defer fl.Close()
+	var got bytes.Buffer
+	if err := fl.Poll(&got); err != nil {
+		t.Fatal(err)
+	}
+	pos := Mark(path)
+	// The first step of the next rotation: NAME.1 shifted away.
+	if err := os.Rename(path+".1", path+".2"); err != nil {
+		t.Fatal(err)
+	}
+	w.write(6, 8)
+	if err := fl.Poll(&got); err != nil {
+		t.Fatal(err)
+	}
+	if s := string(ReadSince(path, pos, 1<<20)); s != lines(6, 8) {
+		t.Fatalf("ReadSince mid-rotation = %q", s)
+	}
+	// The rest of it: copy, truncate, NAME.1 back.
+	if err := copyTruncate(path, true); err != nil {
+		t.Fatal(err)
+	}
+	w.write(8, 9)
+	if err := fl.Poll(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got.String() != lines(3, 9) {
+		t.Fatalf("followed mid-rotation:\n%s\nwant lines 3..8 once each", got.String())
+	}
+	if s := string(ReadSince(path, pos, 1<<20)); s != lines(6, 9) {
+		t.Fatalf("ReadSince after the rotation = %q", s)
+	}
+}
