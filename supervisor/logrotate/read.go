@@ -186,8 +186,9 @@ func (fl *Follower) Close() error {
 }
 
 // Poll writes to w what was appended since the last Poll. When NAME.1 is a
-// new file (not merely gone: a rotation half done), the live file was rotated: the rest of the old content is read
-// from NAME.1, and the live file again from its start. A live file found
+// new file (not merely gone: a rotation half done), the live file was
+// rotated: the rest of the old content is read from NAME.1, and the live
+// file again from its start. A live file found
 // shorter than what was read, with no new NAME.1, is given one more Poll for
 // NAME.1 to appear (Rotate truncates first), then read from its start
 // (truncated by someone else). A live file replaced by another is read from
