@@ -339,3 +339,34 @@ func TestFollowerMidRotation(t *testing.T) {
 		t.Fatalf("ReadSince after the rotation = %q", s)
 	}
 }
+
+// TestRotateCleansUp: a temporary file left by a rotation cut short is
+// removed, and rotated files beyond a lowered count are deleted without a
+// rotation; files of another log in the directory are left alone.
+func TestRotateCleansUp(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "c.log")
+	for name, body := range map[string]string{
+		"c.log": "live\n", "c.log.1": "one\n", "c.log.2.gz": "", "c.log.3.gz": "", "c.log.4.gz": "",
+		"c.log.1.rotating": "half a copy", "d.log.1": "another log\n",
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	plan, err := Rotate(path, Policy{MaxSize: 1 << 20, MaxFiles: 3, Compress: true})
+	if err != nil || plan.Rotate {
+		t.Fatalf("Rotate = %+v, %v", plan, err)
+	}
+	entries, _ := os.ReadDir(dir)
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if got, want := strings.Join(names, " "), "c.log c.log.1 c.log.2.gz d.log.1"; got != want {
+		t.Fatalf("files %q, want %q", got, want)
+	}
+	if got := readFile(t, path); got != "live\n" {
+		t.Fatalf("live file = %q", got)
+	}
+}
