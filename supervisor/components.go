@@ -47,6 +47,12 @@ func (l layout) component(name, sub string) string {
 	return filepath.Join(l.components(), name, sub)
 }
 
+// componentLog is a component's stdout/stderr log, as render.Components
+// names it; logrotate keeps its rotated files beside it.
+func (l layout) componentLog(name string) string {
+	return filepath.Join(l.component(name, "logs"), name+".log")
+}
+
 // renderInput gathers what rendering the desired state needs from this
 // host: its config, its facts (RLIMIT_NOFILE, the CPU-core guard), the
 // images resolved so far and how M3 reaches etcd.

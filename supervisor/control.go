@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -315,5 +314,5 @@ func (a *controlAPI) LogPath(component string) (string, error) {
 	if component != DBNode && component != Coordinator {
 		return "", api.Errorf(api.ErrNotFound, "no component %q (have %s, %s)", component, DBNode, Coordinator)
 	}
-	return filepath.Join(layout{root: a.DataDir}.component(component, "logs"), component+".log"), nil
+	return layout{root: a.DataDir}.componentLog(component), nil
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/m3sup/m3sup/supervisor/config"
 	"github.com/m3sup/m3sup/supervisor/disk"
 	"github.com/m3sup/m3sup/supervisor/join"
+	"github.com/m3sup/m3sup/supervisor/logrotate"
 	"github.com/m3sup/m3sup/supervisor/m3"
 	"github.com/m3sup/m3sup/supervisor/m3/cpucore"
 	"github.com/m3sup/m3sup/supervisor/member"
@@ -489,6 +490,16 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	{ // air-gap bundles dropped into <dataDir>/bundles
 		ctx, cancel := context.WithCancel(ctx)
 		g.Add(func() error { return s.art.watchBundles(ctx) }, func(error) { cancel() })
+	}
+	{ // component logs: rotated by size, by copy and truncate
+		ctx, cancel := context.WithCancel(ctx)
+		l, lay := cfg.ComponentLogs, layout{root: cfg.DataDir}
+		rot := &logrotate.Rotator{
+			Paths:  []string{lay.componentLog(DBNode), lay.componentLog(Coordinator)},
+			Policy: logrotate.Policy{MaxSize: l.MaxSize, MaxFiles: l.MaxFiles, Compress: l.Compress},
+			Logger: s.log.Named("logrotate"),
+		}
+		g.Add(func() error { return rot.Run(ctx) }, func(error) { cancel() })
 	}
 	{ // cluster automation
 		setup := &m3Setup{M3: client, Nodes: nodes, Node: cfg.NodeName, DBNodeListen: cfg.DBNode.ListenAddress,

@@ -219,13 +219,19 @@ func newLogsCmd() *cobra.Command {
 	var follow bool
 	var tail int
 	cmd := &cobra.Command{
-		Use:       "logs COMPONENT",
-		Short:     "Print a component's log (stdout and stderr of its process)",
+		Use:   "logs COMPONENT",
+		Short: "Print a component's log (stdout and stderr of its process)",
+		Long: `Print a component's log: the stdout and stderr of its process, from
+<dataDir>/components/<name>/logs/<name>.log. m3sup rotates that file by size
+(componentLogs in the config): without --tail it prints the newest rotated
+file (<name>.log.1) and the live one; --tail N takes lines from <name>.log.1
+when the live file holds fewer. Older rotated files (<name>.log.2.gz, …) stay
+on disk beside it. --follow keeps printing across rotations.`,
 		Args:      cobra.ExactArgs(1),
 		ValidArgs: []string{"m3dbnode", "m3coordinator"},
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new lines")
-	cmd.Flags().IntVar(&tail, "tail", -1, "print only the last N lines (default: all)")
+	cmd.Flags().IntVar(&tail, "tail", -1, "print only the last N lines (default: all of the live file and the newest rotated one)")
 	socket := socketFlag(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)

@@ -51,6 +51,8 @@ var rules = []rule{
 		why: "STYLE.md: the agent drives containers through the runtime contract; containerd stays behind it"},
 	{pkg: "supervisor/restart", only: []string{"std"},
 		why: "supervisor/restart: pure, standard library only"},
+	{pkg: "supervisor/logrotate", only: []string{"std", "go.uber.org/zap"},
+		why: "supervisor/logrotate's doc: the standard library and zap only"},
 	{pkg: "supervisor/readiness", only: []string{"std", "supervisor/agent"},
 		why: "supervisor/readiness's doc: a pure verdict over the agent's component status"},
 	{pkg: "supervisor/spec", only: []string{"std", "sigs.k8s.io/yaml"},

@@ -1,13 +1,10 @@
 package agent
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -17,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/m3sup/m3sup/runtime"
+	"github.com/m3sup/m3sup/supervisor/logrotate"
 	"github.com/m3sup/m3sup/supervisor/restart"
 )
 
@@ -148,7 +146,8 @@ type Options struct {
 	// OnRestart is called for every restart with its reason.
 	OnRestart func(component, reason string)
 	// CrashReason reads what one run of a component wrote (its log since
-	// it started, at most the last crashWindow bytes) and returns one line
+	// it started, across a rotation, at most the last crashWindow bytes:
+	// logrotate.ReadSince) and returns one line
 	// saying how it crashed, if it can tell; nil keeps exit codes only.
 	CrashReason func(output []byte) (string, bool)
 }
@@ -413,16 +412,16 @@ type loop struct {
 	live       liveness
 	healthy    bool // Healthy passed for this run
 	startedAt  time.Time
-	logStart   int64  // size of the log file when this run started
-	planned    string // reason of a planned restart in progress
-	waiting    bool   // status says waiting: a planned restart is gated
+	logStart   logrotate.Position // the end of the log when this run started
+	planned    string             // reason of a planned restart in progress
+	waiting    bool               // status says waiting: a planned restart is gated
 }
 
 func (l *loop) run(ctx context.Context, adopted runtime.Status, isAdopted bool) {
 	name := l.desired.Name
 	l.runGen = l.desired.RestartGeneration
 	if isAdopted {
-		l.logStart = fileSize(l.desired.Spec.LogPath)
+		l.logStart = logrotate.Mark(l.desired.Spec.LogPath)
 		if err := l.watch(ctx); err == nil {
 			l.running, l.runHash = true, l.desired.Hash
 			l.tr.Started(l.a.opts.Now())
@@ -559,7 +558,7 @@ func (l *loop) start(ctx context.Context) {
 	})
 	// The spec and generation tried last, even if they fail to start.
 	l.runHash, l.runGen = d.Hash, d.RestartGeneration
-	l.logStart = fileSize(d.Spec.LogPath)
+	l.logStart = logrotate.Mark(d.Spec.LogPath)
 	st, err := l.a.rt.Run(ctx, d.Spec)
 	if err == nil {
 		err = l.watch(ctx)
@@ -687,7 +686,7 @@ func (l *loop) restartUnhealthy(ctx context.Context, now time.Time, probeErr err
 	d := l.desired
 	msg := fmt.Sprintf("unhealthy: no answer to its health check for %s (%v)", l.live.quietFor(now).Round(time.Second), probeErr)
 	ex := l.stopIn(ctx, msg, min(d.StopTimeout, unhealthyStopTimeout))
-	tail := tailLines(d.Spec.LogPath, 20)
+	tail := logrotate.Tail(d.Spec.LogPath, 20)
 	dec := l.backoff(msg, &Exit{Code: ex.Code, At: now, Reason: msg, LogTail: tail}, ReasonUnhealthy)
 	l.a.update(d.Name, func(s *Status) { s.LogTail = tail })
 	l.log.Error(fmt.Sprintf("%s %s; killed it; restarting in %s (attempt %d); full output in %s",
@@ -720,7 +719,7 @@ func (l *loop) exited(ctx context.Context, ex runtime.Exit) {
 	if ex.Err != nil && ctx.Err() == nil {
 		l.log.Warn("lost track of the process", zap.Error(ex.Err))
 	}
-	tail := tailLines(d.Spec.LogPath, 20)
+	tail := logrotate.Tail(d.Spec.LogPath, 20)
 	_ = l.a.rt.Remove(context.WithoutCancel(ctx), d.Spec.ID)
 	msg, crashed := l.exitReason(ex.Code)
 	dec := l.backoff(msg, &Exit{Code: ex.Code, At: ex.At, Reason: msg, LogTail: tail}, ReasonCrash)
@@ -742,7 +741,7 @@ func (l *loop) exited(ctx context.Context, ex runtime.Exit) {
 // run's output holds one, else the exit code (and the signal it means).
 func (l *loop) exitReason(code uint32) (reason string, crashed bool) {
 	if f := l.a.opts.CrashReason; f != nil {
-		if out := readFrom(l.desired.Spec.LogPath, l.logStart, crashWindow); len(out) > 0 {
+		if out := logrotate.ReadSince(l.desired.Spec.LogPath, l.logStart, crashWindow); len(out) > 0 {
 			if r, ok := f(out); ok {
 				return r, true
 			}
@@ -777,45 +776,6 @@ func signalName(sig syscall.Signal) string {
 		return "SIGHUP"
 	}
 	return ""
-}
-
-// fileSize is path's size, 0 when it cannot be read.
-func fileSize(path string) int64 {
-	if path == "" {
-		return 0
-	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		return 0
-	}
-	return fi.Size()
-}
-
-// readFrom returns path's bytes from offset on, at most the last max of
-// them (all of the file when it shrank below offset, e.g. rotated).
-func readFrom(path string, offset, max int64) []byte {
-	if path == "" {
-		return nil
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil || !fi.Mode().IsRegular() {
-		return nil
-	}
-	size := fi.Size()
-	if offset > size {
-		offset = 0
-	}
-	if size-offset > max {
-		offset = size - max
-	}
-	b := make([]byte, size-offset)
-	n, _ := f.ReadAt(b, offset)
-	return b[:n]
 }
 
 func (l *loop) backoff(msg string, ex *Exit, reason string) restart.Decision {
@@ -882,29 +842,6 @@ func (l *loop) shutdown(ctx context.Context) {
 	}
 	l.stop(ctx, "m3sup is shutting down")
 	l.a.update(name, func(s *Status) { s.State = StateStopped })
-}
-
-// tailLines returns up to n last lines of a log file.
-func tailLines(path string, n int) []string {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	const window = 64 << 10
-	if fi, err := f.Stat(); err == nil && fi.Size() > window {
-		_, _ = f.Seek(fi.Size()-window, io.SeekStart)
-	}
-	var lines []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		lines = append(lines, sc.Text())
-		if len(lines) > n {
-			lines = lines[1:]
-		}
-	}
-	return lines
 }
 
 // checkPortFree reports a listen address already held by another process.

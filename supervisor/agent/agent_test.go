@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/m3sup/m3sup/runtime"
+	"github.com/m3sup/m3sup/supervisor/logrotate"
 	"github.com/m3sup/m3sup/supervisor/restart"
 )
 
@@ -1100,5 +1101,53 @@ func TestCrashReason(t *testing.T) {
 	s = h.waitRuns("m3dbnode", id, 3)
 	if s.LastExit == nil || s.LastExit.Reason != "exited with code 137 (killed by SIGKILL)" {
 		t.Errorf("LastExit = %+v; want the kill named", s.LastExit)
+	}
+}
+
+// TestCrashReasonAcrossRotation: a run whose log was rotated (copied to
+// .1 and truncated) while it ran still hands CrashReason its whole output:
+// the part in .1 since it started, then the live file.
+func TestCrashReasonAcrossRotation(t *testing.T) {
+	const id = "m3sup-m3dbnode"
+	logPath := filepath.Join(t.TempDir(), "m3dbnode.log")
+	if err := os.WriteFile(logPath, []byte("panic: an earlier run's crash\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	seen := make(chan string, 4)
+	h := newHarness(t, func(o *Options) {
+		o.CrashReason = func(out []byte) (string, bool) {
+			seen <- string(out)
+			return "", false
+		}
+	})
+	db := comp("m3dbnode", "h1")
+	db.Spec.LogPath = logPath
+	h.start(db)
+	h.waitState("m3dbnode", StateRunning)
+	f, err := os.OpenFile(logPath, os.O_APPEND|os.O_WRONLY, 0) // as the shim holds it
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString("starting\n" + strings.Repeat("busy\n", 1000)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := logrotate.Rotate(logPath, logrotate.Policy{MaxSize: 4096, MaxFiles: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("panic: after the rotation\n"); err != nil {
+		t.Fatal(err)
+	}
+	h.rt.crash(t, id, 2)
+	select {
+	case out := <-seen:
+		if !strings.HasPrefix(out, "starting\n") || !strings.HasSuffix(out, "busy\npanic: after the rotation\n") {
+			t.Fatalf("CrashReason saw %d bytes starting %q; want this run's output from both files", len(out), out[:min(len(out), 40)])
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("CrashReason was not called within 10 s")
+	}
+	if s := h.waitRuns("m3dbnode", id, 2); s.LastExit == nil || len(s.LastExit.LogTail) != 20 || s.LastExit.LogTail[19] != "panic: after the rotation" {
+		t.Fatalf("LastExit = %+v; want a 20-line tail reaching into the rotated file", s.LastExit)
 	}
 }

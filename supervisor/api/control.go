@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/m3sup/m3sup/supervisor/logrotate"
 	"github.com/m3sup/m3sup/supervisor/spec"
 )
 
@@ -139,9 +140,16 @@ func (s *Server) controlRoutes(mux *http.ServeMux, c Controller) {
 }
 
 // streamLog writes the last tail lines of path (all when tail < 0) and,
-// with follow, whatever is appended until ctx ends. A log rotated or
-// recreated by a restart is reopened.
+// with follow, whatever is appended until ctx ends. Lines missing from a
+// live file just rotated are taken from path.1 (logrotate's newest rotated
+// file); a follower continues across a rotation (logrotate.Follower) and
+// across a file recreated by a restart.
 func streamLog(ctx context.Context, w http.ResponseWriter, path string, tail int, follow bool) error {
+	var fl *logrotate.Follower
+	if follow { // before the tail is read: a rotation in between is seen
+		fl = logrotate.NewFollower(path)
+		defer fl.Close()
+	}
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		if !follow {
@@ -150,12 +158,14 @@ func streamLog(ctx context.Context, w http.ResponseWriter, path string, tail int
 	} else if err != nil {
 		return fmt.Errorf("open log: %w", err)
 	}
-	var off int64
 	if f != nil {
 		defer f.Close()
-		off, err = writeTail(w, f, tail)
+		off, err := writeTail(w, path, f, tail)
 		if err != nil {
 			return err
+		}
+		if follow {
+			fl.SetOffset(off)
 		}
 	}
 	if !follow {
@@ -167,38 +177,14 @@ func streamLog(ctx context.Context, w http.ResponseWriter, path string, tail int
 	}
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
-	buf := make([]byte, 32<<10)
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-tick.C:
 		}
-		fi, err := os.Stat(path)
-		if err != nil {
-			continue
-		}
-		if f == nil || fi.Size() < off {
-			if f != nil {
-				f.Close()
-			}
-			if f, err = os.Open(path); err != nil {
-				f = nil
-				continue
-			}
-			off = 0
-		}
-		for {
-			n, err := f.ReadAt(buf, off)
-			if n > 0 {
-				if _, werr := w.Write(buf[:n]); werr != nil {
-					return werr
-				}
-				off += int64(n)
-			}
-			if err != nil || n == 0 {
-				break
-			}
+		if err := fl.Poll(w); err != nil {
+			return err
 		}
 		if flusher != nil {
 			flusher.Flush()
@@ -206,51 +192,50 @@ func streamLog(ctx context.Context, w http.ResponseWriter, path string, tail int
 	}
 }
 
-// writeTail writes the last n lines (all when n < 0) and returns the offset
-// where the file ended.
-func writeTail(w io.Writer, f *os.File, n int) (int64, error) {
+// writeTail writes the last n lines of the live log f (all when n < 0),
+// preceded, when f holds fewer (it was just rotated), by the last lines of
+// path.1, and returns the offset where f ended.
+func writeTail(w io.Writer, path string, f *os.File, n int) (int64, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return 0, err
 	}
 	size := fi.Size()
-	if n < 0 {
-		_, err := io.Copy(w, io.NewSectionReader(f, 0, size))
-		return size, err
-	}
-	// Read backwards in blocks until n newlines are behind us.
-	const block = 64 << 10
-	start := size
-	lines := 0
-	buf := make([]byte, block)
-	for start > 0 && lines <= n {
-		sz := int64(block)
-		if start < sz {
-			sz = start
+	start, have := int64(0), 0
+	if n >= 0 {
+		if start, have, err = logrotate.TailStart(f, size, n); err != nil {
+			return 0, fmt.Errorf("read log: %w", err)
 		}
-		start -= sz
-		if _, err := f.ReadAt(buf[:sz], start); err != nil && err != io.EOF {
+	}
+	if n < 0 || (have < n && start == 0) {
+		if err := writeRotatedTail(w, path+".1", n-have); err != nil {
 			return 0, err
 		}
-		for i := sz - 1; i >= 0; i-- {
-			if buf[i] == '\n' && start+i != size-1 {
-				lines++
-				if lines == n {
-					start += i + 1
-					sz = 0
-					break
-				}
-			}
-		}
-		if lines == n {
-			break
-		}
-	}
-	if n == 0 {
-		start = size
 	}
 	_, err = io.Copy(w, io.NewSectionReader(f, start, size-start))
 	return size, err
+}
+
+// writeRotatedTail writes the last n lines of the rotated file path (all
+// when n < 0); a missing file writes nothing.
+func writeRotatedTail(w io.Writer, path string, n int) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		return nil
+	}
+	start := int64(0)
+	if n >= 0 {
+		if start, _, err = logrotate.TailStart(f, fi.Size(), n); err != nil {
+			return fmt.Errorf("read rotated log: %w", err)
+		}
+	}
+	_, err = io.Copy(w, io.NewSectionReader(f, start, fi.Size()-start))
+	return err
 }
 
 // Cluster reads the desired cluster spec.

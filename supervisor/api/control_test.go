@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/m3sup/m3sup/supervisor/api"
+	"github.com/m3sup/m3sup/supervisor/logrotate"
 	"github.com/m3sup/m3sup/supervisor/spec"
 )
 
@@ -197,6 +198,68 @@ func (p *pipeBuf) waitFor(s string, d time.Duration) bool {
 			}
 		case <-deadline:
 			return false
+		}
+	}
+}
+
+// TestLogsAcrossRotation: `logs --tail` reaches into the newest rotated
+// file when the live one was just rotated, and `logs -f` started before a
+// rotation prints what comes after it, once.
+func TestLogsAcrossRotation(t *testing.T) {
+	logPath := filepath.Join(t.TempDir(), "m3dbnode.log")
+	out, err := os.OpenFile(logPath, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644) // as the shim holds it
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	write := func(s string) {
+		t.Helper()
+		if _, err := out.WriteString(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("one\ntwo\nthree\n")
+	c := serveControl(t, &fakeController{logPath: logPath})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r, w := newPipe()
+	done := make(chan error, 1)
+	go func() { done <- c.Logs(ctx, w, "m3dbnode", 1, true) }()
+	if !r.waitFor("three\n", 5*time.Second) {
+		t.Fatalf("follow: no tail; got %q", r.String())
+	}
+	write("four\n")
+	if !r.waitFor("four\n", 5*time.Second) {
+		t.Fatalf("follow: no new line; got %q", r.String())
+	}
+	write("five\n")
+	if _, err := logrotate.Rotate(logPath, logrotate.Policy{MaxSize: 1, MaxFiles: 3}); err != nil {
+		t.Fatal(err)
+	}
+	write("six\n")
+	if !r.waitFor("six\n", 5*time.Second) {
+		t.Fatalf("follow across a rotation: got %q", r.String())
+	}
+	if got := r.String(); got != "three\nfour\nfive\nsix\n" {
+		t.Fatalf("follow across a rotation printed %q, want each line once in order", got)
+	}
+	cancel()
+	<-done
+
+	for _, tc := range []struct {
+		tail int
+		want string
+	}{
+		{1, "six\n"},
+		{3, "four\nfive\nsix\n"},
+		{-1, "one\ntwo\nthree\nfour\nfive\nsix\n"},
+	} {
+		var buf bytes.Buffer
+		if err := c.Logs(context.Background(), &buf, "m3dbnode", tc.tail, false); err != nil {
+			t.Fatal(err)
+		}
+		if buf.String() != tc.want {
+			t.Errorf("tail %d after a rotation = %q, want %q", tc.tail, buf.String(), tc.want)
 		}
 	}
 }

@@ -31,7 +31,9 @@ type Config struct {
 	Coordinator Coordinator `yaml:"coordinator"`
 	Cluster     Cluster     `yaml:"cluster"`
 	Backup      Backup      `yaml:"backup"`
-	Bundles     Bundles     `yaml:"bundles"`
+	// ComponentLogs caps the disk each component's stdout/stderr log takes.
+	ComponentLogs ComponentLogs `yaml:"componentLogs"`
+	Bundles       Bundles       `yaml:"bundles"`
 	// Registries configures image pulls per registry host ("quay.io",
 	// "127.0.0.1:5000"): mirrors, credentials, plain HTTP, a CA. Hosts not
 	// listed are reached over HTTPS, anonymously.
@@ -61,6 +63,25 @@ type Backup struct {
 	Interval Duration `yaml:"interval"` // 0 disables scheduled backups
 	Keep     int      `yaml:"keep"`     // newest files kept; 0 keeps all
 }
+
+// ComponentLogs caps each component's log
+// (components/<name>/logs/<name>.log): it is rotated by copy and truncate
+// once it reaches MaxSize, keeping MaxFiles files per component, the live one
+// included (see supervisor/logrotate for what a rotation can lose).
+type ComponentLogs struct {
+	MaxSize  int64 `yaml:"maxSize"`  // bytes; 0 never rotates
+	MaxFiles int   `yaml:"maxFiles"` // at least 1; 1 truncates without keeping
+	Compress bool  `yaml:"compress"` // gzip rotated files from <name>.log.2 on
+}
+
+// Component log defaults: 5 files of 10 MiB, at most 50 MiB per component
+// (much less with compression).
+const (
+	DefaultComponentLogMaxSize  = int64(10) << 20
+	DefaultComponentLogMaxFiles = 5
+	// MinComponentLogMaxSize is the smallest rotation size accepted.
+	MinComponentLogMaxSize = int64(4) << 10
+)
 
 // Bundles configures air-gap bundles dropped into <dataDir>/bundles.
 type Bundles struct {
@@ -337,6 +358,8 @@ func base() Config {
 			UnhealthyAfter:       Duration(10 * time.Second),
 		},
 		Backup: Backup{Interval: Duration(6 * time.Hour), Keep: 5},
+		ComponentLogs: ComponentLogs{MaxSize: DefaultComponentLogMaxSize,
+			MaxFiles: DefaultComponentLogMaxFiles, Compress: true},
 		Cluster: Cluster{
 			Env:               "default_env",
 			Zone:              "embedded",

@@ -56,6 +56,7 @@ func TestDefault(t *testing.T) {
 		{"dbnode.logLevel", c.DBNode.LogLevel, "info"},
 		{"dbnode.stopTimeout", c.DBNode.StopTimeout.D(), 30 * time.Second},
 		{"dbnode.noFile", c.DBNode.NoFile, uint64(3000000)},
+		{"componentLogs", c.ComponentLogs, ComponentLogs{MaxSize: 10 << 20, MaxFiles: 5, Compress: true}},
 		{"coordinator.listenAddress", c.Coordinator.ListenAddress, "0.0.0.0:7201"},
 		{"coordinator.metricsListenAddress", c.Coordinator.MetricsListenAddress, "0.0.0.0:7203"},
 		{"coordinator.logLevel", c.Coordinator.LogLevel, "info"},
@@ -155,6 +156,7 @@ cluster:
       retention: 48h
       blockSize: 2h
 coordinator: ~                       # null keeps the defaults
+componentLogs: {maxSize: 65536, maxFiles: 3}
 `)
 	c, err := Load(first, second)
 	if err != nil {
@@ -175,6 +177,9 @@ coordinator: ~                       # null keeps the defaults
 	if len(c.Cluster.Namespaces) != 1 || c.Cluster.Namespaces[0].Name != "only" ||
 		c.Cluster.Namespaces[0].BufferPast.D() != 10*time.Minute || !c.Cluster.Namespaces[0].Indexed() {
 		t.Errorf("namespaces = %+v", c.Cluster.Namespaces)
+	}
+	if want := (ComponentLogs{MaxSize: 65536, MaxFiles: 3, Compress: true}); c.ComponentLogs != want {
+		t.Errorf("componentLogs = %+v, want %+v", c.ComponentLogs, want)
 	}
 	if c.Coordinator != Default().Coordinator {
 		t.Errorf("coordinator = %+v, want defaults", c.Coordinator)

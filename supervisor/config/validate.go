@@ -115,6 +115,12 @@ func (c *Config) validate() []*FieldError {
 	if c.Backup.Keep < 0 {
 		p.add("backup.keep", "must not be negative (0 keeps every backup)")
 	}
+	if l := c.ComponentLogs; l.MaxSize < 0 || (l.MaxSize > 0 && l.MaxSize < MinComponentLogMaxSize) {
+		p.add("componentLogs.maxSize", "%d must be at least %d bytes, or 0 to never rotate", l.MaxSize, MinComponentLogMaxSize)
+	}
+	if c.ComponentLogs.MaxFiles < 1 {
+		p.add("componentLogs.maxFiles", "%d must be at least 1 (the live file; 1 truncates without keeping old output)", c.ComponentLogs.MaxFiles)
+	}
 	p.image("dbnode.image", d.Image)
 	p.image("coordinator.image", c.Coordinator.Image)
 	p.registries(c.Registries)

@@ -54,6 +54,20 @@ func TestValidate(t *testing.T) {
 			`disk.failFreePercent: 20 must not exceed disk.warnFreePercent 10 (fail means fuller than warn)`,
 		},
 	}, {
+		name: "component logs",
+		modify: func(c *Config) {
+			c.ComponentLogs = ComponentLogs{MaxSize: 100, MaxFiles: 0}
+		},
+		want: []string{
+			`componentLogs.maxSize: 100 must be at least 4096 bytes, or 0 to never rotate`,
+			`componentLogs.maxFiles: 0 must be at least 1 (the live file; 1 truncates without keeping old output)`,
+		},
+	}, {
+		name: "component logs: never rotate, keep nothing old",
+		modify: func(c *Config) {
+			c.ComponentLogs = ComponentLogs{MaxSize: 0, MaxFiles: 1}
+		},
+	}, {
 		name: "etcd",
 		modify: func(c *Config) {
 			c.Etcd.Name = "a=b"
