@@ -27,6 +27,7 @@ import (
 
 // Phases of the daemon, reported in status.
 const (
+	PhaseJoining         = "joining"
 	PhaseStartingEtcd    = "starting-etcd"
 	PhaseStartingRuntime = "starting-runtime"
 	PhaseFetching        = "fetching"
@@ -282,7 +283,7 @@ func (h *hostStatus) alive() bool {
 	phase := h.phase
 	h.mu.Unlock()
 	switch phase {
-	case "", PhaseStartingEtcd, PhaseStartingRuntime, PhaseFetching:
+	case "", PhaseJoining, PhaseStartingEtcd, PhaseStartingRuntime, PhaseFetching:
 		return true
 	}
 	return time.Since(time.Unix(0, h.beat.Load())) < 30*time.Second

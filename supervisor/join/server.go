@@ -452,16 +452,30 @@ func (s *server) join(ctx context.Context, tok Token, req Request) (Response, To
 	role := decideRole(members, voter, s.MaxVoters)
 	if pending != nil {
 		role = RoleVoter
+	} else if role == RoleVoter {
+		// etcd admits one learner at a time (--max-learners 1): while
+		// another host's learner waits to start or be promoted, this
+		// voter join can only fail; say so before anything is used.
+		if l := learner(members); l != nil {
+			return Response{}, TokenInfo{}, fail(http.StatusServiceUnavailable,
+				"another host is joining (etcd learner %x %s is not promoted yet; etcd admits one at a time); retry in a few seconds", l.ID, learnerName(*l))
+		}
 	}
 
-	if info, err = s.Tokens.Use(ctx, tok, req.NodeName); err != nil {
-		if errors.Is(err, ErrRefused) {
-			return Response{}, TokenInfo{}, err
+	// A repeated join whose earlier answer was lost (its learner waits
+	// unstarted, and the token counted that join for this host) does not
+	// use the token again.
+	again := pending != nil && slices.Contains(info.UsedBy, req.NodeName)
+	if !again {
+		if info, err = s.Tokens.Use(ctx, tok, req.NodeName); err != nil {
+			if errors.Is(err, ErrRefused) {
+				return Response{}, TokenInfo{}, err
+			}
+			return Response{}, TokenInfo{}, fail(http.StatusServiceUnavailable, "use join token: %w", err)
 		}
-		return Response{}, TokenInfo{}, fail(http.StatusServiceUnavailable, "use join token: %w", err)
 	}
 	resp, err := s.admit(ctx, req, role, pending, members)
-	if err != nil {
+	if err != nil && !again {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		if rerr := s.Tokens.Release(rctx, tok.ID, req.NodeName); rerr != nil {
@@ -469,7 +483,27 @@ func (s *server) join(ctx context.Context, tok Token, req Request) (Response, To
 		}
 		return Response{}, TokenInfo{}, err
 	}
+	if err != nil {
+		return Response{}, TokenInfo{}, err
+	}
 	return resp, info, nil
+}
+
+// learner is the first learner among members, or nil.
+func learner(members []Member) *Member {
+	for i := range members {
+		if members[i].IsLearner {
+			return &members[i]
+		}
+	}
+	return nil
+}
+
+func learnerName(m Member) string {
+	if m.Name == "" {
+		return "(not started)"
+	}
+	return "(" + m.Name + ")"
 }
 
 // admit does a checked join's effects: readmit, certificates, learner.
@@ -512,13 +546,15 @@ func (s *server) admit(ctx context.Context, req Request, role Role, pending *Mem
 		} else {
 			id, ms, err := s.Members.AddLearner(ctx, req.PeerURL)
 			if err != nil {
-				return Response{}, fail(http.StatusServiceUnavailable, "add etcd learner (another join may be in progress; retry): %w", err)
+				return Response{}, fail(http.StatusServiceUnavailable, "add etcd learner (another host is joining, perhaps through another voter; retry): %w", err)
 			}
 			s.unstarted[id] = s.Now()
 			resp.MemberID, members = id, ms
 		}
 		if resp.InitialCluster, err = initialCluster(members, resp.MemberID, req.NodeName); err != nil {
-			return Response{}, fail(http.StatusConflict, "%w", err)
+			// Another voter admitted a host at the same moment; its
+			// member starts within seconds.
+			return Response{}, fail(http.StatusServiceUnavailable, "another host is joining: %w; retry", err)
 		}
 	}
 	for _, m := range members {
