@@ -1,0 +1,120 @@
+package e2e
+
+import (
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/m3sup/m3sup/supervisor/join"
+)
+
+// TestE2EJoinTogether: three hosts run `m3sup run --join` at the same
+// moment (started together, in an order shuffled with a logged seed)
+// against a first host with the default cluster.maxVoters 3. etcd admits
+// one learner at a time, so joiners hear "another host is joining" and wait
+// their turn instead of exiting: in the end etcd has three voters (the
+// first host and two joiners, no learner left), the third joiner is an
+// etcd client-only host, no joiner exited, at least one logged a retry,
+// and every host becomes ready. The joiners run m3coordinator only and the
+// first host replication factor 1, so only one m3dbnode runs.
+func TestE2EJoinTogether(t *testing.T) {
+	env := needE2E(t)
+	rs := serveRelease(t, env.tarball)
+	sum := "sha256:" + env.digest
+	start := time.Now()
+	since := func() time.Duration { return time.Since(start).Round(100 * time.Millisecond) }
+
+	h1 := newHostNodeWith(t, "host1", "127.0.0.2", true, rs.url, sum, hostOpts{rf: 1})
+	h1.start()
+	tok := h1.createToken(t, 2*time.Minute, "--voter", "--uses", "3")
+	cli := h1.tlsEtcd(t)
+	t.Logf("first host up, token created after %s", since())
+
+	joiners := []*hostNode{
+		newHostNodeWith(t, "host2", "127.0.0.3", false, rs.url, sum, hostOpts{rf: 1, roles: []string{"coordinator"}}),
+		newHostNodeWith(t, "host3", "127.0.0.4", false, rs.url, sum, hostOpts{rf: 1, roles: []string{"coordinator"}}),
+		newHostNodeWith(t, "host4", "127.0.0.5", false, rs.url, sum, hostOpts{rf: 1, roles: []string{"coordinator"}}),
+	}
+	seed := uint64(time.Now().UnixNano())
+	rnd := rand.New(rand.NewPCG(seed, 0))
+	rnd.Shuffle(len(joiners), func(i, j int) { joiners[i], joiners[j] = joiners[j], joiners[i] })
+	var order []string
+	for _, h := range joiners {
+		order = append(order, h.ip)
+	}
+	t.Logf("start order %v (seed %d)", order, seed)
+	// Released together: each goroutine only execs its m3sup.
+	var wg sync.WaitGroup
+	gate := make(chan struct{})
+	for _, h := range joiners {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-gate
+			h.start("--join", h1.joinURL, "--token", tok)
+		}()
+	}
+	close(gate)
+	wg.Wait()
+
+	all := append([]*hostNode{h1}, joiners...)
+	waitVoters(t, cli, 3, 4*time.Minute, all...)
+	t.Logf("three etcd voters after %s", since())
+
+	// Roles: two joiners are voters, one a client; every one joined.
+	roles := map[join.Role]int{}
+	retried := 0
+	for _, h := range joiners {
+		var cf *join.ClusterFile
+		waitUntil(t, 2*time.Minute, h.ip+" writes cluster.json", func() string {
+			select {
+			case <-h.done:
+				t.Fatalf("%s exited (%v); log:\n%s", h.ip, h.exitErr, h.log())
+			default:
+			}
+			var err error
+			if cf, err = join.ReadClusterFile(filepath.Join(h.dir, "cluster.json")); err != nil {
+				return err.Error()
+			}
+			return ""
+		})
+		roles[cf.Role]++
+		if n := strings.Count(h.log(), "join refused: "); n > 0 {
+			retried++
+			t.Logf("%s joined as %s after %d refusal(s): %s", h.ip, cf.Role, n, lastRetry(h.log()))
+		} else {
+			t.Logf("%s joined as %s at the first attempt", h.ip, cf.Role)
+		}
+	}
+	if roles[join.RoleVoter] != 2 || roles[join.RoleClient] != 1 {
+		t.Errorf("joiners' roles %v; want 2 voters and 1 client (cluster.maxVoters 3)", roles)
+	}
+	if retried == 0 {
+		t.Error("no joiner was told to wait its turn: the joins did not overlap")
+	}
+
+	for _, h := range all {
+		st := h.waitReady(6 * time.Minute)
+		t.Logf("%s ready after %s (etcd %s)", h.ip, since(), st.Etcd.Role)
+	}
+	if _, err := os.Stat(filepath.Join(h1.dir, "cluster.json")); err == nil {
+		t.Error("the first host has a cluster.json")
+	}
+	stopHosts(t, joiners[2], joiners[1], joiners[0], h1)
+	t.Logf("total %s", since())
+}
+
+// lastRetry is the last "join refused: …; retrying" line of a log.
+func lastRetry(log string) string {
+	var last string
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, "join refused: ") {
+			last = l
+		}
+	}
+	return strings.TrimSpace(last)
+}
