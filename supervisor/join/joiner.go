@@ -209,11 +209,7 @@ func (j *Joiner) joinRetrying(ctx context.Context, req Request) (Response, error
 	first := j.now()
 	deadline := first.Add(wait)
 	for attempt := 1; ; attempt++ {
-		end := j.now().Add(DefaultAttemptTimeout)
-		if end.After(deadline) {
-			end = deadline
-		}
-		actx, cancel := context.WithDeadline(ctx, end)
+		actx, cancel := context.WithTimeout(ctx, min(DefaultAttemptTimeout, deadline.Sub(j.now())))
 		resp, err := Join(actx, j.URL, j.Token, req)
 		cancel()
 		if err == nil {
