@@ -19,7 +19,8 @@ import (
 // their turn instead of exiting: in the end etcd has three voters (the
 // first host and two joiners, no learner left), the third joiner is an
 // etcd client-only host, no joiner exited, at least one logged a retry,
-// and every host becomes ready. The joiners run m3coordinator only and the
+// and every host becomes ready. A fourth host started with them holds a
+// wrong token: a permanent refusal, it exits at once with nothing left. The joiners run m3coordinator only and the
 // first host replication factor 1, so only one m3dbnode runs.
 func TestE2EJoinTogether(t *testing.T) {
 	env := needE2E(t)
@@ -39,6 +40,18 @@ func TestE2EJoinTogether(t *testing.T) {
 		newHostNodeWith(t, "host3", "127.0.0.4", false, rs.url, sum, hostOpts{rf: 1, roles: []string{"coordinator"}}),
 		newHostNodeWith(t, "host4", "127.0.0.5", false, rs.url, sum, hostOpts{rf: 1, roles: []string{"coordinator"}}),
 	}
+	// A fourth host with a wrong token starts with them: its refusal is
+	// permanent, so it exits at once and leaves nothing behind.
+	parsed, err := join.ParseToken(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrong := join.Token{CAHash: parsed.CAHash, ID: parsed.ID, Secret: strings.Repeat("a", len(parsed.Secret))}.Encode()
+	bad := newHostNodeWith(t, "host5", "127.0.0.6", false, rs.url, sum, hostOpts{rf: 1, roles: []string{"coordinator"}})
+	starts := map[*hostNode]string{bad: wrong}
+	for _, h := range joiners {
+		starts[h] = tok
+	}
 	seed := uint64(time.Now().UnixNano())
 	rnd := rand.New(rand.NewPCG(seed, 0))
 	rnd.Shuffle(len(joiners), func(i, j int) { joiners[i], joiners[j] = joiners[j], joiners[i] })
@@ -50,16 +63,29 @@ func TestE2EJoinTogether(t *testing.T) {
 	// Released together: each goroutine only execs its m3sup.
 	var wg sync.WaitGroup
 	gate := make(chan struct{})
-	for _, h := range joiners {
+	for _, h := range append([]*hostNode{bad}, joiners...) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			<-gate
-			h.start("--join", h1.joinURL, "--token", tok)
+			h.start("--join", h1.joinURL, "--token", starts[h])
 		}()
 	}
 	close(gate)
 	wg.Wait()
+	joinStart := time.Now()
+	if code := bad.waitExit(time.Minute); code == 0 || !strings.Contains(bad.log(), "join refused: invalid token") || strings.Contains(bad.log(), "retrying") {
+		t.Fatalf("wrong token: exit %d; want non-zero, at once, no retry; log:\n%s", code, bad.log())
+	}
+	t.Logf("the wrong token exited after %s: %s", time.Since(joinStart).Round(100*time.Millisecond), lastLine(bad.log()))
+	for _, p := range []string{"etcd", "containerd", "cluster.json", "pki", "components", bad.socket} {
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(bad.dir, p)
+		}
+		if _, err := os.Stat(p); err == nil {
+			t.Errorf("the refused join left %s behind", p)
+		}
+	}
 
 	all := append([]*hostNode{h1}, joiners...)
 	waitVoters(t, cli, 3, 4*time.Minute, all...)
