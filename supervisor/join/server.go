@@ -238,9 +238,17 @@ func (s *server) connState(c net.Conn, st http.ConnState) {
 
 type server struct {
 	ServerConfig
-	mu sync.Mutex // one join at a time: etcd admits one learner at a time anyway
+	// turn admits one join at a time (a one-slot semaphore): joins through
+	// this endpoint queue here, each for as long as its JoinTimeout allows,
+	// so they never race for etcd's one learner seat or a token's last
+	// use. The queue does not wait for an admitted learner's promotion:
+	// that takes the joiner seconds to minutes, would hold every client-only
+	// join behind it, and joins through other voters would race it anyway;
+	// a voter join meanwhile hears "another host is joining" (503) and the
+	// Joiner retries.
+	turn chan struct{}
 	// unstarted is when this server first saw each learner without a name
-	// (guarded by mu).
+	// (guarded by turn).
 	unstarted map[uint64]time.Time
 
 	lmu     sync.Mutex // guards limits
@@ -255,7 +263,7 @@ func Handler(c ServerConfig) (http.Handler, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	return &server{ServerConfig: c, unstarted: map[uint64]time.Time{}, limits: newLimiter(c.Limits)}, nil
+	return &server{ServerConfig: c, turn: make(chan struct{}, 1), unstarted: map[uint64]time.Time{}, limits: newLimiter(c.Limits)}, nil
 }
 
 // httpError is a refusal with its status code.
@@ -410,8 +418,12 @@ func (s *server) logRefusal(src netip.Addr, msg string, fields ...zap.Field) {
 // changes anything (tombstone, learner). A failure after the token's use
 // gives it back.
 func (s *server) join(ctx context.Context, tok Token, req Request) (Response, TokenInfo, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	select {
+	case s.turn <- struct{}{}:
+		defer func() { <-s.turn }()
+	case <-ctx.Done():
+		return Response{}, TokenInfo{}, fail(http.StatusServiceUnavailable, "another host is joining through this endpoint and this join's time ran out waiting for its turn (%w); retry", ctx.Err())
+	}
 	members, err := s.Members.Members(ctx)
 	if err != nil {
 		return Response{}, TokenInfo{}, fail(http.StatusServiceUnavailable, "list etcd members: %w", err)

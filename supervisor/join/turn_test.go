@@ -3,7 +3,9 @@ package join_test
 import (
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -63,5 +65,59 @@ func TestJoinAnotherHostJoining(t *testing.T) {
 	r3, err := join.Join(ctx, c.srv.URL, tok.Encode(), voterReq("node-3", "127.0.0.3"))
 	if err != nil || r3.Role != join.RoleVoter || c.members.adds != 2 {
 		t.Fatalf("node-3 after node-2's promotion: %v, %d adds, %v", r3.Role, c.members.adds, err)
+	}
+}
+
+// TestJoinWaitsForItsTurnServerSide: joins through one endpoint queue for
+// their turn; one whose time runs out in the queue is answered 503
+// "another host is joining" (transient) having changed nothing, and once
+// the turn is free the next join gets in.
+func TestJoinWaitsForItsTurnServerSide(t *testing.T) {
+	c := newCluster(t)
+	ctx := testCtx(t)
+	h, err := join.Handler(join.ServerConfig{CA: c.ca, Tokens: c.tokens, Members: c.members, Now: c.clock.Now,
+		LookupHost: fakeDNS, JoinTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := join.ServerTLS(c.ca, []string{"127.0.0.1"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls atomic.Int32
+	srv := serveTLS(t, h, cfg, &calls)
+	tok := c.token(t, time.Hour)
+	client := func(name, ip string) join.Request { return join.Request{NodeName: name, Advertise: []string{ip}} }
+
+	release := make(chan struct{})
+	c.members.mu.Lock()
+	c.members.hold, c.members.entered = release, make(chan struct{}, 1)
+	c.members.mu.Unlock()
+	first := make(chan error, 1)
+	go func() {
+		_, err := join.Join(ctx, srv.URL, tok.Encode(), client("node-2", "127.0.0.2"))
+		first <- err
+	}()
+	<-c.members.entered // node-2 holds the turn
+	_, err = join.Join(ctx, srv.URL, tok.Encode(), client("node-3", "127.0.0.3"))
+	var se *join.StatusError
+	if !errors.As(err, &se) || se.Code != http.StatusServiceUnavailable || !strings.Contains(se.Message, "waiting for its turn") {
+		t.Fatalf("queued join whose time ran out: %v", err)
+	}
+	if r := join.Classify(err); !r.Transient || r.Reason != "another host is joining" {
+		t.Errorf("Classify: %+v", r)
+	}
+	close(release)
+	firstErr := <-first // node-2's own time ran out while held: an error, or in
+	if _, err := join.Join(ctx, srv.URL, tok.Encode(), client("node-4", "127.0.0.4")); err != nil {
+		t.Fatalf("the next join once the turn is free: %v", err)
+	}
+	want := 1
+	if firstErr == nil {
+		want = 2
+	}
+	infos, err := c.tokens.List(ctx)
+	if err != nil || len(infos) != 1 || infos[0].Used != want || slices.Contains(infos[0].UsedBy, "node-3") {
+		t.Fatalf("token %+v, %v; want %d uses, none by node-3", infos, err, want)
 	}
 }
