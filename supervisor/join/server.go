@@ -487,15 +487,14 @@ func (s *server) join(ctx context.Context, tok Token, req Request) (Response, To
 		}
 	}
 	resp, err := s.admit(ctx, req, role, pending, members)
-	if err != nil && !again {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if rerr := s.Tokens.Release(rctx, tok.ID, req.NodeName); rerr != nil {
-			s.Logger.Warn("join failed and its token use could not be given back", zap.String("token", tok.ID), zap.Error(rerr))
-		}
-		return Response{}, TokenInfo{}, err
-	}
 	if err != nil {
+		if !again {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if rerr := s.Tokens.Release(rctx, tok.ID, req.NodeName); rerr != nil {
+				s.Logger.Warn("join failed and its token use could not be given back", zap.String("token", tok.ID), zap.Error(rerr))
+			}
+		}
 		return Response{}, TokenInfo{}, err
 	}
 	return resp, info, nil
