@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"context"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -9,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/m3sup/m3sup/supervisor/api"
 	"github.com/m3sup/m3sup/supervisor/join"
 )
 
@@ -20,7 +23,10 @@ import (
 // first host and two joiners, no learner left), the third joiner is an
 // etcd client-only host, no joiner exited, at least one logged a retry,
 // and every host becomes ready. A fourth host started with them holds a
-// wrong token: a permanent refusal, it exits at once with nothing left. The joiners run m3coordinator only and the
+// wrong token: a permanent refusal, it exits at once with nothing left. A
+// fifth, pointed at a port where no join endpoint listens, waits: `m3sup
+// status` and systemd's STATUS= show phase joining and why, and SIGTERM
+// ends the wait at once. The joiners run m3coordinator only and the
 // first host replication factor 1, so only one m3dbnode runs.
 func TestE2EJoinTogether(t *testing.T) {
 	env := needE2E(t)
@@ -84,6 +90,46 @@ func TestE2EJoinTogether(t *testing.T) {
 		}
 		if _, err := os.Stat(p); err == nil {
 			t.Errorf("the refused join left %s behind", p)
+		}
+	}
+
+	// A host whose join endpoint does not listen (yet) waits too, and says
+	// so in `m3sup status` and systemd's STATUS=; SIGTERM ends the wait
+	// at once (exit 0) with nothing left.
+	waiter := newHostNodeWith(t, "host6", "127.0.0.7", false, rs.url, sum, hostOpts{rf: 1, roles: []string{"coordinator"}})
+	waiter.notify = listenNotify(t, filepath.Dir(waiter.dir))
+	deadURL := fmt.Sprintf("https://127.0.0.2:%d", freePortsOn(t, "127.0.0.2", 1)[0])
+	waiter.start("--join", deadURL, "--token", tok)
+	var st api.Status
+	waitUntil(t, time.Minute, "the waiting joiner's status says why it waits", func() string {
+		select {
+		case <-waiter.done:
+			t.Fatalf("the waiting joiner exited (%v); log:\n%s", waiter.exitErr, waiter.log())
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		var err error
+		if st, err = api.NewClient(waiter.socket).Status(ctx); err != nil {
+			return err.Error()
+		}
+		if st.Phase != "joining" || !strings.Contains(st.Message, "join refused: the join endpoint is not listening") {
+			return st.Phase + ": " + st.Message
+		}
+		return ""
+	})
+	t.Logf("waiting joiner's status: %s: %s", st.Phase, st.Message)
+	if !waiter.notify.has("STATUS=joining: join refused: the join endpoint is not listening") {
+		t.Errorf("systemd heard no joining STATUS=: %q", waiter.notify.messages())
+	}
+	stopAt := time.Now()
+	if code := waiter.stop(30 * time.Second); code != 0 {
+		t.Fatalf("SIGTERM while waiting to join: exit %d; log:\n%s", code, waiter.log())
+	}
+	t.Logf("the waiting joiner stopped %s after SIGTERM", time.Since(stopAt).Round(100*time.Millisecond))
+	for _, p := range []string{"etcd", "containerd", "cluster.json", "pki", "components"} {
+		if _, err := os.Stat(filepath.Join(waiter.dir, p)); err == nil {
+			t.Errorf("the stopped joiner left %s behind", p)
 		}
 	}
 
