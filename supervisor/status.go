@@ -28,6 +28,7 @@ import (
 
 // Phases of the daemon, reported in status.
 const (
+	PhaseJoining         = "joining"
 	PhaseStartingEtcd    = "starting-etcd"
 	PhaseStartingRuntime = "starting-runtime"
 	PhaseFetching        = "fetching"
@@ -310,7 +311,7 @@ func (h *hostStatus) alive() bool {
 	h.mu.Unlock()
 	var why string
 	switch phase {
-	case "", PhaseStartingEtcd, PhaseStartingRuntime, PhaseFetching:
+	case "", PhaseJoining, PhaseStartingEtcd, PhaseStartingRuntime, PhaseFetching:
 	default:
 		now := time.Now()
 		if beat := time.Unix(0, h.beat.Load()); now.Sub(beat) >= 30*time.Second {

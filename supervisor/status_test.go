@@ -222,11 +222,11 @@ func TestHostStatusShutdownByContext(t *testing.T) {
 	}
 }
 
-// TestHostStatusAlive: the watchdog accepts a daemon still starting, then
-// wants the node loop's heartbeat.
+// TestHostStatusAlive: the watchdog accepts a daemon still starting (a
+// join waiting its turn included), then wants the node loop's heartbeat.
 func TestHostStatusAlive(t *testing.T) {
 	h := newHostStatus("n1", "test", "m3sup", nil, zap.NewNop())
-	for _, p := range []string{"", PhaseStartingEtcd, PhaseStartingRuntime, PhaseFetching} {
+	for _, p := range []string{"", PhaseJoining, PhaseStartingEtcd, PhaseStartingRuntime, PhaseFetching} {
 		h.setMessage("")
 		h.mu.Lock()
 		h.phase = p

@@ -140,14 +140,14 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	if err := cluster.CheckNotLeft(s.cfg.DataDir); err != nil {
 		return err
 	}
-	// A joining host talks to the cluster before it starts anything: a
-	// refused join leaves nothing running.
+	// A joining host talks to the cluster before it starts anything but
+	// its API (so `m3sup status` and systemd show a join that waits its
+	// turn): a refused join leaves nothing running.
 	joiner := &join.Joiner{URL: s.opts.Join.URL, Token: s.opts.Join.Token, NodeName: s.cfg.NodeName,
 		Advertise: s.cfg.Cluster.Advertise, EtcdURLs: s.memberOptions().AdvertisedURLs,
-		PKIDir: dirs.pki(), ClusterFile: dirs.clusterFile(), Logger: s.log}
-	if err := joiner.Join(ctx); err != nil {
-		return err
-	}
+		PKIDir: dirs.pki(), ClusterFile: dirs.clusterFile(), Logger: s.log,
+		Timeout:  s.cfg.Cluster.JoinTimeout.D(),
+		Progress: func(msg string) { s.status.setPhase(PhaseJoining, msg) }}
 	ln, err := api.Listen(s.cfg.API.Socket)
 	if err != nil {
 		return err
@@ -194,7 +194,17 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		_ = os.Remove(s.cfg.API.Socket)
 	})
 	nodeCtx, cancelNode := context.WithCancel(ctx)
-	g.Add(func() error { return s.runNode(nodeCtx) }, func(error) { cancelNode() })
+	g.Add(func() error {
+		if s.opts.Join.URL != "" {
+			if _, err := os.Stat(dirs.clusterFile()); err != nil {
+				s.status.setPhase(PhaseJoining, s.opts.Join.URL)
+			}
+		}
+		if err := joiner.Join(nodeCtx); err != nil {
+			return err
+		}
+		return s.runNode(nodeCtx)
+	}, func(error) { cancelNode() })
 	return g.Run()
 }
 

@@ -103,6 +103,11 @@ With no config file it runs a single-node cluster with defaults (data in
 /var/lib/m3sup, etcd on 127.0.0.1:2379, the coordinator on :7201).
 SIGINT or SIGTERM stops everything in order.
 
+With --join, a refusal for now (another host is joining, the cluster is
+busy, the join endpoint is not up yet) is retried with a jittered backoff
+for cluster.joinTimeout (default 10m); a refusal no retry can change (a bad,
+expired or used-up token, the wrong CA, a name in use) exits 1 at once.
+
 Exit status: 0 stopped (or left the cluster with 'm3sup leave'); 2 a bad
 config or flag; 4 this data dir's host left the cluster, so it refuses to
 start (the systemd unit does not restart on 4); 1 any other error.`,

@@ -255,6 +255,11 @@ type Cluster struct {
 	// MaxVoters is how many etcd voters the cluster grows to (odd; 3 or 5);
 	// later hosts use etcd as clients. Zero means 3.
 	MaxVoters int `yaml:"maxVoters,omitempty"`
+	// JoinTimeout is how long `m3sup run --join` keeps trying while the
+	// cluster refuses it for now (another host is joining, the join
+	// endpoint is not up or busy); a refusal no retry can change (token,
+	// CA, name) ends the run at once. Default 10m.
+	JoinTimeout Duration `yaml:"joinTimeout"`
 	// RolloutDeadline is how long a planned m3dbnode restart for a new
 	// spec (release or dbnode settings) may take to become healthy
 	// (bootstrapped, every shard AVAILABLE). A host that misses it marks
@@ -368,6 +373,7 @@ func base() Config {
 			Weight:            DefaultWeight,
 			ReadyTimeout:      Duration(10 * time.Minute),
 			RolloutDeadline:   Duration(5 * time.Minute),
+			JoinTimeout:       Duration(10 * time.Minute),
 			Namespaces: []Namespace{{
 				Name:      "default",
 				Retention: Duration(48 * time.Hour),

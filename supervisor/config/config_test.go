@@ -70,6 +70,7 @@ func TestDefault(t *testing.T) {
 		{"cluster.roles", c.Cluster.Roles, []string{"dbnode", "coordinator"}},
 		{"cluster.readyTimeout", c.Cluster.ReadyTimeout.D(), 10 * time.Minute},
 		{"cluster.rolloutDeadline", c.Cluster.RolloutDeadline.D(), 5 * time.Minute},
+		{"cluster.joinTimeout", c.Cluster.JoinTimeout.D(), 10 * time.Minute},
 		{"len(cluster.namespaces)", len(c.Cluster.Namespaces), 1},
 	}
 	for _, ch := range checks {

@@ -286,6 +286,7 @@ func (p *problems) cluster(c Cluster) {
 	}
 	p.positive("cluster.readyTimeout", c.ReadyTimeout)
 	p.positive("cluster.rolloutDeadline", c.RolloutDeadline)
+	p.positive("cluster.joinTimeout", c.JoinTimeout)
 	if c.Advertise != "" && net.ParseIP(c.Advertise) == nil && (!dnsNameRE.MatchString(c.Advertise) || len(c.Advertise) > 253) {
 		p.add("cluster.advertise", "%q must be an IP address or a DNS name, without a port (the etcd and M3 ports come from their own settings)", c.Advertise)
 	}

@@ -172,6 +172,7 @@ func TestValidate(t *testing.T) {
 			c.Cluster.IsolationGroup = "g/1"
 			c.Cluster.ReadyTimeout = 0
 			c.Cluster.RolloutDeadline = -1
+			c.Cluster.JoinTimeout = 0
 			c.Cluster.Namespaces = nil
 			c.Cluster.Roles = []string{"dbnode", "query", "dbnode"}
 			c.Cluster.Weight = 20000
@@ -187,6 +188,7 @@ func TestValidate(t *testing.T) {
 			`cluster.replicationFactor: 0 must be between 1 and 7`,
 			`cluster.readyTimeout: must be a positive duration like 30s, got 0s`,
 			`cluster.rolloutDeadline: must be a positive duration like 30s, got -1ns`,
+			`cluster.joinTimeout: must be a positive duration like 30s, got 0s`,
 			`cluster.namespaces: must list at least one namespace`,
 		},
 	}, {

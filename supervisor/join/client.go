@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -87,10 +88,11 @@ func Join(ctx context.Context, joinURL, token string, req Request) (Response, er
 	}
 	switch hresp.StatusCode {
 	case http.StatusOK:
-	case http.StatusUnauthorized, http.StatusForbidden, http.StatusTooManyRequests:
+	case http.StatusUnauthorized, http.StatusForbidden:
 		return Response{}, fmt.Errorf("join %s: %s: %w", u.Host, strings.TrimSpace(string(data)), ErrRefused)
 	default:
-		return Response{}, fmt.Errorf("join %s: %s: %s", u.Host, hresp.Status, strings.TrimSpace(string(data)))
+		return Response{}, &StatusError{Host: u.Host, Code: hresp.StatusCode, Status: hresp.Status,
+			Message: strings.TrimSpace(string(data)), RetryAfter: retryAfter(hresp.Header.Get("Retry-After"))}
 	}
 	var resp Response
 	if err := json.Unmarshal(data, &resp); err != nil {
@@ -105,6 +107,34 @@ func Join(ctx context.Context, joinURL, token string, req Request) (Response, er
 		}
 	}
 	return resp, nil
+}
+
+// StatusError is the join endpoint's answer to a join it did not admit,
+// other than a refused token or address (401, 403: ErrRefused): a bad
+// request (400), a name in use (409), a busy cluster (503: another host is
+// joining, etcd is busy) or rate limiting (429, with Retry-After).
+// Classify says which of them are worth another try.
+type StatusError struct {
+	Host    string // the join endpoint's host:port
+	Code    int    // HTTP status code
+	Status  string // "503 Service Unavailable"
+	Message string // the endpoint's explanation
+	// RetryAfter is the endpoint's Retry-After (seconds), zero if none.
+	RetryAfter time.Duration
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("join %s: %s: %s", e.Host, e.Status, e.Message)
+}
+
+// retryAfter reads a Retry-After header in seconds (the join endpoint
+// never sends an HTTP date); anything else is zero.
+func retryAfter(v string) time.Duration {
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || n <= 0 {
+		return 0
+	}
+	return min(time.Duration(n)*time.Second, time.Hour)
 }
 
 // dialFrom dials from the first advertised IP when this host has it, so

@@ -2,6 +2,10 @@
 // their store in etcd, and the `m3sup token` API, TokenService), the HTTPS
 // join endpoint a member serves, the client a joining host calls (Join,
 // Joiner) and what a joined host remembers (ClusterFile, cluster.json).
+// Joins wait their turn: the Joiner retries a refusal for now (another host
+// is joining, the endpoint is busy or not up: Classify) with a jittered
+// backoff (Backoff, a pure function) until cluster.joinTimeout, and fails
+// at once on a refusal no retry can change.
 // The token pins the cluster CA, so a joiner checks whom it talks to before
 // it sends anything.
 //

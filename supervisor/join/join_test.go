@@ -53,9 +53,20 @@ type fakeMembers struct {
 	next    uint64
 	adds    int
 	removed []uint64
+	// hold, when set, holds the next Members call until it is closed;
+	// entered (buffered) hears that call arrive.
+	hold, entered chan struct{}
 }
 
 func (f *fakeMembers) Members(context.Context) ([]join.Member, error) {
+	f.mu.Lock()
+	hold := f.hold
+	f.hold = nil
+	f.mu.Unlock()
+	if hold != nil {
+		f.entered <- struct{}{}
+		<-hold
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return slices.Clone(f.members), nil

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"time"
@@ -88,11 +89,54 @@ type Joiner struct {
 	PKIDir      string
 	ClusterFile string
 	Logger      *zap.Logger
+
+	// Timeout is how long Join keeps trying while the cluster refuses for
+	// now (cluster.joinTimeout); zero means DefaultJoinWait.
+	Timeout time.Duration
+	// Backoff spaces the attempts; zero means DefaultBackoff.
+	Backoff Backoff
+	// Progress, when set, hears each retry's log line (status, systemd).
+	Progress func(msg string)
+	// Now, Rand ([0, 1)) and Wait (block for d or until ctx is done) are
+	// the clock, the jitter and the sleep; nil means the real ones. Tests
+	// inject them.
+	Now  func() time.Time
+	Rand func() float64
+	Wait func(ctx context.Context, d time.Duration) error
 }
 
-// Join performs the join handshake once and persists its answer; a host
-// that joined before (its cluster file exists) reuses it, and one without
-// a URL is no joiner: both return nil at once.
+func (j *Joiner) now() time.Time {
+	if j.Now != nil {
+		return j.Now()
+	}
+	return time.Now()
+}
+
+func (j *Joiner) wait(ctx context.Context, d time.Duration) error {
+	if j.Wait != nil {
+		return j.Wait(ctx, d)
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// Join performs the join handshake and persists its answer; a host that
+// joined before (its cluster file exists) reuses it, and one without a URL
+// is no joiner: both return nil at once.
+//
+// A transient refusal (Classify: another host is joining, the endpoint is
+// busy, rate limiting, not up or not answering) is retried with Backoff,
+// each retry logged with its reason, delay and deadline, until Timeout
+// has passed since the first attempt; then Join fails with the last
+// refusal. A permanent refusal (a bad, expired or used-up token, a CA
+// that is not the pinned one, a name in use, a bad request) is returned
+// at once, as is ctx's end.
 //
 // A voter gets a member (peer) certificate and, from a CA holder that
 // shares it, the CA key (kept 0600 under PKIDir, never in M3's copy); a
@@ -115,9 +159,7 @@ func (j *Joiner) Join(ctx context.Context) error {
 	}
 	req := Request{NodeName: j.NodeName, Advertise: []string{j.Advertise},
 		WantVoter: true, PeerURL: peerURL, ClientURL: clientURL}
-	jctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	resp, err := Join(jctx, j.URL, j.Token, req)
+	resp, err := j.joinRetrying(ctx, req)
 	if err != nil {
 		return err
 	}
@@ -151,4 +193,49 @@ func (j *Joiner) Join(ctx context.Context) error {
 	j.Logger.Info("joined the cluster", zap.String("join", j.URL), zap.String("role", string(resp.Role)),
 		zap.String("member", fmt.Sprintf("%x", resp.MemberID)), zap.Strings("endpoints", resp.Endpoints))
 	return nil
+}
+
+// joinRetrying asks until admitted, refused for good, out of time or
+// cancelled.
+func (j *Joiner) joinRetrying(ctx context.Context, req Request) (Response, error) {
+	wait := j.Timeout
+	if wait <= 0 {
+		wait = DefaultJoinWait
+	}
+	rnd := j.Rand
+	if rnd == nil {
+		rnd = rand.Float64
+	}
+	first := j.now()
+	deadline := first.Add(wait)
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, min(DefaultAttemptTimeout, deadline.Sub(j.now())))
+		resp, err := Join(actx, j.URL, j.Token, req)
+		cancel()
+		if err == nil {
+			if attempt > 1 {
+				j.Logger.Info("join admitted", zap.Int("attempt", attempt), zap.Duration("after", j.now().Sub(first).Round(time.Millisecond)))
+			}
+			return resp, nil
+		}
+		if ctx.Err() != nil {
+			return Response{}, fmt.Errorf("join %s: %w", j.URL, ctx.Err())
+		}
+		step := nextStep(j.Backoff, attempt, err, j.now(), deadline, rnd())
+		if !step.Why.Transient {
+			return Response{}, err
+		}
+		if !step.Retry {
+			return Response{}, fmt.Errorf("join %s: still refused after %d attempts over %s (cluster.joinTimeout %s): %s: %w",
+				j.URL, attempt, j.now().Sub(first).Round(time.Second), wait, step.Why.Reason, err)
+		}
+		line := retryLine(step, attempt, deadline)
+		j.Logger.Warn(line, zap.Error(err))
+		if j.Progress != nil {
+			j.Progress(line)
+		}
+		if err := j.wait(ctx, step.Wait); err != nil {
+			return Response{}, fmt.Errorf("join %s: %w", j.URL, err)
+		}
+	}
 }

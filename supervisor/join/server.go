@@ -238,9 +238,17 @@ func (s *server) connState(c net.Conn, st http.ConnState) {
 
 type server struct {
 	ServerConfig
-	mu sync.Mutex // one join at a time: etcd admits one learner at a time anyway
+	// turn admits one join at a time (a one-slot semaphore): joins through
+	// this endpoint queue here, each for as long as its JoinTimeout allows,
+	// so they never race for etcd's one learner seat or a token's last
+	// use. The queue does not wait for an admitted learner's promotion:
+	// that takes the joiner seconds to minutes, would hold every client-only
+	// join behind it, and joins through other voters would race it anyway;
+	// a voter join meanwhile hears "another host is joining" (503) and the
+	// Joiner retries.
+	turn chan struct{}
 	// unstarted is when this server first saw each learner without a name
-	// (guarded by mu).
+	// (guarded by turn).
 	unstarted map[uint64]time.Time
 
 	lmu     sync.Mutex // guards limits
@@ -255,7 +263,7 @@ func Handler(c ServerConfig) (http.Handler, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	return &server{ServerConfig: c, unstarted: map[uint64]time.Time{}, limits: newLimiter(c.Limits)}, nil
+	return &server{ServerConfig: c, turn: make(chan struct{}, 1), unstarted: map[uint64]time.Time{}, limits: newLimiter(c.Limits)}, nil
 }
 
 // httpError is a refusal with its status code.
@@ -410,8 +418,12 @@ func (s *server) logRefusal(src netip.Addr, msg string, fields ...zap.Field) {
 // changes anything (tombstone, learner). A failure after the token's use
 // gives it back.
 func (s *server) join(ctx context.Context, tok Token, req Request) (Response, TokenInfo, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	select {
+	case s.turn <- struct{}{}:
+		defer func() { <-s.turn }()
+	case <-ctx.Done():
+		return Response{}, TokenInfo{}, fail(http.StatusServiceUnavailable, "another host is joining through this endpoint and this join's time ran out waiting for its turn (%w); retry", ctx.Err())
+	}
 	members, err := s.Members.Members(ctx)
 	if err != nil {
 		return Response{}, TokenInfo{}, fail(http.StatusServiceUnavailable, "list etcd members: %w", err)
@@ -452,24 +464,57 @@ func (s *server) join(ctx context.Context, tok Token, req Request) (Response, To
 	role := decideRole(members, voter, s.MaxVoters)
 	if pending != nil {
 		role = RoleVoter
+	} else if role == RoleVoter {
+		// etcd admits one learner at a time (--max-learners 1): while
+		// another host's learner waits to start or be promoted, this
+		// voter join can only fail; say so before anything is used.
+		if l := learner(members); l != nil {
+			return Response{}, TokenInfo{}, fail(http.StatusServiceUnavailable,
+				"another host is joining (etcd learner %x %s is not promoted yet; etcd admits one at a time); retry in a few seconds", l.ID, learnerName(*l))
+		}
 	}
 
-	if info, err = s.Tokens.Use(ctx, tok, req.NodeName); err != nil {
-		if errors.Is(err, ErrRefused) {
-			return Response{}, TokenInfo{}, err
+	// A repeated join whose earlier answer was lost (its learner waits
+	// unstarted, and the token counted that join for this host) does not
+	// use the token again.
+	again := pending != nil && slices.Contains(info.UsedBy, req.NodeName)
+	if !again {
+		if info, err = s.Tokens.Use(ctx, tok, req.NodeName); err != nil {
+			if errors.Is(err, ErrRefused) {
+				return Response{}, TokenInfo{}, err
+			}
+			return Response{}, TokenInfo{}, fail(http.StatusServiceUnavailable, "use join token: %w", err)
 		}
-		return Response{}, TokenInfo{}, fail(http.StatusServiceUnavailable, "use join token: %w", err)
 	}
 	resp, err := s.admit(ctx, req, role, pending, members)
 	if err != nil {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if rerr := s.Tokens.Release(rctx, tok.ID, req.NodeName); rerr != nil {
-			s.Logger.Warn("join failed and its token use could not be given back", zap.String("token", tok.ID), zap.Error(rerr))
+		if !again {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if rerr := s.Tokens.Release(rctx, tok.ID, req.NodeName); rerr != nil {
+				s.Logger.Warn("join failed and its token use could not be given back", zap.String("token", tok.ID), zap.Error(rerr))
+			}
 		}
 		return Response{}, TokenInfo{}, err
 	}
 	return resp, info, nil
+}
+
+// learner is the first learner among members, or nil.
+func learner(members []Member) *Member {
+	for i := range members {
+		if members[i].IsLearner {
+			return &members[i]
+		}
+	}
+	return nil
+}
+
+func learnerName(m Member) string {
+	if m.Name == "" {
+		return "(not started)"
+	}
+	return "(" + m.Name + ")"
 }
 
 // admit does a checked join's effects: readmit, certificates, learner.
@@ -512,13 +557,15 @@ func (s *server) admit(ctx context.Context, req Request, role Role, pending *Mem
 		} else {
 			id, ms, err := s.Members.AddLearner(ctx, req.PeerURL)
 			if err != nil {
-				return Response{}, fail(http.StatusServiceUnavailable, "add etcd learner (another join may be in progress; retry): %w", err)
+				return Response{}, fail(http.StatusServiceUnavailable, "add etcd learner (another host is joining, perhaps through another voter; retry): %w", err)
 			}
 			s.unstarted[id] = s.Now()
 			resp.MemberID, members = id, ms
 		}
 		if resp.InitialCluster, err = initialCluster(members, resp.MemberID, req.NodeName); err != nil {
-			return Response{}, fail(http.StatusConflict, "%w", err)
+			// Another voter admitted a host at the same moment; its
+			// member starts within seconds.
+			return Response{}, fail(http.StatusServiceUnavailable, "another host is joining: %w; retry", err)
 		}
 	}
 	for _, m := range members {
