@@ -69,6 +69,7 @@ func TestDefault(t *testing.T) {
 		{"cluster.roles", c.Cluster.Roles, []string{"dbnode", "coordinator"}},
 		{"cluster.readyTimeout", c.Cluster.ReadyTimeout.D(), 10 * time.Minute},
 		{"cluster.rolloutDeadline", c.Cluster.RolloutDeadline.D(), 5 * time.Minute},
+		{"cluster.certLifetime", c.Cluster.CertLifetime.D(), 365 * 24 * time.Hour},
 		{"len(cluster.namespaces)", len(c.Cluster.Namespaces), 1},
 	}
 	for _, ch := range checks {

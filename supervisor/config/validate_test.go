@@ -136,6 +136,7 @@ func TestValidate(t *testing.T) {
 			c.Cluster.IsolationGroup = "g/1"
 			c.Cluster.ReadyTimeout = 0
 			c.Cluster.RolloutDeadline = -1
+			c.Cluster.CertLifetime = Duration(time.Minute)
 			c.Cluster.Namespaces = nil
 			c.Cluster.Roles = []string{"dbnode", "query", "dbnode"}
 			c.Cluster.Weight = 20000
@@ -151,6 +152,7 @@ func TestValidate(t *testing.T) {
 			`cluster.replicationFactor: 0 must be between 1 and 7`,
 			`cluster.readyTimeout: must be a positive duration like 30s, got 0s`,
 			`cluster.rolloutDeadline: must be a positive duration like 30s, got -1ns`,
+			`cluster.certLifetime: 1m0s must be between 3m0s and 3650 days (87600h, the CA's own validity)`,
 			`cluster.namespaces: must list at least one namespace`,
 		},
 	}, {

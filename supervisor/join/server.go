@@ -184,10 +184,11 @@ func (c *ServerConfig) Validate() error {
 
 // ServerTLS issues a server certificate for the join endpoint under hosts
 // (IPs or DNS names) and returns a config presenting it with the CA in the
-// chain, so a joiner can pin the CA. Joiners have no client certificate.
-func ServerTLS(ca *pki.CA, hosts []string, now time.Time) (*tls.Config, error) {
+// chain, so a joiner can pin the CA, valid for ttl (zero: pki.DefaultTTL).
+// Joiners have no client certificate.
+func ServerTLS(ca *pki.CA, hosts []string, now time.Time, ttl time.Duration) (*tls.Config, error) {
 	dns, ips := splitHosts(hosts)
-	certPEM, keyPEM, err := ca.Issue(pki.IssueOptions{CommonName: "m3sup-join", DNSNames: dns, IPs: ips, Usage: pki.UsageServer, Now: now})
+	certPEM, keyPEM, err := ca.Issue(pki.IssueOptions{CommonName: "m3sup-join", DNSNames: dns, IPs: ips, Usage: pki.UsageServer, Now: now, TTL: ttl})
 	if err != nil {
 		return nil, fmt.Errorf("join server TLS: %w", err)
 	}

@@ -34,7 +34,7 @@ func (m *Member) JoinServer() (execute func() error, interrupt func(error), err 
 	}
 	cli := m.etcd.Client()
 	h, err := join.Handler(join.ServerConfig{CA: ca, Tokens: join.NewTokens(cli, ca), Members: membership{cli},
-		MaxVoters: o.MaxVoters, Logger: o.Logger.Named("join"),
+		MaxVoters: o.MaxVoters, CertTTL: o.CertTTL, Logger: o.Logger.Named("join"),
 		Readmit: func(ctx context.Context, name string) (bool, error) {
 			return cluster.ClearRemoved(ctx, cli, name)
 		},
@@ -55,7 +55,7 @@ func (m *Member) JoinServer() (execute func() error, interrupt func(error), err 
 	if err != nil {
 		return nil, nil, err
 	}
-	tlsCfg, err := join.ServerTLS(ca, []string{o.Advertise, o.NodeName}, time.Now())
+	tlsCfg, err := m.issueJoinCert()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -76,6 +76,21 @@ func (m *Member) JoinServer() (execute func() error, interrupt func(error), err 
 			defer cancel()
 			_ = srv.Shutdown(ctx)
 		}, nil
+}
+
+// issueJoinCert issues the join endpoint's certificate afresh into
+// m.joinCert and returns the endpoint's TLS config, which serves whatever
+// m.joinCert holds at each handshake (RenewCerts swaps it).
+func (m *Member) issueJoinCert() (*tls.Config, error) {
+	cfg, err := join.ServerTLS(m.ca, []string{m.o.Advertise, m.o.NodeName}, time.Now(), m.o.CertTTL)
+	if err != nil {
+		return nil, err
+	}
+	kp := cfg.Certificates[0]
+	m.joinCert.Store(&kp)
+	cfg.Certificates = nil
+	cfg.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return m.joinCert.Load(), nil }
+	return cfg, nil
 }
 
 // membership adapts the etcd client to join.Membership.
