@@ -82,6 +82,8 @@ type hostStatus struct {
 	lastObserved    m3.Progress
 	lastObserveErr  string
 	lastObserveFail time.Time
+	// certWarned is the certificate warning last logged (checkCerts).
+	certWarned string
 }
 
 var _ api.Provider = (*hostStatus)(nil)
@@ -96,6 +98,7 @@ type statusSources struct {
 	rollout   rolloutProgress
 	agent     cluster.Components
 	cpuGuard  *cpucore.Decision
+	certs     certSource
 }
 
 // runtimeInfo is the container runtime as status shows it.
@@ -361,6 +364,7 @@ func (h *hostStatus) Status(ctx context.Context) api.Status {
 	}
 	st.Readiness = h.judge(st.Components)
 	st.Ready = st.Readiness.Ready
+	st.Certs = h.certs()
 	return st
 }
 
