@@ -41,6 +41,9 @@ func (m *Member) JoinServer() (execute func() error, interrupt func(error), err 
 		NameTaken: func(ctx context.Context, name string) (bool, error) {
 			return hostNameTaken(ctx, cli, name)
 		},
+		Renewable: func(ctx context.Context, name string) error {
+			return renewable(ctx, cli, name)
+		},
 		Authorize: func(ctx context.Context, name string, role join.Role) error {
 			if role != join.RoleVoter {
 				return store.SetUserRole(ctx, cli, pki.NodeCN(name), store.RoleClientHost)
@@ -91,6 +94,25 @@ func (m *Member) issueJoinCert() (*tls.Config, error) {
 	cfg.Certificates = nil
 	cfg.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return m.joinCert.Load(), nil }
 	return cfg, nil
+}
+
+// renewable refuses to renew the client certificate of a host that was
+// removed from the cluster, or that the cluster does not know (it left,
+// or never ran): its still-valid certificate must not outlive it.
+func renewable(ctx context.Context, cli *clientv3.Client, name string) error {
+	if rem, removed, err := cluster.RemovedHost(ctx, cli, name); err != nil {
+		return err
+	} else if removed {
+		return fmt.Errorf("host %s was removed from the cluster (by %s)", name, rem.RemovedBy)
+	}
+	taken, err := hostNameTaken(ctx, cli, name)
+	if err != nil {
+		return err
+	}
+	if !taken {
+		return fmt.Errorf("host %s is not a host of this cluster", name)
+	}
+	return nil
 }
 
 // membership adapts the etcd client to join.Membership.

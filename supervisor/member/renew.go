@@ -12,6 +12,8 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/m3sup/m3sup/supervisor/cluster"
+	"github.com/m3sup/m3sup/supervisor/join"
 	"github.com/m3sup/m3sup/supervisor/pki"
 )
 
@@ -80,31 +82,34 @@ const RenewRetry = time.Minute
 
 // RenewCerts renews this host's certificates in place, as an actor of the
 // daemon's run group: it sleeps until the earliest is due (NextRenewal,
-// with r drawn from rnd at each schedule), reissues all of them from the
-// CA this host holds (Renew), logs, and schedules again. It returns when
-// ctx ends. On a host without the CA it renews nothing and waits for ctx:
-// its certificates are renewed when it joins again (see SECURITY.md).
-// onRenew, when set, is called after every renewal.
+// with r drawn from rnd at each schedule), renews, logs, and schedules
+// again; a failed renewal is retried after RenewRetry (or a hundredth of
+// the lifetime). It returns when ctx ends. A host that holds the CA
+// reissues all of its certificates itself (Renew); a host without it
+// renews its client certificate at a CA holder's join endpoint,
+// presenting the current one (RenewRemote). onRenew, when set, is called
+// after every renewal.
 func (m *Member) RenewCerts(ctx context.Context, rnd func() float64, onRenew func()) error {
 	log := m.o.Logger.Named("certs")
+	renew := func() error { return m.Renew() }
 	if m.issuer == nil {
-		log.Warn("this host does not hold the cluster CA: its certificates are not renewed automatically; m3sup status warns before they expire")
-		<-ctx.Done()
-		return nil
+		renew = func() error { return m.RenewRemote(ctx) }
 	}
 	for {
 		certs, err := m.Certs()
 		wait := time.Duration(0)
 		if err != nil {
 			log.Error("read this host's certificates; renewing them", zap.Error(err))
-		} else if at, ok := NextRenewal(certs, rnd()); ok {
+		} else if at, ok := NextRenewal(m.renewable(certs), rnd()); ok {
 			wait = time.Until(at)
 			log.Info("next certificate renewal", zap.Time("at", at))
+		} else {
+			wait = m.ttl() // nothing this host can renew; look again later
 		}
 		if !sleep(ctx, wait) {
 			return nil
 		}
-		if err := m.Renew(); err != nil {
+		if err := renew(); err != nil {
 			retry := min(RenewRetry, m.ttl()/100)
 			log.Error("renew this host's certificates; retrying", zap.Error(err), zap.Duration("in", retry))
 			if !sleep(ctx, retry) {
@@ -113,7 +118,7 @@ func (m *Member) RenewCerts(ctx context.Context, rnd func() float64, onRenew fun
 			continue
 		}
 		if certs, err := m.Certs(); err == nil {
-			for _, c := range certs {
+			for _, c := range m.renewable(certs) {
 				log.Info("renewed certificate", zap.String("path", c.Path), zap.String("cn", c.CommonName),
 					zap.String("serial", c.Serial), zap.Time("notAfter", c.NotAfter))
 			}
@@ -122,6 +127,81 @@ func (m *Member) RenewCerts(ctx context.Context, rnd func() float64, onRenew fun
 			onRenew()
 		}
 	}
+}
+
+// renewable returns those of certs this host renews: all of them on a
+// host that holds the CA; its client certificate (and M3's copy of it)
+// on one without. The member certificate of a voter that joined without
+// the CA is not renewed (see SECURITY.md): status warns before it expires.
+func (m *Member) renewable(certs []pki.CertFileInfo) []pki.CertFileInfo {
+	if m.issuer != nil {
+		return certs
+	}
+	var out []pki.CertFileInfo
+	for _, c := range certs {
+		if filepath.Base(c.Path) == pki.ClientCertFile {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// RenewRemote renews the client certificate of a host without the CA at
+// a join endpoint of a host that holds it (join.Renew): those registered
+// in etcd, then the one this host joined through. It presents its current
+// certificate, which must still be valid. The new one replaces the files
+// in the PKI dir and M3's copy.
+func (m *Member) RenewRemote(ctx context.Context) error {
+	dir := m.o.Paths.PKI
+	caPEM, err := os.ReadFile(filepath.Join(dir, pki.CACertFile))
+	if err != nil {
+		return fmt.Errorf("renew the client certificate: %w", err)
+	}
+	certPEM, err := os.ReadFile(filepath.Join(dir, pki.ClientCertFile))
+	if err != nil {
+		return fmt.Errorf("renew the client certificate: %w", err)
+	}
+	keyPEM, err := os.ReadFile(filepath.Join(dir, pki.ClientKeyFile))
+	if err != nil {
+		return fmt.Errorf("renew the client certificate: %w", err)
+	}
+	cur, err := pki.KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return fmt.Errorf("renew the client certificate in %s: %w", dir, err)
+	}
+	var urls []string
+	if hosts, err := cluster.Hosts(ctx, m.etcd.Client()); err == nil {
+		for _, h := range hosts {
+			if h.HoldsCA && h.JoinURL != "" && !slices.Contains(urls, h.JoinURL) {
+				urls = append(urls, h.JoinURL)
+			}
+		}
+	}
+	if cf, err := join.ReadClusterFile(m.o.Paths.ClusterFile); err == nil && cf.JoinURL != "" && !slices.Contains(urls, cf.JoinURL) {
+		urls = append(urls, cf.JoinURL)
+	}
+	if len(urls) == 0 {
+		return errors.New("renew the client certificate: no join endpoint of a host that holds the CA is known")
+	}
+	var errs []error
+	for _, u := range urls {
+		rctx, cancel := context.WithTimeout(ctx, time.Minute)
+		rr, err := join.Renew(rctx, u, caPEM, cur)
+		cancel()
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := pki.WriteClient(dir, rr.ClientCert, rr.ClientKey); err != nil {
+			return err
+		}
+		// M3 uses this host's identity (no CA to issue it its own).
+		if err := pki.CopyFiles(dir, m.o.Paths.M3PKI, pki.CACertFile, pki.ClientKeyFile, pki.ClientCertFile); err != nil {
+			return fmt.Errorf("give M3 the renewed certificate: %w", err)
+		}
+		return nil
+	}
+	return fmt.Errorf("renew the client certificate: %w", errors.Join(errs...))
 }
 
 // Renew reissues, now, every certificate this host holds from its CA:

@@ -2,11 +2,19 @@ package member
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/m3sup/m3sup/internal/etcdtest"
+	"github.com/m3sup/m3sup/supervisor/cluster"
+	"github.com/m3sup/m3sup/supervisor/config"
+	"github.com/m3sup/m3sup/supervisor/join"
 	"github.com/m3sup/m3sup/supervisor/pki"
+	"go.uber.org/zap"
 )
 
 // TestNextRenewal: the earliest certificate's renewal point, with the
@@ -86,4 +94,97 @@ func TestRenewCerts(t *testing.T) {
 	if _, err := m.Etcd().Client().Put(ctx, "/m3sup/v1/after-expiry", "1"); err != nil {
 		t.Errorf("etcd after the first certificates expired: %v", err)
 	}
+}
+
+// TestRenewRemote: a host without the CA (a client-only host) renews its
+// client certificate at the join endpoint of a host that holds it,
+// presenting the current one; the new one replaces its files and M3's
+// copy. Once the host is removed from the cluster, renewal is refused.
+func TestRenewRemote(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	e := etcdtest.Start(t, "host1")
+	ca, err := pki.NewCA("m3sup-test", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := etcdtest.FreePorts(t, "127.0.0.1", 1)[0]
+	o := Options{NodeName: "host1", Advertise: "127.0.0.1", MultiHost: true, CertTTL: time.Hour,
+		JoinListen: fmt.Sprintf("127.0.0.1:%d", port), MaxVoters: config.Default().Cluster.MaxVoters, Logger: zap.NewNop()}
+	first := &Member{o: o, etcd: e, ca: ca, issuer: ca}
+	execute, interrupt, err := first.JoinServer()
+	if err != nil || execute == nil {
+		t.Fatalf("JoinServer: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- execute() }()
+	t.Cleanup(func() {
+		interrupt(nil)
+		if err := <-done; err != nil {
+			t.Errorf("join server: %v", err)
+		}
+	})
+
+	// client1, joined earlier: its certificate and the cluster file.
+	dir := t.TempDir()
+	paths := Paths{PKI: filepath.Join(dir, "pki"), M3PKI: filepath.Join(dir, "pki", "m3"), ClusterFile: filepath.Join(dir, "cluster.json")}
+	if err := os.MkdirAll(paths.PKI, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cert, key, err := ca.Issue(pki.IssueOptions{CommonName: pki.NodeCN("client1"), Usage: pki.UsageClient, TTL: 10 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(paths.PKI, pki.CACertFile), ca.CertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.WriteClient(paths.PKI, cert, key); err != nil {
+		t.Fatal(err)
+	}
+	if err := join.WriteClusterFile(paths.ClusterFile, join.ClusterFile{JoinURL: fmt.Sprintf("https://127.0.0.1:%d", port), Role: join.RoleClient}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cluster.Register(ctx, e.Client(), cluster.Host{Name: "client1", Roles: []cluster.Role{cluster.RoleCoordinator}}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	client := &Member{o: Options{NodeName: "client1", CertTTL: time.Hour, Paths: paths, Logger: zap.NewNop()}, etcd: e}
+	old, _, err := pki.ReadCertFile(filepath.Join(paths.PKI, pki.ClientCertFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := client.RenewRemote(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{filepath.Join(paths.PKI, pki.ClientCertFile), filepath.Join(paths.M3PKI, pki.ClientCertFile)} {
+		info, _, err := pki.ReadCertFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Serial == old.Serial || info.CommonName != pki.NodeCN("client1") || info.NotAfter.Sub(info.Issued) != time.Hour {
+			t.Errorf("%s after renewal: %+v, want a new certificate for %s valid 1h", f, info, pki.NodeCN("client1"))
+		}
+	}
+	if _, err := pki.KeyPair(mustRead(t, filepath.Join(paths.M3PKI, pki.ClientCertFile)), mustRead(t, filepath.Join(paths.M3PKI, pki.ClientKeyFile))); err != nil {
+		t.Errorf("M3's copy: %v", err)
+	}
+
+	cmp, put, err := cluster.Tombstone(cluster.Removed{Node: "client1", RemovedBy: "host1", At: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Client().Txn(ctx).If(cmp).Then(put).Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.RenewRemote(ctx); err == nil || !strings.Contains(err.Error(), "removed from the cluster") {
+		t.Errorf("renewal of a removed host: %v, want a refusal", err)
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -163,3 +163,13 @@ func (ca *CA) M3Current(dir, node string, ttl time.Duration, now time.Time) bool
 	}
 	return now.Before(info.RenewAt(0))
 }
+
+// WriteClient replaces the client certificate and key in dir
+// (ClientCertFile, ClientKeyFile; 0600, key first): how a host without
+// the CA installs a renewed certificate (join.Renew).
+func WriteClient(dir string, certPEM, keyPEM []byte) error {
+	if _, err := KeyPair(certPEM, keyPEM); err != nil {
+		return fmt.Errorf("write the client certificate in %s: %w", dir, err)
+	}
+	return writePairs(dir, []namedFile{{ClientKeyFile, keyPEM}, {ClientCertFile, certPEM}})
+}
