@@ -3,7 +3,9 @@
 // join endpoint a member serves, the client a joining host calls (Join,
 // Joiner) and what a joined host remembers (ClusterFile, cluster.json).
 // The token pins the cluster CA, so a joiner checks whom it talks to before
-// it sends anything.
+// it sends anything. The same endpoint renews a joined host's client
+// certificate (RenewPath, Renew), authenticated by the current one over
+// mutual TLS.
 //
 // Import rule: join depends on pki, etcd's client and zap only; it never
 // imports the embedded etcd server (store), cluster or api — the caller

@@ -264,7 +264,8 @@ func (m *Member) firstHostPKI() (*pki.CA, error) {
 }
 
 // loadJoinedCA loads the CA a joined voter received with its join, if it
-// did (a voter that joined an m3sup that did not share the CA has none).
+// did (a voter that joined an m3sup that did not share the CA has none),
+// and reissues the voter's etcd certificates from it.
 func (m *Member) loadJoinedCA() error {
 	ca, err := pki.LoadCA(m.o.Paths.PKI)
 	if errors.Is(err, os.ErrNotExist) {
@@ -275,13 +276,17 @@ func (m *Member) loadJoinedCA() error {
 		return err
 	}
 	m.ca = ca
-	// Its member certificate came with the join; keep its SANs when
-	// renewing it.
+	// Its member certificate came with the join, for the names the join
+	// endpoint checked: keep them. Reissued at every start, as the first
+	// host's are, so a CA replaced by hand (README, "Certificates")
+	// takes effect at the next start.
 	m.issuer = ca
-	if _, c, err := pki.ReadCertFile(filepath.Join(m.o.Paths.PKI, pki.PeerCertFile)); err == nil {
-		m.hostNames = certHosts(c)
+	_, c, err := pki.ReadCertFile(filepath.Join(m.o.Paths.PKI, pki.PeerCertFile))
+	if err != nil {
+		return fmt.Errorf("this voter's member certificate: %w", err)
 	}
-	return nil
+	m.hostNames = certHosts(c)
+	return ca.IssueHost(m.o.Paths.PKI, m.o.NodeName, m.hostNames, m.o.CertTTL)
 }
 
 // clusterTLS is the member's certificates in dir.
