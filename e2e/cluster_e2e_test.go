@@ -46,6 +46,8 @@ type hostOpts struct {
 	rf         int
 	roles      []string
 	joinListen bool
+	// certLifetime is cluster.certLifetime ("": the default).
+	certLifetime string
 }
 
 func newHostNodeWith(t testing.TB, name, ip string, first bool, releaseURL, checksum string, o hostOpts) *hostNode {
@@ -56,6 +58,9 @@ func newHostNodeWith(t testing.TB, name, ip string, first bool, releaseURL, chec
 	var roles string
 	if len(o.roles) > 0 {
 		roles = "  roles: [" + strings.Join(o.roles, ", ") + "]\n"
+	}
+	if o.certLifetime != "" {
+		roles += "  certLifetime: " + o.certLifetime + "\n"
 	}
 	base, err := os.MkdirTemp("", "m3sup-e2e-")
 	if err != nil {
