@@ -22,11 +22,16 @@ var certFiles = []string{
 	filepath.Join("pki", "m3", pki.ClientCertFile),
 }
 
-// serials reads h's certificate files' serials.
+// serials reads h's certificate files' serials (a client-only host has no
+// member certificate).
 func serials(t testing.TB, h *hostNode) map[string]string {
 	t.Helper()
 	out := map[string]string{}
-	for _, f := range certFiles {
+	files := certFiles
+	if h.clientOnly {
+		files = certFiles[1:]
+	}
+	for _, f := range files {
 		info, _, err := pki.ReadCertFile(filepath.Join(h.dir, f))
 		if err != nil {
 			t.Fatalf("%s: %v", h.ip, err)
@@ -96,9 +101,10 @@ func startFailoverWriter(metric string, coords ...string) *failoverWriter {
 	return w
 }
 
-// TestE2ECertRenewal: three voters with a six-minute certificate lifetime.
-// Every host renews its etcd and M3 certificates in place (new serials on
-// disk) between 4 and 4.5 minutes after issue; etcd keeps serving and M3
+// TestE2ECertRenewal: three voters and a client-only host with a
+// six-minute certificate lifetime. Every host renews its etcd and M3
+// certificates in place (new serials on disk) between 4 and 4.5 minutes
+// after issue (the client-only host at host1's join endpoint); etcd keeps serving and M3
 // restarts with its new certificate through the restart permit, while
 // majority writes keep succeeding (through any coordinator) and all read
 // back; status shows the later expiry, and the metric carries it.
@@ -119,7 +125,15 @@ func TestE2ECertRenewal(t *testing.T) {
 	h3 := newHostNodeWith(t, "host3", "127.0.0.4", false, rs.url, sum, o)
 	h3.start("--join", h1.joinURL, "--token", tok)
 	waitVoters(t, cli, 3, 3*time.Minute, h1, h2, h3)
-	hosts := []*hostNode{h1, h2, h3}
+	// A fourth host is an etcd client-only host (the voter seats are
+	// taken), without the CA: it renews at host1's join endpoint.
+	plain := h1.createToken(t, 2*time.Minute)
+	co := o
+	co.roles = []string{"coordinator"}
+	h4 := newHostNodeWith(t, "host4", "127.0.0.5", false, rs.url, sum, co)
+	h4.clientOnly = true
+	h4.start("--join", h1.joinURL, "--token", plain)
+	hosts := []*hostNode{h1, h2, h3, h4}
 	before := map[*hostNode]map[string]string{}
 	firstExpiry := map[*hostNode]time.Time{}
 	pids := map[*hostNode]map[string]uint32{}

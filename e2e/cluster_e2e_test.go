@@ -24,6 +24,7 @@ import (
 type hostNode struct {
 	*node
 	ip, joinURL string
+	clientOnly  bool // an etcd client-only host (tests that care set it)
 }
 
 // freePortsOn returns n ports free on ip.
