@@ -13,12 +13,14 @@ type certSource func() ([]pki.CertFileInfo, error)
 
 // certsStatus summarizes certs (and the error reading them) at now: the
 // earliest to expire, with a warning once now is past its pki.WarnAt (or
-// it expired). Nil for no certificates and no error.
-func certsStatus(certs []pki.CertFileInfo, err error, now time.Time) *api.CertsStatus {
+// it expired), and what the warning is about (warnKey: the certificate and
+// whether it expired), so it is logged once. Nil for no certificates and
+// no error.
+func certsStatus(certs []pki.CertFileInfo, err error, now time.Time) (st *api.CertsStatus, warnKey string) {
 	if len(certs) == 0 && err == nil {
-		return nil
+		return nil, ""
 	}
-	st := &api.CertsStatus{Count: len(certs)}
+	st = &api.CertsStatus{Count: len(certs)}
 	if err != nil {
 		st.Error = err.Error()
 	}
@@ -29,7 +31,7 @@ func certsStatus(certs []pki.CertFileInfo, err error, now time.Time) *api.CertsS
 		}
 	}
 	if first == nil {
-		return st
+		return st, ""
 	}
 	st.EarliestExpiry, st.Path, st.CommonName, st.Serial = first.NotAfter, first.Path, first.CommonName, first.Serial
 	var warn *pki.CertFileInfo // the earliest to expire of those past WarnAt
@@ -37,6 +39,9 @@ func certsStatus(certs []pki.CertFileInfo, err error, now time.Time) *api.CertsS
 		if !now.Before(c.WarnAt()) && (warn == nil || c.NotAfter.Before(warn.NotAfter)) {
 			warn = &certs[i]
 		}
+	}
+	if warn != nil {
+		warnKey = warn.Path + " " + warn.Serial + " " + fmt.Sprint(!now.Before(warn.NotAfter))
 	}
 	switch {
 	case warn == nil:
@@ -47,7 +52,7 @@ func certsStatus(certs []pki.CertFileInfo, err error, now time.Time) *api.CertsS
 		st.Warning = fmt.Sprintf("certificate %s (%s) expires at %s, in %s, and was not renewed (see the log)",
 			warn.Path, warn.CommonName, warn.NotAfter.UTC().Format(time.RFC3339), warn.NotAfter.Sub(now).Round(time.Second))
 	}
-	return st
+	return st, warnKey
 }
 
 // connectCerts shows this host's certificates.
@@ -59,10 +64,10 @@ func (h *hostStatus) connectCerts(src certSource) {
 
 // certs summarizes this host's certificates now, or nil before they are
 // connected.
-func (h *hostStatus) certs() *api.CertsStatus {
+func (h *hostStatus) certs() (*api.CertsStatus, string) {
 	src := h.sources().certs
 	if src == nil {
-		return nil
+		return nil, ""
 	}
 	certs, err := src()
 	return certsStatus(certs, err, time.Now())
@@ -71,13 +76,13 @@ func (h *hostStatus) certs() *api.CertsStatus {
 // checkCerts logs a certificate that nears its expiry without having
 // been renewed, once per warning.
 func (h *hostStatus) checkCerts() {
-	st := h.certs()
+	st, key := h.certs()
 	if st == nil || st.Warning == "" {
 		return
 	}
 	h.mu.Lock()
-	seen := h.certWarned == st.Warning
-	h.certWarned = st.Warning
+	seen := h.certWarned == key
+	h.certWarned = key
 	h.mu.Unlock()
 	if !seen {
 		h.log.Warn(st.Warning)
@@ -86,7 +91,7 @@ func (h *hostStatus) checkCerts() {
 
 // earliestCertExpiry is the metric m3sup_cert_earliest_expiry_timestamp_seconds.
 func (h *hostStatus) earliestCertExpiry() float64 {
-	st := h.certs()
+	st, _ := h.certs()
 	if st == nil || st.EarliestExpiry.IsZero() {
 		return 0
 	}

@@ -82,7 +82,8 @@ type hostStatus struct {
 	lastObserved    m3.Progress
 	lastObserveErr  string
 	lastObserveFail time.Time
-	// certWarned is the certificate warning last logged (checkCerts).
+	// certWarned is what the certificate warning last logged was about
+	// (checkCerts).
 	certWarned string
 }
 
@@ -364,7 +365,7 @@ func (h *hostStatus) Status(ctx context.Context) api.Status {
 	}
 	st.Readiness = h.judge(st.Components)
 	st.Ready = st.Readiness.Ready
-	st.Certs = h.certs()
+	st.Certs, _ = h.certs()
 	return st
 }
 
