@@ -24,6 +24,7 @@ import (
 type hostNode struct {
 	*node
 	ip, joinURL string
+	clientOnly  bool // an etcd client-only host (tests that care set it)
 }
 
 // freePortsOn returns n ports free on ip.
@@ -46,6 +47,8 @@ type hostOpts struct {
 	rf         int
 	roles      []string
 	joinListen bool
+	// certLifetime is cluster.certLifetime ("": the default).
+	certLifetime string
 }
 
 func newHostNodeWith(t testing.TB, name, ip string, first bool, releaseURL, checksum string, o hostOpts) *hostNode {
@@ -56,6 +59,9 @@ func newHostNodeWith(t testing.TB, name, ip string, first bool, releaseURL, chec
 	var roles string
 	if len(o.roles) > 0 {
 		roles = "  roles: [" + strings.Join(o.roles, ", ") + "]\n"
+	}
+	if o.certLifetime != "" {
+		roles += "  certLifetime: " + o.certLifetime + "\n"
 	}
 	base, err := os.MkdirTemp("", "m3sup-e2e-")
 	if err != nil {

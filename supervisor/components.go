@@ -57,7 +57,12 @@ func (l layout) componentLog(name string) string {
 // host: its config, its facts (RLIMIT_NOFILE, the CPU-core guard), the
 // images resolved so far and how M3 reaches etcd.
 func (s *Supervisor) renderInput(desired spec.Cluster, controls spec.HostControls, rel render.Release, etcdHostPort string) render.Input {
-	me := s.parts.load().m3Etcd
+	p := s.parts.load()
+	me := p.m3Etcd
+	var certSerial string
+	if p.member != nil {
+		certSerial = p.member.M3CertSerial()
+	}
 	host := render.Host{ComponentsDir: layout{root: s.cfg.DataDir}.components()}
 	if limit, err := containerd.MaxNoFile(); err == nil {
 		host.NoFileLimit = limit
@@ -69,7 +74,7 @@ func (s *Supervisor) renderInput(desired spec.Cluster, controls spec.HostControl
 		Config: s.cfg, Desired: desired, Controls: controls, Host: host,
 		Release: rel, Images: s.art.resolvedImages(),
 		Etcd: render.Etcd{Local: etcdHostPort, Voters: me.Voters, TLS: me.TLS,
-			PKIDir: layout{root: s.cfg.DataDir}.m3PKI(), PKIMount: member.ContainerPKI},
+			PKIDir: layout{root: s.cfg.DataDir}.m3PKI(), PKIMount: member.ContainerPKI, CertSerial: certSerial},
 	}
 }
 

@@ -71,6 +71,10 @@ func newMetrics(h *hostStatus) *metrics {
 		return 0
 	}))
 	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "m3sup_cert_earliest_expiry_timestamp_seconds",
+		Help: "When the first of this host's certificates (etcd's, M3's, the join endpoint's) expires, in Unix seconds; 0 before they exist. m3sup renews each between 2/3 and 3/4 of its lifetime.",
+	}, h.earliestCertExpiry))
+	m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "m3sup_containerd_connected", Help: "1 while m3sup is connected to containerd.",
 	}, func() float64 {
 		rt := h.sources().runtime

@@ -87,6 +87,9 @@ type hostStatus struct {
 	lastObserved    m3.Progress
 	lastObserveErr  string
 	lastObserveFail time.Time
+	// certWarned is what the certificate warning last logged was about
+	// (checkCerts).
+	certWarned string
 }
 
 var _ api.Provider = (*hostStatus)(nil)
@@ -103,6 +106,7 @@ type statusSources struct {
 	observer  componentObserver // the agent, when it can tell
 	cpuGuard  *cpucore.Decision
 	disk      *disk.Monitor
+	certs     certSource
 }
 
 // componentObserver says whether the agent still watches its components
@@ -407,6 +411,7 @@ func (h *hostStatus) Status(ctx context.Context) api.Status {
 	}
 	st.Readiness = h.judge(st.Components)
 	st.Ready = st.Readiness.Ready
+	st.Certs, _ = h.certs()
 	return st
 }
 

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -237,6 +238,7 @@ func (s *Supervisor) memberOptions() member.Options {
 		MultiHost: s.multiHost(), Joined: s.opts.Join.URL != "",
 		Advertise: cfg.Cluster.Advertise, JoinListen: cfg.Cluster.JoinListen, MaxVoters: cfg.Cluster.MaxVoters,
 		StartTimeout: cfg.Etcd.StartTimeout.D(),
+		CertTTL:      cfg.Cluster.CertLifetime.D(),
 		Paths:        member.Paths{PKI: dirs.pki(), M3PKI: dirs.m3PKI(), Etcd: dirs.etcd(), ClusterFile: dirs.clusterFile()},
 		Logger:       s.log,
 		Progress:     func(msg string) { s.status.setPhase(PhaseStartingEtcd, msg) },
@@ -321,6 +323,7 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	st := store.New(etcd.Client())
 	s.parts.update(func(u *up) { u.etcd, u.store, u.member, u.m3Etcd = etcd, st, mem, mem.M3Etcd() })
 	s.status.connectEtcd(etcd, s.multiHost())
+	s.status.connectCerts(mem.Certs)
 	if ca := mem.CA(); ca != nil {
 		s.tokens.Enable(etcd.Client(), ca)
 	}
@@ -409,7 +412,19 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 	s.status.setPhase(PhaseStarting, "m3dbnode and m3coordinator")
 
 	clusterUpdates := make(chan spec.Cluster, 1)
+	certsRenewed := make(chan struct{}, 1)
 	var g run.Group
+	{ // certificate renewal: every certificate this host issued itself
+		ctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error {
+			return mem.RenewCerts(ctx, rand.Float64, func() {
+				select { // M3 reads its certificate once: render again
+				case certsRenewed <- struct{}{}:
+				default:
+				}
+			})
+		}, func(error) { cancel() })
+	}
 	if joinDone != nil { // the join endpoint, serving since etcd came up
 		stop := make(chan struct{})
 		g.Add(func() error {
@@ -471,6 +486,10 @@ func (s *Supervisor) runNode(ctx context.Context) error {
 					if !applied { // e.g. a full data dir refused the configs: try again
 						applied = s.applyChange(ctx, last, etcd.HostPort(), ag, clusterUpdates)
 					}
+					s.status.checkCerts()
+				case <-certsRenewed: // M3's certificate changed: its spec hash did too
+					s.status.certsRenewed()
+					applied = s.applyChange(ctx, last, etcd.HostPort(), ag, clusterUpdates)
 				case <-roll.Replans(): // a rollout halted or failed here: render again
 					applied = s.applyChange(ctx, last, etcd.HostPort(), ag, clusterUpdates)
 				case ch, ok := <-changes:

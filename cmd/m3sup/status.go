@@ -151,6 +151,12 @@ func printStatus(w io.Writer, st api.Status, now time.Time) {
 		ctd += fmt.Sprintf(", pid %d", st.Containerd.PID)
 	}
 	fmt.Fprintf(tw, "CONTAINERD\t%s\n", ctd)
+	if c := st.Certs; c != nil {
+		fmt.Fprintf(tw, "CERTS\t%s\n", certsLine(c, now))
+		if c.Warning != "" {
+			fmt.Fprintf(tw, "WARNING\t%s\n", c.Warning)
+		}
+	}
 	tw.Flush()
 
 	if c := st.Cluster; c != nil {
@@ -310,4 +316,18 @@ func onOff(b bool) string {
 		return "on"
 	}
 	return "off"
+}
+
+// certsLine is the CERTS line of status: when the first of the host's
+// certificates expires, and which.
+func certsLine(c *api.CertsStatus, now time.Time) string {
+	if c.EarliestExpiry.IsZero() {
+		return "unknown, error: " + c.Error
+	}
+	line := fmt.Sprintf("earliest expiry %s (in %s)\t%s, %s, %d certificate(s)",
+		c.EarliestExpiry.UTC().Format(time.RFC3339), c.EarliestExpiry.Sub(now).Round(time.Second), c.Path, c.CommonName, c.Count)
+	if c.Error != "" {
+		line += ", error: " + c.Error
+	}
+	return line
 }

@@ -188,3 +188,25 @@ func TestPrintStatusDisk(t *testing.T) {
 		})
 	}
 }
+
+// TestPrintStatusCerts: the CERTS line names the earliest expiry and its
+// certificate; a warning gets its own line.
+func TestPrintStatusCerts(t *testing.T) {
+	now := time.Date(2026, 12, 4, 0, 0, 0, 0, time.UTC)
+	st := api.Status{Node: "host1", Phase: "ready", Certs: &api.CertsStatus{EarliestExpiry: now.Add(48 * time.Hour),
+		Path: "/data/pki/etcd-peer.crt", CommonName: "m3sup-etcd-peer", Count: 4}}
+	var b bytes.Buffer
+	printStatus(&b, st, now)
+	if want := "CERTS       earliest expiry 2026-12-06T00:00:00Z (in 48h0m0s)  /data/pki/etcd-peer.crt, m3sup-etcd-peer, 4 certificate(s)"; !strings.Contains(b.String(), want) {
+		t.Errorf("status lacks %q:\n%s", want, b.String())
+	}
+	if strings.Contains(b.String(), "WARNING") {
+		t.Errorf("a warning without one:\n%s", b.String())
+	}
+	st.Certs.Warning = "certificate /data/pki/etcd-peer.crt (m3sup-etcd-peer) expires at 2026-12-06T00:00:00Z, in 48h0m0s, and was not renewed (see the log)"
+	b.Reset()
+	printStatus(&b, st, now)
+	if want := "WARNING     " + st.Certs.Warning; !strings.Contains(b.String(), want) {
+		t.Errorf("status lacks %q:\n%s", want, b.String())
+	}
+}

@@ -53,6 +53,24 @@ type Status struct {
 	// that does not validate, controls that do not decode); it runs on
 	// the last good values until they are repaired.
 	StateErrors []StateError `json:"stateErrors,omitempty"`
+	// Certs is the certificate of this host's that expires first; nil
+	// before etcd's certificates are in place.
+	Certs *CertsStatus `json:"certs,omitempty"`
+}
+
+// CertsStatus is the earliest-expiring of the certificates this host
+// presents (etcd's member and client certificates, M3's, the join
+// endpoint's). m3sup renews them between 2/3 and 3/4 of their lifetime;
+// Warning is set from 30 days before expiry (or a tenth of the lifetime,
+// if shorter), when renewal has not happened.
+type CertsStatus struct {
+	EarliestExpiry time.Time `json:"earliestExpiry"`
+	Path           string    `json:"path"` // the certificate's file
+	CommonName     string    `json:"commonName"`
+	Serial         string    `json:"serial"`
+	Count          int       `json:"count"` // certificates looked at
+	Warning        string    `json:"warning,omitempty"`
+	Error          string    `json:"error,omitempty"` // a certificate could not be read
 }
 
 // DiskStatus is the data dir's filesystem as last sampled (every few

@@ -266,7 +266,16 @@ type Cluster struct {
 	// the spec failed, which halts the rollout, and returns its m3dbnode
 	// to the last spec it ran healthy.
 	RolloutDeadline Duration `yaml:"rolloutDeadline"`
+	// CertLifetime is the validity of every certificate m3sup issues
+	// (etcd's, M3's, the join endpoint's); each is renewed in place
+	// between 2/3 and 3/4 of it. Default 365 days; at least
+	// MinCertLifetime (short lifetimes are for tests) and at most the
+	// CA's (pki.CAValidity).
+	CertLifetime Duration `yaml:"certLifetime"`
 }
+
+// MinCertLifetime is the shortest cluster.certLifetime.
+const MinCertLifetime = 3 * time.Minute
 
 // Host roles (cluster.roles).
 const (
@@ -374,6 +383,7 @@ func base() Config {
 			ReadyTimeout:      Duration(10 * time.Minute),
 			RolloutDeadline:   Duration(5 * time.Minute),
 			JoinTimeout:       Duration(10 * time.Minute),
+			CertLifetime:      Duration(365 * 24 * time.Hour),
 			Namespaces: []Namespace{{
 				Name:      "default",
 				Retention: Duration(48 * time.Hour),

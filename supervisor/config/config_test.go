@@ -71,6 +71,7 @@ func TestDefault(t *testing.T) {
 		{"cluster.readyTimeout", c.Cluster.ReadyTimeout.D(), 10 * time.Minute},
 		{"cluster.rolloutDeadline", c.Cluster.RolloutDeadline.D(), 5 * time.Minute},
 		{"cluster.joinTimeout", c.Cluster.JoinTimeout.D(), 10 * time.Minute},
+		{"cluster.certLifetime", c.Cluster.CertLifetime.D(), 365 * 24 * time.Hour},
 		{"len(cluster.namespaces)", len(c.Cluster.Namespaces), 1},
 	}
 	for _, ch := range checks {

@@ -287,6 +287,9 @@ func (p *problems) cluster(c Cluster) {
 	p.positive("cluster.readyTimeout", c.ReadyTimeout)
 	p.positive("cluster.rolloutDeadline", c.RolloutDeadline)
 	p.positive("cluster.joinTimeout", c.JoinTimeout)
+	if d := c.CertLifetime.D(); d < MinCertLifetime || d > 10*365*24*time.Hour {
+		p.add("cluster.certLifetime", "%v must be between %v and 3650 days (87600h, the CA's own validity)", d, MinCertLifetime)
+	}
 	if c.Advertise != "" && net.ParseIP(c.Advertise) == nil && (!dnsNameRE.MatchString(c.Advertise) || len(c.Advertise) > 253) {
 		p.add("cluster.advertise", "%q must be an IP address or a DNS name, without a port (the etcd and M3 ports come from their own settings)", c.Advertise)
 	}

@@ -173,6 +173,7 @@ func TestValidate(t *testing.T) {
 			c.Cluster.ReadyTimeout = 0
 			c.Cluster.RolloutDeadline = -1
 			c.Cluster.JoinTimeout = 0
+			c.Cluster.CertLifetime = Duration(time.Minute)
 			c.Cluster.Namespaces = nil
 			c.Cluster.Roles = []string{"dbnode", "query", "dbnode"}
 			c.Cluster.Weight = 20000
@@ -189,6 +190,7 @@ func TestValidate(t *testing.T) {
 			`cluster.readyTimeout: must be a positive duration like 30s, got 0s`,
 			`cluster.rolloutDeadline: must be a positive duration like 30s, got -1ns`,
 			`cluster.joinTimeout: must be a positive duration like 30s, got 0s`,
+			`cluster.certLifetime: 1m0s must be between 3m0s and 3650 days (87600h, the CA's own validity)`,
 			`cluster.namespaces: must list at least one namespace`,
 		},
 	}, {

@@ -43,7 +43,7 @@ func TestJoinAuthorizes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := join.ServerTLS(c.ca, []string{"127.0.0.1", "localhost"}, time.Now())
+	cfg, err := join.ServerTLS(c.ca, []string{"127.0.0.1", "localhost"}, time.Now(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,9 @@
 // backoff (Backoff, a pure function) until cluster.joinTimeout, and fails
 // at once on a refusal no retry can change.
 // The token pins the cluster CA, so a joiner checks whom it talks to before
-// it sends anything.
+// it sends anything. The same endpoint renews a joined host's client
+// certificate (RenewPath, Renew), authenticated by the current one over
+// mutual TLS.
 //
 // Import rule: join depends on pki, etcd's client and zap only; it never
 // imports the embedded etcd server (store), cluster or api — the caller

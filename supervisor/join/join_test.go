@@ -161,7 +161,7 @@ func newCluster(t *testing.T) *cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := join.ServerTLS(ca, []string{"127.0.0.1", "localhost"}, time.Now())
+	cfg, err := join.ServerTLS(ca, []string{"127.0.0.1", "localhost"}, time.Now(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,7 +334,7 @@ func TestJoinRefused(t *testing.T) {
 		wrongPin.CAHash = strings.TrimPrefix(other.Fingerprint(), "sha256:")
 
 		// A machine in the middle with its own CA.
-		mitmCfg, err := join.ServerTLS(other, []string{"127.0.0.1"}, time.Now())
+		mitmCfg, err := join.ServerTLS(other, []string{"127.0.0.1"}, time.Now(), 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -356,7 +356,7 @@ func TestJoinRefused(t *testing.T) {
 		spoof := serveTLS(t, http.NotFoundHandler(), &tls.Config{Certificates: []tls.Certificate{kp}}, &spoofCalls)
 
 		// The real CA, but a certificate for another host name.
-		wrongHostCfg, err := join.ServerTLS(c.ca, []string{"elsewhere.example"}, time.Now())
+		wrongHostCfg, err := join.ServerTLS(c.ca, []string{"elsewhere.example"}, time.Now(), 0)
 		if err != nil {
 			t.Fatal(err)
 		}

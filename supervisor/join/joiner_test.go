@@ -81,7 +81,7 @@ func newRetryRig(t *testing.T, refuse503 int32, token string) *retryRig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := join.ServerTLS(c.ca, []string{"127.0.0.1"}, time.Now())
+	cfg, err := join.ServerTLS(c.ca, []string{"127.0.0.1"}, time.Now(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -58,7 +58,7 @@ func TestJoinParallelSingleUse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := join.ServerTLS(c.ca, []string{"127.0.0.1"}, time.Now())
+	cfg, err := join.ServerTLS(c.ca, []string{"127.0.0.1"}, time.Now(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -310,7 +310,7 @@ func TestJoinIdleConnectionClosed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tlsCfg, err := join.ServerTLS(c.ca, []string{"127.0.0.1"}, time.Now())
+	tlsCfg, err := join.ServerTLS(c.ca, []string{"127.0.0.1"}, time.Now(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -390,7 +390,7 @@ func TestJoinLockedOutBeforeHandshake(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tlsCfg, err := join.ServerTLS(c.ca, []string{"127.0.0.1"}, time.Now())
+	tlsCfg, err := join.ServerTLS(c.ca, []string{"127.0.0.1"}, time.Now(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -451,7 +451,7 @@ func TestJoinOutlivesReadTimeout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tlsCfg, err := join.ServerTLS(c.ca, []string{"127.0.0.1"}, time.Now())
+	tlsCfg, err := join.ServerTLS(c.ca, []string{"127.0.0.1"}, time.Now(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -516,7 +516,7 @@ func TestJoinRemovesUnstartedLearner(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := join.ServerTLS(ca, []string{"127.0.0.1"}, time.Now())
+	cfg, err := join.ServerTLS(ca, []string{"127.0.0.1"}, time.Now(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -148,6 +148,10 @@ type ServerConfig struct {
 	// client certificate's CN) the permissions of role before anything is
 	// issued: etcd's auth takes the CN as the user (store.EnsureAuth).
 	Authorize func(ctx context.Context, name string, role Role) error
+	// Renewable, when set, refuses (with an error saying why) the
+	// renewal of host name's client certificate (RenewPath): a host
+	// removed from the cluster, or unknown to it, renews nothing.
+	Renewable func(ctx context.Context, name string) error
 }
 
 // Validate checks the config and fills its defaults.
@@ -184,10 +188,12 @@ func (c *ServerConfig) Validate() error {
 
 // ServerTLS issues a server certificate for the join endpoint under hosts
 // (IPs or DNS names) and returns a config presenting it with the CA in the
-// chain, so a joiner can pin the CA. Joiners have no client certificate.
-func ServerTLS(ca *pki.CA, hosts []string, now time.Time) (*tls.Config, error) {
+// chain, so a joiner can pin the CA, valid for ttl (zero: pki.DefaultTTL).
+// Joiners have no client certificate; a host renewing its own (RenewPath)
+// presents one, which must be valid and the CA's.
+func ServerTLS(ca *pki.CA, hosts []string, now time.Time, ttl time.Duration) (*tls.Config, error) {
 	dns, ips := splitHosts(hosts)
-	certPEM, keyPEM, err := ca.Issue(pki.IssueOptions{CommonName: "m3sup-join", DNSNames: dns, IPs: ips, Usage: pki.UsageServer, Now: now})
+	certPEM, keyPEM, err := ca.Issue(pki.IssueOptions{CommonName: "m3sup-join", DNSNames: dns, IPs: ips, Usage: pki.UsageServer, Now: now, TTL: ttl})
 	if err != nil {
 		return nil, fmt.Errorf("join server TLS: %w", err)
 	}
@@ -195,8 +201,9 @@ func ServerTLS(ca *pki.CA, hosts []string, now time.Time) (*tls.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("join server TLS: %w", err)
 	}
-	cfg.ClientAuth = tls.NoClientCert
-	cfg.ClientCAs = nil
+	// Joiners have no certificate; a host renewing its own (RenewPath)
+	// presents it, and the handshake verifies it against the CA.
+	cfg.ClientAuth = tls.VerifyClientCertIfGiven
 	return cfg, nil
 }
 
@@ -288,6 +295,10 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.logRefusal(src, "rate limited", zap.Duration("retryAfter", wait))
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
 		http.Error(w, "too many join attempts from "+src.String()+"; retry later", http.StatusTooManyRequests)
+		return
+	}
+	if r.URL.Path == RenewPath {
+		s.renew(w, r)
 		return
 	}
 	if r.URL.Path != Path {

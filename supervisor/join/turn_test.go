@@ -80,7 +80,7 @@ func TestJoinWaitsForItsTurnServerSide(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := join.ServerTLS(c.ca, []string{"127.0.0.1"}, time.Now())
+	cfg, err := join.ServerTLS(c.ca, []string{"127.0.0.1"}, time.Now(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}

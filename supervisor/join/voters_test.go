@@ -41,7 +41,7 @@ func TestJoinThroughSecondVoter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := join.ServerTLS(ca2, []string{"127.0.0.1"}, time.Now())
+	cfg, err := join.ServerTLS(ca2, []string{"127.0.0.1"}, time.Now(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +124,7 @@ func TestJoinRefusesForeignCAKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := join.ServerTLS(ca, []string{"127.0.0.1"}, time.Now())
+	cfg, err := join.ServerTLS(ca, []string{"127.0.0.1"}, time.Now(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,6 +26,14 @@
 // the voters too, so a joined host starts next time from the voters of
 // now.
 //
+// Certificates renew themselves (RenewCerts, an actor of the daemon's run
+// group): a host that holds the CA reissues its own at a random point
+// between 2/3 and 3/4 of their lifetime (Options.CertTTL,
+// cluster.certLifetime); a host without it renews its client certificate
+// at a CA holder's join endpoint (RenewRemote, join.Renew). etcd reads its
+// certificate files at each handshake; M3 reads its own once, so its
+// serial (M3CertSerial) is part of M3's spec hash.
+//
 // Why mutual TLS on a single node too (and not a unix socket or etcd
 // passwords): the multi-host mode already has the CA (supervisor/pki), a
 // TLS member (store.StartClusterEtcd) and M3 configs that present a client

@@ -71,7 +71,7 @@ func TestJoinedVoterHoldsCA(t *testing.T) {
 			t.Fatal(err)
 		}
 		srv := httptest.NewUnstartedServer(h)
-		if srv.TLS, err = join.ServerTLS(ca, []string{"127.0.0.1"}, time.Now()); err != nil {
+		if srv.TLS, err = join.ServerTLS(ca, []string{"127.0.0.1"}, time.Now(), 0); err != nil {
 			t.Fatal(err)
 		}
 		srv.StartTLS()

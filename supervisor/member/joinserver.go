@@ -34,12 +34,15 @@ func (m *Member) JoinServer() (execute func() error, interrupt func(error), err 
 	}
 	cli := m.etcd.Client()
 	h, err := join.Handler(join.ServerConfig{CA: ca, Tokens: join.NewTokens(cli, ca), Members: membership{cli},
-		MaxVoters: o.MaxVoters, Logger: o.Logger.Named("join"),
+		MaxVoters: o.MaxVoters, CertTTL: o.CertTTL, Logger: o.Logger.Named("join"),
 		Readmit: func(ctx context.Context, name string) (bool, error) {
 			return cluster.ClearRemoved(ctx, cli, name)
 		},
 		NameTaken: func(ctx context.Context, name string) (bool, error) {
 			return hostNameTaken(ctx, cli, name)
+		},
+		Renewable: func(ctx context.Context, name string) error {
+			return renewable(ctx, cli, name)
 		},
 		Authorize: func(ctx context.Context, name string, role join.Role) error {
 			if role != join.RoleVoter {
@@ -55,7 +58,7 @@ func (m *Member) JoinServer() (execute func() error, interrupt func(error), err 
 	if err != nil {
 		return nil, nil, err
 	}
-	tlsCfg, err := join.ServerTLS(ca, []string{o.Advertise, o.NodeName}, time.Now())
+	tlsCfg, err := m.issueJoinCert()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -76,6 +79,40 @@ func (m *Member) JoinServer() (execute func() error, interrupt func(error), err 
 			defer cancel()
 			_ = srv.Shutdown(ctx)
 		}, nil
+}
+
+// issueJoinCert issues the join endpoint's certificate afresh into
+// m.joinCert and returns the endpoint's TLS config, which serves whatever
+// m.joinCert holds at each handshake (RenewCerts swaps it).
+func (m *Member) issueJoinCert() (*tls.Config, error) {
+	cfg, err := join.ServerTLS(m.ca, []string{m.o.Advertise, m.o.NodeName}, time.Now(), m.o.CertTTL)
+	if err != nil {
+		return nil, err
+	}
+	kp := cfg.Certificates[0]
+	m.joinCert.Store(&kp)
+	cfg.Certificates = nil
+	cfg.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return m.joinCert.Load(), nil }
+	return cfg, nil
+}
+
+// renewable refuses to renew the client certificate of a host that was
+// removed from the cluster, or that the cluster does not know (it left,
+// or never ran): its still-valid certificate must not outlive it.
+func renewable(ctx context.Context, cli *clientv3.Client, name string) error {
+	if rem, removed, err := cluster.RemovedHost(ctx, cli, name); err != nil {
+		return err
+	} else if removed {
+		return fmt.Errorf("host %s was removed from the cluster (by %s)", name, rem.RemovedBy)
+	}
+	taken, err := hostNameTaken(ctx, cli, name)
+	if err != nil {
+		return err
+	}
+	if !taken {
+		return fmt.Errorf("host %s is not a host of this cluster", name)
+	}
+	return nil
 }
 
 // membership adapts the etcd client to join.Membership.

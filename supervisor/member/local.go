@@ -68,8 +68,9 @@ func startLocal(ctx context.Context, o Options) (*Member, error) {
 // localPKI loads or creates the single node's CA under Paths.PKI (0700,
 // tightened at every start) and issues, afresh at every start, the member
 // certificate (CN pki.EtcdPeerCN, SANs: the URLs' hosts, localhost,
-// 127.0.0.1), m3sup's client certificate (CN pki.NodeCN) and M3's
-// (CN pki.M3CN), which alone goes to Paths.M3PKI for M3's containers.
+// 127.0.0.1) and m3sup's client certificate (CN pki.NodeCN), and M3's
+// (CN pki.M3CN, unless the one it has is current: issueM3), which alone
+// goes to Paths.M3PKI for M3's containers.
 func (m *Member) localPKI(hosts []string) (*pki.CA, error) {
 	dir := m.o.Paths.PKI
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -82,10 +83,11 @@ func (m *Member) localPKI(hosts []string) (*pki.CA, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := ca.IssueHost(dir, m.o.NodeName, append([]string{"localhost", "127.0.0.1"}, hosts...)); err != nil {
+	m.issuer, m.hostNames = ca, append([]string{"localhost", "127.0.0.1"}, hosts...)
+	if err := ca.IssueHost(dir, m.o.NodeName, m.hostNames, m.o.CertTTL); err != nil {
 		return nil, err
 	}
-	if err := ca.IssueM3(m.o.Paths.M3PKI, m.o.NodeName); err != nil {
+	if err := m.issueM3(ca); err != nil {
 		return nil, err
 	}
 	return ca, nil

@@ -2,6 +2,7 @@ package member
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -45,8 +47,12 @@ type Options struct {
 	Advertise string
 	// JoinListen (host:port) serves joins on a host that holds the CA;
 	// MaxVoters is cluster.maxVoters.
-	JoinListen   string
-	MaxVoters    int
+	JoinListen string
+	MaxVoters  int
+	// CertTTL is the validity of every certificate this host issues
+	// (cluster.certLifetime); zero means pki.DefaultTTL. RenewCerts renews
+	// them in place.
+	CertTTL      time.Duration
 	StartTimeout time.Duration
 	Paths        Paths
 	Logger       *zap.Logger
@@ -123,6 +129,15 @@ type Member struct {
 	etcd *store.Etcd
 	ca   *pki.CA
 	m3   M3Etcd
+
+	// issuer is the CA that issues this host's own certificates: ca, or a
+	// single node's own CA; nil on a host without the CA key. hostNames
+	// are the SANs of its member certificate.
+	issuer    *pki.CA
+	hostNames []string
+	// joinCert is the join endpoint's certificate, swapped by RenewCerts;
+	// the endpoint reads it at every handshake.
+	joinCert atomic.Pointer[tls.Certificate]
 }
 
 // Etcd is the running etcd; the rest of m3sup uses its Client.
@@ -198,7 +213,7 @@ func Start(ctx context.Context, o Options) (*Member, error) {
 	}
 	if m.ca != nil {
 		// M3 gets its own certificate: M3's keys only.
-		err = m.ca.IssueM3(o.Paths.M3PKI, o.NodeName)
+		err = m.issueM3(m.ca)
 	} else {
 		// A host without the CA key cannot issue one: M3 uses the host's
 		// (a client-only host's identity, which cannot touch tokens).
@@ -214,6 +229,15 @@ func Start(ctx context.Context, o Options) (*Member, error) {
 		return nil, err
 	}
 	return m, nil
+}
+
+// issueM3 gives M3 its certificate (pki.IssueM3) unless the one it has is
+// current (pki.M3Current): a new one restarts M3.
+func (m *Member) issueM3(ca *pki.CA) error {
+	if ca.M3Current(m.o.Paths.M3PKI, m.o.NodeName, m.o.CertTTL, time.Now()) {
+		return nil
+	}
+	return ca.IssueM3(m.o.Paths.M3PKI, m.o.NodeName, m.o.CertTTL)
 }
 
 // loadOrCreateCA loads the CA kept in dir, or creates one named name there.
@@ -232,14 +256,16 @@ func (m *Member) firstHostPKI() (*pki.CA, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := ca.IssueHost(m.o.Paths.PKI, m.o.NodeName, []string{m.o.NodeName, m.o.Advertise}); err != nil {
+	m.issuer, m.hostNames = ca, []string{m.o.NodeName, m.o.Advertise}
+	if err := ca.IssueHost(m.o.Paths.PKI, m.o.NodeName, m.hostNames, m.o.CertTTL); err != nil {
 		return nil, err
 	}
 	return ca, nil
 }
 
 // loadJoinedCA loads the CA a joined voter received with its join, if it
-// did (a voter that joined an m3sup that did not share the CA has none).
+// did (a voter that joined an m3sup that did not share the CA has none),
+// and reissues the voter's etcd certificates from it.
 func (m *Member) loadJoinedCA() error {
 	ca, err := pki.LoadCA(m.o.Paths.PKI)
 	if errors.Is(err, os.ErrNotExist) {
@@ -250,7 +276,17 @@ func (m *Member) loadJoinedCA() error {
 		return err
 	}
 	m.ca = ca
-	return nil
+	// Its member certificate came with the join, for the names the join
+	// endpoint checked: keep them. Reissued at every start, as the first
+	// host's are, so a CA replaced by hand (README, "Certificates")
+	// takes effect at the next start.
+	m.issuer = ca
+	_, c, err := pki.ReadCertFile(filepath.Join(m.o.Paths.PKI, pki.PeerCertFile))
+	if err != nil {
+		return fmt.Errorf("this voter's member certificate: %w", err)
+	}
+	m.hostNames = certHosts(c)
+	return ca.IssueHost(m.o.Paths.PKI, m.o.NodeName, m.hostNames, m.o.CertTTL)
 }
 
 // clusterTLS is the member's certificates in dir.

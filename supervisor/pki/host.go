@@ -1,6 +1,7 @@
 package pki
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -43,39 +44,50 @@ func LoadOrCreateCA(dir, name string, now time.Time) (ca *CA, created bool, err 
 // IssueHost issues, afresh, a host's etcd member certificate (CN
 // EtcdPeerCN, SANs hosts) and its own etcd client certificate (CN
 // NodeCN(node)), and writes them into dir as PeerCertFile, PeerKeyFile,
-// ClientCertFile and ClientKeyFile.
-func (ca *CA) IssueHost(dir, node string, hosts []string) error {
+// ClientCertFile and ClientKeyFile, each valid for ttl (zero:
+// DefaultTTL). Each file is replaced atomically; etcd reads them at every
+// TLS handshake, so a running member picks renewed ones up.
+func (ca *CA) IssueHost(dir, node string, hosts []string, ttl time.Duration) error {
 	dns, ips := SplitHosts(hosts)
-	peerCert, peerKey, err := ca.Issue(IssueOptions{CommonName: EtcdPeerCN, DNSNames: dns, IPs: ips, Usage: UsagePeer})
+	peerCert, peerKey, err := ca.Issue(IssueOptions{CommonName: EtcdPeerCN, DNSNames: dns, IPs: ips, Usage: UsagePeer, TTL: ttl})
 	if err != nil {
 		return err
 	}
-	cliCert, cliKey, err := ca.Issue(IssueOptions{CommonName: NodeCN(node), Usage: UsageClient})
+	cliCert, cliKey, err := ca.Issue(IssueOptions{CommonName: NodeCN(node), Usage: UsageClient, TTL: ttl})
 	if err != nil {
 		return err
 	}
-	for name, b := range map[string][]byte{PeerCertFile: peerCert, PeerKeyFile: peerKey, ClientCertFile: cliCert, ClientKeyFile: cliKey} {
-		if err := atomicfile.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
-			return err
-		}
-	}
-	return nil
+	return writePairs(dir, []namedFile{{PeerKeyFile, peerKey}, {PeerCertFile, peerCert}, {ClientKeyFile, cliKey}, {ClientCertFile, cliCert}})
 }
 
 // IssueM3 gives M3's containers on node their own etcd client certificate
 // (CN M3CN(node): M3's keys only) and the CA certificate in dir (created
-// 0700), issued afresh by a host that holds the CA.
-func (ca *CA) IssueM3(dir, node string) error {
-	m3Cert, m3Key, err := ca.Issue(IssueOptions{CommonName: M3CN(node), Usage: UsageClient})
+// 0700), issued afresh by a host that holds the CA, valid for ttl (zero:
+// DefaultTTL).
+func (ca *CA) IssueM3(dir, node string, ttl time.Duration) error {
+	m3Cert, m3Key, err := ca.Issue(IssueOptions{CommonName: M3CN(node), Usage: UsageClient, TTL: ttl})
 	if err != nil {
 		return err
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create %s: %w", dir, err)
 	}
-	for name, b := range map[string][]byte{CACertFile: ca.CertPEM(), ClientCertFile: m3Cert, ClientKeyFile: m3Key} {
-		if err := atomicfile.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
-			return err
+	return writePairs(dir, []namedFile{{CACertFile, ca.CertPEM()}, {ClientKeyFile, m3Key}, {ClientCertFile, m3Cert}})
+}
+
+type namedFile struct {
+	name string
+	b    []byte
+}
+
+// writePairs replaces each file atomically (0600), in order: a key before
+// its certificate. A reader that loads the pair between the two renames
+// (etcd, at a TLS handshake) sees a mismatch and fails that one
+// handshake, which the client retries; it never sees half a file.
+func writePairs(dir string, files []namedFile) error {
+	for _, f := range files {
+		if err := atomicfile.WriteFile(filepath.Join(dir, f.name), f.b, 0o600); err != nil {
+			return fmt.Errorf("write %s: %w", f.name, err)
 		}
 	}
 	return nil
@@ -114,4 +126,50 @@ func SplitHosts(hosts []string) (dns []string, ips []net.IP) {
 		}
 	}
 	return dns, ips
+}
+
+// M3Current reports whether dir already holds what IssueM3 would write and
+// it need not be issued again: the CA certificate of ca, and M3's client
+// certificate for node (with its key) issued by ca for ttl (zero:
+// DefaultTTL), not yet at the start of its renewal window (RenewAt at
+// r=0). M3 reads its certificate once at start and restarts for a new one
+// (render.Etcd.CertSerial), so a daemon restart keeps M3's while it is
+// current.
+func (ca *CA) M3Current(dir, node string, ttl time.Duration, now time.Time) bool {
+	if ttl == 0 {
+		ttl = DefaultTTL
+	}
+	caPEM, err := os.ReadFile(filepath.Join(dir, CACertFile))
+	if err != nil || !bytes.Equal(caPEM, ca.certPEM) {
+		return false
+	}
+	info, c, err := ReadCertFile(filepath.Join(dir, ClientCertFile))
+	if err != nil || info.CommonName != M3CN(node) || c.CheckSignatureFrom(ca.cert) != nil {
+		return false
+	}
+	if d := info.NotAfter.Sub(info.Issued) - ttl; d < -time.Minute || d > time.Minute {
+		return false // issued for another cluster.certLifetime
+	}
+	certPEM, err := os.ReadFile(filepath.Join(dir, ClientCertFile))
+	if err != nil {
+		return false
+	}
+	keyPEM, err := os.ReadFile(filepath.Join(dir, ClientKeyFile))
+	if err != nil {
+		return false
+	}
+	if _, err := KeyPair(certPEM, keyPEM); err != nil {
+		return false
+	}
+	return now.Before(info.RenewAt(0))
+}
+
+// WriteClient replaces the client certificate and key in dir
+// (ClientCertFile, ClientKeyFile; 0600, key first): how a host without
+// the CA installs a renewed certificate (join.Renew).
+func WriteClient(dir string, certPEM, keyPEM []byte) error {
+	if _, err := KeyPair(certPEM, keyPEM); err != nil {
+		return fmt.Errorf("write the client certificate in %s: %w", dir, err)
+	}
+	return writePairs(dir, []namedFile{{ClientKeyFile, keyPEM}, {ClientCertFile, certPEM}})
 }

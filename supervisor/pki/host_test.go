@@ -26,7 +26,7 @@ func TestHostPKI(t *testing.T) {
 	if err != nil || created || again.Fingerprint() != ca.Fingerprint() {
 		t.Fatalf("second: created %t, same %t, %v", created, err == nil && again.Fingerprint() == ca.Fingerprint(), err)
 	}
-	if err := ca.IssueHost(dir, "h1", []string{"h1", "", "10.0.0.1"}); err != nil {
+	if err := ca.IssueHost(dir, "h1", []string{"h1", "", "10.0.0.1"}, 0); err != nil {
 		t.Fatal(err)
 	}
 	cert := func(path string) *x509.Certificate {
@@ -53,7 +53,7 @@ func TestHostPKI(t *testing.T) {
 		t.Errorf("client certificate CN %q", c.Subject.CommonName)
 	}
 	m3 := filepath.Join(dir, "m3")
-	if err := ca.IssueM3(m3, "h1"); err != nil {
+	if err := ca.IssueM3(m3, "h1", time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	if c := cert(filepath.Join(m3, pki.ClientCertFile)); c.Subject.CommonName != pki.M3CN("h1") {

@@ -32,6 +32,10 @@ const (
 // moves restarts the component on the next pull.
 const LabelImageDigest = "io.m3sup.image-digest"
 
+// LabelEtcdCertSerial records the serial of the etcd client certificate
+// M3 started with (Etcd.CertSerial).
+const LabelEtcdCertSerial = "io.m3sup.etcd-cert-serial"
+
 // labelConfigSum records the sha256 of a component's (hashed) config: the
 // config's bytes decide restarts too, though its mount path is fixed.
 const labelConfigSum = "io.m3sup.config-sha256"
@@ -103,6 +107,11 @@ type Etcd struct {
 	// PKIDir is the host directory holding TLS's files, mounted read-only
 	// at PKIMount.
 	PKIDir, PKIMount string
+	// CertSerial is the serial of M3's client certificate in PKIDir. It
+	// is a label (LabelEtcdCertSerial) and so part of the spec hash: M3
+	// reads the certificate once at start, so a renewed one restarts the
+	// component, through its restart gate (one host at a time).
+	CertSerial string
 }
 
 // Output is the rendered components of this host and what they need on
@@ -173,6 +182,9 @@ func Components(in Input) (Output, error) {
 	for _, c := range []*agent.Component{&db, &co} {
 		if etcdParams.TLS != nil {
 			c.Spec.Mounts = append(c.Spec.Mounts, runtime.Mount{Source: in.Etcd.PKIDir, Destination: in.Etcd.PKIMount, ReadOnly: true})
+			if in.Etcd.CertSerial != "" {
+				c.Spec.Labels[LabelEtcdCertSerial] = in.Etcd.CertSerial
+			}
 		}
 		c.Hash = specHash(c.Spec)
 		ctl := in.Controls[c.Name]

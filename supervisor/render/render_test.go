@@ -259,3 +259,26 @@ func TestControls(t *testing.T) {
 		t.Error("a control changed m3dbnode's hash")
 	}
 }
+
+// TestCertSerialRestarts: a renewed M3 etcd certificate (a new serial)
+// changes both components' hashes, so the agent restarts them through
+// their gates; the same serial keeps them.
+func TestCertSerialRestarts(t *testing.T) {
+	in := input(config.Default())
+	in.Etcd.TLS = &m3.EtcdTLS{CertPath: "/p/c.crt", KeyPath: "/p/c.key", CAPath: "/p/ca.crt"}
+	in.Etcd.CertSerial = "1a"
+	a, a2 := mustRender(t, in), mustRender(t, in)
+	in.Etcd.CertSerial = "2b"
+	b := mustRender(t, in)
+	for i := range a.Components {
+		if a.Components[i].Hash != a2.Components[i].Hash {
+			t.Errorf("%s: same serial, different hash", a.Components[i].Name)
+		}
+		if a.Components[i].Hash == b.Components[i].Hash {
+			t.Errorf("%s: a renewed certificate does not change its hash", a.Components[i].Name)
+		}
+		if got := b.Components[i].Spec.Labels[LabelEtcdCertSerial]; got != "2b" {
+			t.Errorf("%s: label %s = %q, want 2b", a.Components[i].Name, LabelEtcdCertSerial, got)
+		}
+	}
+}
