@@ -86,7 +86,7 @@ unit:
 # need root, and prereqs.sh installs containerd, runc, docker-registry and
 # curl. The suite builds m3sup once, with -race like its own test binary.
 e2e: prereqs-test m3-release
-	M3SUP_E2E_RELEASE=$(M3_TARBALL) $(GO) test -race -count=1 -timeout 40m $(TEST_FLAGS) ./e2e/
+	M3SUP_E2E_RELEASE=$(M3_TARBALL) $(GO) test -race -count=1 -timeout 60m $(TEST_FLAGS) ./e2e/
 
 # bench/ starts m3sup and M3 for real (one start per iteration, hence 1x):
 # time to ready against a baseline in M3SUP_BENCH_ROUNDS alternating pairs
