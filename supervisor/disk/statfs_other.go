@@ -5,4 +5,6 @@ package disk
 import "errors"
 
 // Probe measures the filesystem holding path; only Linux is supported.
-func Probe(string) (Usage, error) { return Usage{}, errors.New("disk: statfs not supported on this OS") }
+func Probe(string) (Usage, error) {
+	return Usage{}, errors.New("disk: statfs not supported on this OS")
+}
